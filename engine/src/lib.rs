@@ -1,0 +1,27 @@
+//! The Slipway engine: what a pipeline *is* and how a run of it *proceeds*,
+//! with no I/O at all (no tokio, Docker, HTTP or disk), so every rule here is
+//! tested in milliseconds.
+//!
+//! Layout:
+//! - [`diagnostic`]: a problem in a pipeline file, with file, line, column and hint.
+//! - [`model`]: [`Pipeline`], [`Step`], [`Service`], [`When`] and the [`Trigger`] they match.
+//! - [`parse`]: YAML text to a [`Pipeline`] plus *every* diagnostic at once.
+//! - [`duration`]: `30s`, `5m`, `1h30m` and friends.
+//! - [`dag`]: the [`Plan`] (dependency graph of steps) and its text, DOT and Mermaid renderings.
+//! - [`state`]: [`RunState`], the state machine that says which steps may start next.
+//! - [`pattern`]: the glob patterns used by `when: { branch: [...] }`.
+
+pub mod dag;
+pub mod diagnostic;
+pub mod duration;
+pub mod model;
+pub mod parse;
+pub mod pattern;
+pub mod state;
+mod suggest;
+
+pub use dag::{GraphFormat, Plan};
+pub use diagnostic::{Diagnostic, Severity};
+pub use model::{Pipeline, Service, Step, Trigger, When};
+pub use parse::{Parsed, parse};
+pub use state::{RunState, RunStatus, SkipReason, StepOutcome, StepStatus};
