@@ -1,0 +1,593 @@
+//! The Docker backend, through bollard.
+//!
+//! Every container, network and volume is labelled `slipway.run=<id>` and
+//! `slipway.owner=<host>:<pid>`, so a run's leftovers can always be found:
+//! by [`DockerBackend::teardown_run`] at the end of the run, and by
+//! [`DockerBackend::reap_orphans`] after the process that owned them died.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::backend::{
+    Backend, BackendError, ContainerSpec, LogChunk, RunSpec, StepExit, Workspace,
+};
+use crate::event::LogStream;
+use crate::workspace;
+
+pub const LABEL_RUN: &str = "slipway.run";
+pub const LABEL_OWNER: &str = "slipway.owner";
+pub const LABEL_STEP: &str = "slipway.step";
+pub const LABEL_SERVICE: &str = "slipway.service";
+const WORKSPACE_DIR: &str = "/workspace";
+
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    /// Time a stopped container gets between SIGTERM and SIGKILL.
+    grace: Duration,
+    /// `<host>:<pid>`, so another process can tell whether we are still alive.
+    owner: String,
+}
+
+fn docker_err(action: impl Into<String>) -> impl FnOnce(DockerError) -> BackendError {
+    let action = action.into();
+    move |source| BackendError::Docker { action, source }
+}
+
+fn is_status(e: &DockerError, code: u16) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+pub fn container_name(run_id: &str, step: &str, attempt: u32) -> String {
+    format!("slipway-{run_id}-{step}-{attempt}")
+}
+
+fn network_name(run_id: &str) -> String {
+    format!("slipway-{run_id}")
+}
+
+fn volume_name(run_id: &str) -> String {
+    format!("slipway-{run_id}-workspace")
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl DockerBackend {
+    /// Connects to the local daemon (DOCKER_HOST or the default socket) and
+    /// agrees on an API version, since daemons in the field are often older
+    /// than the client.
+    pub async fn connect(grace: Duration) -> Result<DockerBackend, BackendError> {
+        let docker = Docker::connect_with_local_defaults().map_err(BackendError::Connect)?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(BackendError::Connect)?;
+        docker.ping().await.map_err(BackendError::Connect)?;
+        Ok(DockerBackend {
+            docker,
+            grace,
+            owner: format!("{}:{}", hostname(), std::process::id()),
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn labels(&self, run_id: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_RUN.to_string(), run_id.to_string()),
+            (LABEL_OWNER.to_string(), self.owner.clone()),
+        ]);
+        for (k, v) in extra {
+            labels.insert(k.to_string(), v.to_string());
+        }
+        labels
+    }
+
+    fn workspace_mount(run: &RunSpec) -> Mount {
+        let (typ, source) = match &run.workspace {
+            Workspace::Bind(path) => (MountType::BIND, path.display().to_string()),
+            Workspace::Copy(_) | Workspace::Empty => (MountType::VOLUME, volume_name(&run.run_id)),
+        };
+        Mount {
+            target: Some(WORKSPACE_DIR.into()),
+            source: Some(source),
+            typ: Some(typ),
+            ..Default::default()
+        }
+    }
+
+    fn container_body(
+        &self,
+        run: &RunSpec,
+        spec: &ContainerSpec,
+        kind: (&str, &str),
+    ) -> ContainerCreateBody {
+        let networking_config = run.network.then(|| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network_name(&run.run_id),
+                EndpointSettings {
+                    aliases: Some(vec![spec.name.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        });
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec
+                .script
+                .as_ref()
+                .map(|_| vec!["/bin/sh".to_string(), "-c".to_string()]),
+            cmd: spec.script.as_ref().map(|s| vec![s.clone()]),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: Some(WORKSPACE_DIR.into()),
+            labels: Some(self.labels(&run.run_id, &[kind])),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![Self::workspace_mount(run)]),
+                network_mode: run.network.then(|| network_name(&run.run_id)),
+                // A tiny init as PID 1 forwards SIGTERM to the shell; `sh` as
+                // PID 1 ignores it and every cancel would wait the full grace.
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<(), BackendError> {
+        let opts = || Some(CreateContainerOptionsBuilder::default().name(name).build());
+        match self.docker.create_container(opts(), body.clone()).await {
+            Ok(_) => Ok(()),
+            // A leftover of an earlier, crashed attempt with the same name.
+            Err(e) if is_status(&e, 409) => {
+                self.remove_container(name).await;
+                self.docker
+                    .create_container(opts(), body)
+                    .await
+                    .map(|_| ())
+                    .map_err(docker_err(format!("create container {name}")))
+            }
+            Err(e) => Err(docker_err(format!("create container {name}"))(e)),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(e) = self.docker.remove_container(name, Some(opts)).await
+            && !is_status(&e, 404)
+        {
+            warn!(container = name, error = %e, "cannot remove container");
+        }
+    }
+
+    async fn copy_into_workspace(&self, run: &RunSpec, root: PathBuf) -> Result<(), BackendError> {
+        let helper = format!("slipway-{}-workspace-init", run.run_id);
+        let body = ContainerCreateBody {
+            image: Some(run.helper_image.clone()),
+            labels: Some(self.labels(&run.run_id, &[])),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![Self::workspace_mount(run)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // Created, never started: the archive API writes into its volume.
+        self.create(&helper, body).await?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let packer = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let files = workspace::list_files(&root)?;
+                workspace::write_tar(
+                    &root,
+                    &files,
+                    ChannelWriter {
+                        tx,
+                        buf: Vec::new(),
+                    },
+                )
+            })
+        };
+        let stream = tokio_stream_from(rx);
+        let opts = UploadToContainerOptionsBuilder::default()
+            .path(WORKSPACE_DIR)
+            .build();
+        let upload = self
+            .docker
+            .upload_to_container(&helper, Some(opts), bollard::body_try_stream(stream))
+            .await;
+        let packed = packer
+            .await
+            .map_err(|e| BackendError::Other(e.to_string()))?;
+        self.remove_container(&helper).await;
+        packed.map_err(|source| BackendError::Workspace {
+            path: root.clone(),
+            source,
+        })?;
+        upload.map_err(docker_err("copy the workspace into its volume"))
+    }
+
+    /// Removes what runs of dead `slipway` processes on this host left behind.
+    /// Returns the run ids reaped.
+    pub async fn reap_orphans(&self) -> Result<Vec<String>, BackendError> {
+        let host = hostname();
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let filter = HashMap::from([("label".to_string(), vec![LABEL_RUN.to_string()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list containers"))?;
+        for c in containers {
+            collect_owner(c.labels.as_ref(), &mut owners);
+        }
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list networks"))?;
+        for n in networks {
+            collect_owner(n.labels.as_ref(), &mut owners);
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list volumes"))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            collect_owner(Some(&v.labels), &mut owners);
+        }
+        let mut reaped = Vec::new();
+        for (run_id, owner) in owners {
+            let Some((owner_host, pid)) = owner.rsplit_once(':') else {
+                continue;
+            };
+            let alive = pid == std::process::id().to_string()
+                || PathBuf::from(format!("/proc/{pid}")).exists();
+            if owner_host == host && !alive {
+                self.teardown_run(&run_id).await?;
+                reaped.push(run_id);
+            }
+        }
+        reaped.sort();
+        Ok(reaped)
+    }
+}
+
+fn collect_owner(labels: Option<&HashMap<String, String>>, owners: &mut HashMap<String, String>) {
+    if let Some(labels) = labels
+        && let (Some(run), Some(owner)) = (labels.get(LABEL_RUN), labels.get(LABEL_OWNER))
+    {
+        owners.insert(run.clone(), owner.clone());
+    }
+}
+
+/// Feeds a blocking tar writer into an async upload without holding the
+/// whole archive in memory.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload was aborted")
+        })
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+impl Backend for DockerBackend {
+    async fn prepare_image(
+        &self,
+        image: &str,
+        progress: mpsc::Sender<String>,
+    ) -> Result<(), BackendError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(docker_err(format!("inspect image {image}"))(e)),
+        }
+        let _ = progress.send(format!("pulling {image}")).await;
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        // Only changes of a layer's status are reported, not every byte count.
+        let mut last: HashMap<String, String> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(BackendError::ImagePull {
+                            image: image.into(),
+                            message: detail,
+                        });
+                    }
+                    let status = info.status.unwrap_or_default();
+                    let id = info.id.unwrap_or_default();
+                    if last.get(&id) != Some(&status) {
+                        let line = if id.is_empty() {
+                            status.clone()
+                        } else {
+                            format!("{id}: {status}")
+                        };
+                        last.insert(id, status);
+                        let _ = progress.send(line).await;
+                    }
+                }
+                Err(e) => {
+                    let message = match e {
+                        DockerError::DockerResponseServerError { message, .. } => message,
+                        DockerError::DockerStreamError { error } => error,
+                        other => other.to_string(),
+                    };
+                    return Err(BackendError::ImagePull {
+                        image: image.into(),
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn setup_run(&self, run: &RunSpec) -> Result<(), BackendError> {
+        if run.network {
+            let req = NetworkCreateRequest {
+                name: network_name(&run.run_id),
+                driver: Some("bridge".into()),
+                labels: Some(self.labels(&run.run_id, &[])),
+                ..Default::default()
+            };
+            match self.docker.create_network(req).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => return Err(docker_err("create the run's network")(e)),
+            }
+        }
+        if matches!(run.workspace, Workspace::Bind(_)) {
+            return Ok(());
+        }
+        let req = VolumeCreateRequest {
+            name: Some(volume_name(&run.run_id)),
+            labels: Some(self.labels(&run.run_id, &[])),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map_err(docker_err("create the workspace volume"))?;
+        if let Workspace::Copy(root) = &run.workspace {
+            self.copy_into_workspace(run, root.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_service(
+        &self,
+        run: &RunSpec,
+        service: &ContainerSpec,
+    ) -> Result<(), BackendError> {
+        let name = format!("slipway-{}-svc-{}", run.run_id, service.name);
+        let body = self.container_body(run, service, (LABEL_SERVICE, &service.name));
+        self.create(&name, body).await?;
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(docker_err(format!("start service {}", service.name)))
+    }
+
+    async fn run_step(
+        &self,
+        run: &RunSpec,
+        step: &ContainerSpec,
+        logs: mpsc::Sender<LogChunk>,
+        stop: CancellationToken,
+    ) -> Result<StepExit, BackendError> {
+        let name = container_name(&run.run_id, &step.name, step.attempt);
+        let body = self.container_body(run, step, (LABEL_STEP, &step.name));
+        self.create(&name, body).await?;
+        let result = self.start_and_wait(&name, logs, &stop).await;
+        self.remove_container(&name).await;
+        result
+    }
+
+    async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {
+        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list the run's containers"))?;
+        let names: BTreeSet<String> = containers.into_iter().filter_map(|c| c.id).collect();
+        futures_util::future::join_all(names.iter().map(|id| self.remove_container(id))).await;
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list the run's networks"))?;
+        for n in networks.into_iter().filter_map(|n| n.name) {
+            match self.docker.remove_network(&n).await {
+                Ok(()) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(docker_err(format!("remove network {n}"))(e)),
+            }
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list the run's volumes"))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match self.docker.remove_volume(&v.name, Some(opts)).await {
+                Ok(()) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(docker_err(format!("remove volume {}", v.name))(e)),
+            }
+        }
+        debug!(run_id, "torn down");
+        Ok(())
+    }
+}
+
+impl DockerBackend {
+    async fn start_and_wait(
+        &self,
+        name: &str,
+        logs: mpsc::Sender<LogChunk>,
+        stop: &CancellationToken,
+    ) -> Result<StepExit, BackendError> {
+        if stop.is_cancelled() {
+            return Ok(StepExit::Stopped);
+        }
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(docker_err(format!("start container {name}")))?;
+        // Output is pumped by its own task so a log stream that never closes
+        // (seen with some daemons) cannot hold the step past its exit.
+        let pump = {
+            let docker = self.docker.clone();
+            let name = name.to_string();
+            tokio::spawn(async move {
+                let opts = LogsOptionsBuilder::default()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build();
+                let mut stream = docker.logs(&name, Some(opts));
+                while let Some(item) = stream.next().await {
+                    let chunk = match item {
+                        Ok(bollard::container::LogOutput::StdErr { message }) => {
+                            (LogStream::Stderr, message)
+                        }
+                        Ok(out) => (LogStream::Stdout, out.into_bytes()),
+                        Err(e) => {
+                            debug!(error = %e, "log stream ended");
+                            break;
+                        }
+                    };
+                    if logs.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let wait = async {
+            let mut stopped = false;
+            let mut waiter = self.docker.wait_container(name, None);
+            loop {
+                tokio::select! {
+                    item = waiter.next() => {
+                        let code = match item {
+                            Some(Ok(r)) => r.status_code,
+                            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
+                            Some(Err(e)) => return Err(docker_err(format!("wait for container {name}"))(e)),
+                            None => return Err(BackendError::Other(format!("the wait for container {name} ended without an exit code"))),
+                        };
+                        return Ok(if stopped { StepExit::Stopped } else { StepExit::Exited(code) });
+                    }
+                    _ = stop.cancelled(), if !stopped => {
+                        stopped = true;
+                        let t = i32::try_from(self.grace.as_secs()).unwrap_or(i32::MAX);
+                        let opts = StopContainerOptionsBuilder::default().t(t).build();
+                        if let Err(e) = self.docker.stop_container(name, Some(opts)).await
+                            && !is_status(&e, 304) && !is_status(&e, 404)
+                        {
+                            warn!(container = name, error = %e, "cannot stop container");
+                        }
+                    }
+                }
+            }
+        };
+        let exit = wait.await;
+        let abort = pump.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), pump)
+            .await
+            .is_err()
+        {
+            warn!(
+                container = name,
+                "log stream still open 5s after exit; closing it"
+            );
+            abort.abort();
+        }
+        exit
+    }
+}

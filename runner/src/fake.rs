@@ -1,0 +1,144 @@
+//! An in-memory backend: steps "run" for a scripted time with a scripted
+//! exit code, so scheduler behaviour (ordering, parallelism, timeouts,
+//! cancellation, cleanup) is tested in milliseconds, without Docker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendError, ContainerSpec, LogChunk, RunSpec, StepExit};
+use crate::event::LogStream;
+
+/// What a step does on the fake backend.
+#[derive(Debug, Clone, Default)]
+pub struct FakeStep {
+    /// Exit code of each attempt in turn; the last one repeats. Empty means 0.
+    pub exits: Vec<i64>,
+    pub duration: Duration,
+    pub output: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeBackend {
+    steps: Mutex<HashMap<String, FakeStep>>,
+    missing_images: Mutex<HashMap<String, String>>,
+    /// Everything the scheduler asked for, in order, e.g. `run build#1`.
+    calls: Mutex<Vec<String>>,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+}
+
+impl FakeBackend {
+    pub fn new() -> Arc<FakeBackend> {
+        Arc::new(FakeBackend::default())
+    }
+
+    pub fn script(&self, step: &str, behaviour: FakeStep) {
+        self.steps
+            .lock()
+            .expect("fake lock")
+            .insert(step.into(), behaviour);
+    }
+
+    /// Makes pulling `image` fail with `message`.
+    pub fn missing_image(&self, image: &str, message: &str) {
+        self.missing_images
+            .lock()
+            .expect("fake lock")
+            .insert(image.into(), message.into());
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("fake lock").clone()
+    }
+
+    /// The most steps that were running at the same time.
+    pub fn max_running(&self) -> usize {
+        self.max_running.load(Ordering::SeqCst)
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().expect("fake lock").push(call);
+    }
+}
+
+impl Backend for FakeBackend {
+    async fn prepare_image(
+        &self,
+        image: &str,
+        progress: mpsc::Sender<String>,
+    ) -> Result<(), BackendError> {
+        self.record(format!("image {image}"));
+        let missing = self
+            .missing_images
+            .lock()
+            .expect("fake lock")
+            .get(image)
+            .cloned();
+        if let Some(message) = missing {
+            let _ = progress.send(format!("pulling {image}")).await;
+            return Err(BackendError::ImagePull {
+                image: image.into(),
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    async fn setup_run(&self, run: &RunSpec) -> Result<(), BackendError> {
+        self.record(format!("setup {}", run.run_id));
+        Ok(())
+    }
+
+    async fn start_service(
+        &self,
+        _run: &RunSpec,
+        service: &ContainerSpec,
+    ) -> Result<(), BackendError> {
+        self.record(format!("service {}", service.name));
+        Ok(())
+    }
+
+    async fn run_step(
+        &self,
+        _run: &RunSpec,
+        step: &ContainerSpec,
+        logs: mpsc::Sender<LogChunk>,
+        stop: CancellationToken,
+    ) -> Result<StepExit, BackendError> {
+        self.record(format!("run {}#{}", step.name, step.attempt));
+        let behaviour = self
+            .steps
+            .lock()
+            .expect("fake lock")
+            .get(&step.name)
+            .cloned()
+            .unwrap_or_default();
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+        for line in &behaviour.output {
+            let _ = logs
+                .send((LogStream::Stdout, Bytes::from(format!("{line}\n"))))
+                .await;
+        }
+        let exit = tokio::select! {
+            _ = tokio::time::sleep(behaviour.duration) => {
+                let i = (step.attempt as usize).saturating_sub(1).min(behaviour.exits.len().saturating_sub(1));
+                StepExit::Exited(behaviour.exits.get(i).copied().unwrap_or(0))
+            }
+            _ = stop.cancelled() => StepExit::Stopped,
+        };
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(exit)
+    }
+
+    async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {
+        self.record(format!("teardown {run_id}"));
+        Ok(())
+    }
+}

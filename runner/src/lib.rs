@@ -1,0 +1,27 @@
+//! The Slipway runner: executes a planned pipeline in containers and reports
+//! everything that happens as [`RunEvent`]s. It knows Docker and the local
+//! disk, but no HTTP and no store: whoever calls it decides what to keep.
+//!
+//! Layout:
+//! - [`backend`]: the [`Backend`] trait, the container lifecycle every backend follows.
+//! - [`docker`]: the Docker implementation (bollard).
+//! - [`fake`]: an in-memory backend for fast, deterministic scheduler tests.
+//! - [`scheduler`]: runs a [`slipway_engine::Plan`] with a jobs limit, timeouts, retries and cancellation.
+//! - [`event`]: what the scheduler reports.
+//! - [`script`], [`mask`]: the shell script a step runs, and secret masking of its output.
+//! - [`workspace`]: what of the user's tree goes into a run's workspace.
+
+pub mod backend;
+pub mod docker;
+pub mod event;
+pub mod fake;
+pub mod mask;
+pub mod scheduler;
+pub mod script;
+pub mod workspace;
+
+pub use backend::{Backend, BackendError, ContainerSpec, LogChunk, RunSpec, StepExit, Workspace};
+pub use docker::DockerBackend;
+pub use event::{LogStream, RunEvent};
+pub use fake::FakeBackend;
+pub use scheduler::{RunError, RunOptions, RunReport, StepReport, execute};

@@ -1,0 +1,886 @@
+//! Runs a planned pipeline on a backend: up to `jobs` steps at once, each in
+//! a container of its own, with timeouts, retries, secret masking and
+//! cancellation, reporting everything as [`RunEvent`]s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slipway_engine::dag::PlanError;
+use slipway_engine::{Pipeline, Plan, RunState, RunStatus, StepOutcome, StepStatus, Trigger};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use crate::backend::{Backend, ContainerSpec, LogChunk, RunSpec, StepExit, Workspace};
+use crate::event::{LogStream, RunEvent};
+use crate::mask::{LineSplitter, Masker};
+use crate::script::step_script;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Unique across every run this backend sees: it names containers.
+    pub run_id: String,
+    /// The most steps running at once.
+    pub jobs: usize,
+    pub trigger: Trigger,
+    /// Values of secrets by name; steps get only those they list.
+    pub secrets: HashMap<String, String>,
+    pub workspace: Workspace,
+    /// Variables set by whoever started the run (commit, ref, ...), for every step.
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i64>,
+    pub duration: Duration,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub steps: Vec<StepReport>,
+    pub duration: Duration,
+    /// Why the run failed before or around its steps (setup, services), if it did.
+    pub error: Option<String>,
+}
+
+/// Problems found before anything is started.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "step `{step}` needs secret `{secret}`, which has no value (pass it with --secret {secret}=...)"
+    )]
+    MissingSecret { step: String, secret: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// What a step task hands back to the scheduler loop.
+struct StepResult {
+    index: usize,
+    outcome: StepOutcome,
+    exit_code: Option<i64>,
+    attempts: u32,
+    duration: Duration,
+}
+
+/// Everything a step task needs, shared by all of them.
+struct Shared<B> {
+    backend: Arc<B>,
+    run: RunSpec,
+    events: mpsc::Sender<RunEvent>,
+    masker: Masker,
+}
+
+pub async fn execute<B: Backend>(
+    backend: Arc<B>,
+    pipeline: &Pipeline,
+    options: RunOptions,
+    events: mpsc::Sender<RunEvent>,
+    cancel: CancellationToken,
+) -> Result<RunReport, RunError> {
+    let plan = Plan::new(pipeline)?;
+    for step in &pipeline.steps {
+        if let Some(secret) = step
+            .secrets
+            .iter()
+            .find(|s| !options.secrets.contains_key(*s))
+        {
+            return Err(RunError::MissingSecret {
+                step: step.name.clone(),
+                secret: secret.clone(),
+            });
+        }
+    }
+    let span = info_span!("run", run_id = %options.run_id, pipeline = %pipeline.name);
+    Ok(run(backend, pipeline, &plan, options, events, cancel)
+        .instrument(span)
+        .await)
+}
+
+async fn emit(events: &mpsc::Sender<RunEvent>, event: RunEvent) {
+    // A consumer that went away must not stop the run (or its cleanup).
+    let _ = events.send(event).await;
+}
+
+async fn run<B: Backend>(
+    backend: Arc<B>,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    options: RunOptions,
+    events: mpsc::Sender<RunEvent>,
+    cancel: CancellationToken,
+) -> RunReport {
+    let started = Instant::now();
+    let run_id = options.run_id.clone();
+    emit(
+        &events,
+        RunEvent::RunStarted {
+            run_id: run_id.clone(),
+            steps: pipeline.steps.iter().map(|s| s.name.clone()).collect(),
+        },
+    )
+    .await;
+
+    let (image_errors, good_image) = prepare_images(&backend, pipeline, &events).await;
+    let run = RunSpec {
+        run_id: run_id.clone(),
+        workspace: options.workspace.clone(),
+        network: !pipeline.services.is_empty(),
+        helper_image: good_image.unwrap_or_default(),
+    };
+    let base_env = base_env(pipeline, &options);
+    let mut state = RunState::new(
+        plan,
+        pipeline.steps.iter().map(|s| s.allow_failure).collect(),
+        &pipeline.excluded(&options.trigger),
+    );
+    let mut reports: Vec<StepReport> = pipeline
+        .steps
+        .iter()
+        .map(|s| StepReport {
+            name: s.name.clone(),
+            status: StepStatus::Pending,
+            exit_code: None,
+            duration: Duration::ZERO,
+            attempts: 0,
+        })
+        .collect();
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        if let StepStatus::Skipped(_) = state.status(i) {
+            emit(
+                &events,
+                RunEvent::Log {
+                    step: step.name.clone(),
+                    stream: LogStream::System,
+                    line: format!("skipped: {}", step.when.explain(&options.trigger)),
+                },
+            )
+            .await;
+            emit(
+                &events,
+                RunEvent::StepSettled {
+                    step: step.name.clone(),
+                    status: state.status(i).clone(),
+                },
+            )
+            .await;
+        }
+    }
+
+    let mut error = None;
+    if !run.helper_image.is_empty() && !cancel.is_cancelled() {
+        if let Err(e) = backend.setup_run(&run).await {
+            error = Some(format!("setting up the run failed: {e}"));
+        }
+    }
+    if error.is_none() && !cancel.is_cancelled() {
+        for service in &pipeline.services {
+            if let Some(msg) = image_errors.get(&service.image) {
+                error = Some(format!("service `{}`: {msg}", service.name));
+                break;
+            }
+            let spec = ContainerSpec {
+                name: service.name.clone(),
+                attempt: 1,
+                image: service.image.clone(),
+                script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
+                env: merge_env([&base_env, &pipeline.env, &service.env]),
+            };
+            match backend.start_service(&run, &spec).await {
+                Ok(()) => {
+                    emit(
+                        &events,
+                        RunEvent::ServiceStarted {
+                            service: service.name.clone(),
+                        },
+                    )
+                    .await
+                }
+                Err(e) => {
+                    error = Some(format!("service `{}` did not start: {e}", service.name));
+                    break;
+                }
+            }
+        }
+    }
+
+    let masker = Masker::new(options.secrets.values().map(String::as_str));
+    let shared = Arc::new(Shared {
+        backend: backend.clone(),
+        run,
+        events: events.clone(),
+        masker,
+    });
+    let jobs = options.jobs.max(1);
+    let mut tasks: JoinSet<StepResult> = JoinSet::new();
+    let step_cancel = cancel.child_token();
+    if error.is_some() || cancel.is_cancelled() {
+        for i in state.cancel() {
+            reports[i].status = StepStatus::Cancelled;
+            emit(
+                &events,
+                RunEvent::StepSettled {
+                    step: plan.name(i).to_string(),
+                    status: StepStatus::Cancelled,
+                },
+            )
+            .await;
+        }
+    }
+    loop {
+        while tasks.len() < jobs
+            && let Some(i) = state.pop_ready()
+        {
+            let step = &pipeline.steps[i];
+            let spec = ContainerSpec {
+                name: step.name.clone(),
+                attempt: 1,
+                image: step.image.clone(),
+                script: Some(step_script(&step.commands)),
+                env: step_env(&base_env, pipeline, step, &options.secrets),
+            };
+            let task = StepTask {
+                index: i,
+                spec,
+                retries: step.retries,
+                timeout: step.timeout,
+                image_error: image_errors.get(&step.image).cloned(),
+            };
+            let span = info_span!("step", run_id = %run_id, step = %step.name);
+            tasks.spawn(
+                task.run(shared.clone(), step_cancel.clone())
+                    .instrument(span),
+            );
+        }
+        if state.is_finished() {
+            break;
+        }
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let result = match joined {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A panicking step task is a bug; the run must still end.
+                        warn!(error = %e, "step task failed");
+                        continue;
+                    }
+                };
+                let i = result.index;
+                let settled = state.finish(plan, i, result.outcome);
+                let status = state.status(i).clone();
+                reports[i] = StepReport {
+                    name: plan.name(i).to_string(),
+                    status: status.clone(),
+                    exit_code: result.exit_code,
+                    duration: result.duration,
+                    attempts: result.attempts,
+                };
+                emit(&events, RunEvent::StepFinished {
+                    step: plan.name(i).to_string(),
+                    status,
+                    exit_code: result.exit_code,
+                    duration: result.duration,
+                    attempts: result.attempts,
+                    error: None,
+                }).await;
+                for j in settled {
+                    let status = state.status(j).clone();
+                    reports[j].status = status.clone();
+                    emit(&events, RunEvent::StepSettled { step: plan.name(j).to_string(), status }).await;
+                }
+            }
+            _ = cancel.cancelled(), if !state.is_cancelled() => {
+                step_cancel.cancel();
+                for j in state.cancel() {
+                    reports[j].status = StepStatus::Cancelled;
+                    emit(&events, RunEvent::StepSettled { step: plan.name(j).to_string(), status: StepStatus::Cancelled }).await;
+                }
+            }
+        }
+    }
+    for (i, report) in reports.iter_mut().enumerate() {
+        report.status = state.status(i).clone();
+    }
+
+    if let Err(e) = backend.teardown_run(&run_id).await {
+        warn!(error = %e, "cleanup failed; a later run will reap what is left");
+    }
+    let mut status = state.run_status();
+    if error.is_some() && status != RunStatus::Cancelled {
+        status = RunStatus::Failed;
+    }
+    if let Some(message) = &error {
+        emit(
+            &events,
+            RunEvent::RunError {
+                message: message.clone(),
+            },
+        )
+        .await;
+    }
+    let duration = started.elapsed();
+    emit(&events, RunEvent::RunFinished { status, duration }).await;
+    RunReport {
+        run_id,
+        status,
+        steps: reports,
+        duration,
+        error,
+    }
+}
+
+/// Pulls every distinct image at once. A failed pull fails only the steps
+/// that use the image, so independent branches still run.
+async fn prepare_images<B: Backend>(
+    backend: &Arc<B>,
+    pipeline: &Pipeline,
+    events: &mpsc::Sender<RunEvent>,
+) -> (HashMap<String, String>, Option<String>) {
+    let mut seen = HashSet::new();
+    let images: Vec<String> = pipeline
+        .steps
+        .iter()
+        .map(|s| s.image.clone())
+        .chain(pipeline.services.iter().map(|s| s.image.clone()))
+        .filter(|i| seen.insert(i.clone()))
+        .collect();
+    let pulls = images.iter().map(|image| {
+        let backend = backend.clone();
+        let events = events.clone();
+        let image = image.clone();
+        async move {
+            let (tx, mut rx) = mpsc::channel::<String>(16);
+            let forward = async {
+                while let Some(status) = rx.recv().await {
+                    emit(
+                        &events,
+                        RunEvent::ImagePull {
+                            image: image.clone(),
+                            status,
+                        },
+                    )
+                    .await;
+                }
+            };
+            let (result, ()) = tokio::join!(backend.prepare_image(&image, tx), forward);
+            (image.clone(), result)
+        }
+    });
+    let mut errors = HashMap::new();
+    let mut good = None;
+    for (image, result) in futures_util::future::join_all(pulls).await {
+        match result {
+            Ok(()) => {
+                if good.is_none() && pipeline.steps.iter().any(|s| s.image == image) {
+                    good = Some(image);
+                }
+            }
+            Err(e) => {
+                errors.insert(image, e.to_string());
+            }
+        }
+    }
+    (errors, good)
+}
+
+/// Variables every step and service gets, documented in the README.
+fn base_env(pipeline: &Pipeline, options: &RunOptions) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("CI".to_string(), "true".to_string()),
+        ("SLIPWAY".into(), "true".into()),
+        ("SLIPWAY_RUN_ID".into(), options.run_id.clone()),
+        ("SLIPWAY_PIPELINE".into(), pipeline.name.clone()),
+        ("SLIPWAY_EVENT".into(), options.trigger.event.clone()),
+        ("SLIPWAY_WORKSPACE".into(), "/workspace".into()),
+    ];
+    if let Some(branch) = &options.trigger.branch {
+        env.push(("SLIPWAY_BRANCH".into(), branch.clone()));
+    }
+    env.extend(options.env.iter().cloned());
+    env
+}
+
+fn step_env(
+    base: &[(String, String)],
+    pipeline: &Pipeline,
+    step: &slipway_engine::Step,
+    secrets: &HashMap<String, String>,
+) -> Vec<(String, String)> {
+    let own = vec![("SLIPWAY_STEP".to_string(), step.name.clone())];
+    let secret_vars: Vec<(String, String)> = step
+        .secrets
+        .iter()
+        .filter_map(|s| secrets.get(s).map(|v| (s.clone(), v.clone())))
+        .collect();
+    merge_env([base, &own, &pipeline.env, &step.env, &secret_vars])
+}
+
+/// Later lists win; order of first appearance is kept.
+fn merge_env<const N: usize>(lists: [&[(String, String)]; N]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (k, v) in lists.into_iter().flatten() {
+        match index.get(k) {
+            Some(&i) => out[i].1 = v.clone(),
+            None => {
+                index.insert(k.clone(), out.len());
+                out.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+struct StepTask {
+    index: usize,
+    spec: ContainerSpec,
+    retries: u32,
+    timeout: Option<Duration>,
+    image_error: Option<String>,
+}
+
+impl StepTask {
+    async fn run<B: Backend>(
+        mut self,
+        shared: Arc<Shared<B>>,
+        cancel: CancellationToken,
+    ) -> StepResult {
+        let started = Instant::now();
+        let step = self.spec.name.clone();
+        let log = |line: String| RunEvent::Log {
+            step: step.clone(),
+            stream: LogStream::System,
+            line,
+        };
+        let result = |outcome, exit_code, attempts| StepResult {
+            index: self.index,
+            outcome,
+            exit_code,
+            attempts,
+            duration: started.elapsed(),
+        };
+        if let Some(message) = &self.image_error {
+            emit(
+                &shared.events,
+                RunEvent::StepStarted {
+                    step: step.clone(),
+                    attempt: 1,
+                },
+            )
+            .await;
+            emit(&shared.events, log(message.clone())).await;
+            return result(StepOutcome::Failed, None, 1);
+        }
+        let mut attempt = 1;
+        loop {
+            self.spec.attempt = attempt;
+            emit(
+                &shared.events,
+                RunEvent::StepStarted {
+                    step: step.clone(),
+                    attempt,
+                },
+            )
+            .await;
+            let stop = cancel.child_token();
+            let (tx, rx) = mpsc::channel::<LogChunk>(64);
+            let pump = pump_logs(rx, step.clone(), shared.clone());
+            let exec = async {
+                let fut = shared
+                    .backend
+                    .run_step(&shared.run, &self.spec, tx, stop.clone());
+                tokio::pin!(fut);
+                match self.timeout {
+                    None => (fut.await, false),
+                    Some(limit) => tokio::select! {
+                        r = &mut fut => (r, false),
+                        _ = tokio::time::sleep(limit) => {
+                            stop.cancel();
+                            (fut.await, true)
+                        }
+                    },
+                }
+            };
+            let ((exit, timed_out), ()) = tokio::join!(exec, pump);
+            match exit {
+                Ok(StepExit::Exited(0)) => return result(StepOutcome::Success, Some(0), attempt),
+                Ok(StepExit::Exited(code)) => {
+                    emit(&shared.events, log(format!("exit code {code}"))).await;
+                    if attempt <= self.retries && !cancel.is_cancelled() {
+                        emit(
+                            &shared.events,
+                            log(format!("retrying ({} of {})", attempt, self.retries)),
+                        )
+                        .await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return result(StepOutcome::Failed, Some(code), attempt);
+                }
+                Ok(StepExit::Stopped) if timed_out => {
+                    let limit = self
+                        .timeout
+                        .map(slipway_engine::duration::format_duration)
+                        .unwrap_or_default();
+                    emit(&shared.events, log(format!("timed out after {limit}"))).await;
+                    return result(StepOutcome::TimedOut, None, attempt);
+                }
+                Ok(StepExit::Stopped) => return result(StepOutcome::Cancelled, None, attempt),
+                Err(e) => {
+                    emit(&shared.events, log(format!("error: {e}"))).await;
+                    let outcome = if cancel.is_cancelled() {
+                        StepOutcome::Cancelled
+                    } else {
+                        StepOutcome::Failed
+                    };
+                    return result(outcome, None, attempt);
+                }
+            }
+        }
+    }
+}
+
+/// Turns raw output chunks into masked lines, one splitter per stream so
+/// interleaved stdout and stderr never glue half-lines together.
+async fn pump_logs<B>(mut rx: mpsc::Receiver<LogChunk>, step: String, shared: Arc<Shared<B>>) {
+    let mut out = LineSplitter::default();
+    let mut err = LineSplitter::default();
+    while let Some((stream, bytes)) = rx.recv().await {
+        let splitter = if stream == LogStream::Stderr {
+            &mut err
+        } else {
+            &mut out
+        };
+        let mut lines = Vec::new();
+        splitter.push(&bytes, |l| lines.push(l));
+        for line in lines {
+            let line = shared.masker.mask(&line).into_owned();
+            emit(
+                &shared.events,
+                RunEvent::Log {
+                    step: step.clone(),
+                    stream,
+                    line,
+                },
+            )
+            .await;
+        }
+    }
+    for (stream, splitter) in [(LogStream::Stdout, &mut out), (LogStream::Stderr, &mut err)] {
+        if let Some(line) = splitter.finish() {
+            let line = shared.masker.mask(&line).into_owned();
+            emit(
+                &shared.events,
+                RunEvent::Log {
+                    step: step.clone(),
+                    stream,
+                    line,
+                },
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{FakeBackend, FakeStep};
+    use slipway_engine::{SkipReason, parse};
+
+    fn pipeline(src: &str) -> Pipeline {
+        let parsed = parse("test.yml", src);
+        parsed
+            .pipeline
+            .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics))
+    }
+
+    fn options(jobs: usize) -> RunOptions {
+        RunOptions {
+            run_id: "r1".into(),
+            jobs,
+            trigger: Trigger {
+                event: "push".into(),
+                branch: Some("main".into()),
+            },
+            secrets: HashMap::new(),
+            workspace: Workspace::Empty,
+            env: Vec::new(),
+        }
+    }
+
+    /// Runs to the end, collecting every event.
+    async fn go(
+        fake: &Arc<FakeBackend>,
+        p: &Pipeline,
+        opts: RunOptions,
+        cancel: CancellationToken,
+    ) -> (RunReport, Vec<RunEvent>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let collect = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(e) = rx.recv().await {
+                all.push(e);
+            }
+            all
+        });
+        let report = execute(fake.clone(), p, opts, tx, cancel)
+            .await
+            .expect("run");
+        (report, collect.await.unwrap())
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn status_of<'a>(r: &'a RunReport, step: &str) -> &'a StepStatus {
+        &r.steps.iter().find(|s| s.name == step).unwrap().status
+    }
+
+    const FOUR: &str = "steps:\n  a: {image: i, commands: [x]}\n  b: {image: i, commands: [x]}\n  c: {image: i, commands: [x]}\n  d: {image: i, commands: [x]}\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_at_most_jobs_steps_at_once() {
+        let fake = FakeBackend::new();
+        for s in ["a", "b", "c", "d"] {
+            fake.script(
+                s,
+                FakeStep {
+                    duration: secs(1),
+                    ..Default::default()
+                },
+            );
+        }
+        let started = tokio::time::Instant::now();
+        let (report, _) = go(&fake, &pipeline(FOUR), options(2), CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(fake.max_running(), 2);
+        assert_eq!(started.elapsed().as_secs(), 2, "two waves of two");
+        let calls = fake.calls();
+        assert_eq!(calls.first().map(String::as_str), Some("image i"));
+        assert_eq!(calls.last().map(String::as_str), Some("teardown r1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_skips_dependents_and_independent_branches_finish() {
+        let src = "steps:\n  build: {image: i, commands: [x]}\n  test: {image: i, commands: [x], needs: [build]}\n  ship: {image: i, commands: [x], needs: [test]}\n  lint: {image: i, commands: [x]}\n";
+        let fake = FakeBackend::new();
+        fake.script(
+            "build",
+            FakeStep {
+                exits: vec![2],
+                ..Default::default()
+            },
+        );
+        fake.script(
+            "lint",
+            FakeStep {
+                duration: secs(5),
+                ..Default::default()
+            },
+        );
+        let (report, events) =
+            go(&fake, &pipeline(src), options(4), CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(status_of(&report, "build"), &StepStatus::Failed);
+        assert_eq!(report.steps[0].exit_code, Some(2));
+        let upstream = StepStatus::Skipped(SkipReason::Upstream("build".into()));
+        assert_eq!(status_of(&report, "test"), &upstream);
+        assert_eq!(status_of(&report, "ship"), &upstream);
+        assert_eq!(status_of(&report, "lint"), &StepStatus::Success);
+        assert!(!fake.calls().iter().any(|c| c.starts_with("run test")));
+        assert!(events.contains(&RunEvent::StepSettled {
+            step: "ship".into(),
+            status: upstream
+        }));
+        assert!(matches!(
+            events.last(),
+            Some(RunEvent::RunFinished {
+                status: RunStatus::Failed,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_a_failed_step() {
+        let src = "steps:\n  flaky: {image: i, commands: [x], retries: 2}\n";
+        let fake = FakeBackend::new();
+        fake.script(
+            "flaky",
+            FakeStep {
+                exits: vec![1, 1, 0],
+                ..Default::default()
+            },
+        );
+        let (report, _) = go(&fake, &pipeline(src), options(1), CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(report.steps[0].attempts, 3);
+        let runs: Vec<_> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("run"))
+            .collect();
+        assert_eq!(runs, ["run flaky#1", "run flaky#2", "run flaky#3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_over_its_timeout_is_stopped_and_timed_out() {
+        let src = "steps:\n  slow: {image: i, commands: [x], timeout: 2s, retries: 3}\n  after: {image: i, commands: [x], needs: [slow]}\n";
+        let fake = FakeBackend::new();
+        fake.script(
+            "slow",
+            FakeStep {
+                duration: secs(60),
+                ..Default::default()
+            },
+        );
+        let started = tokio::time::Instant::now();
+        let (report, events) =
+            go(&fake, &pipeline(src), options(1), CancellationToken::new()).await;
+        assert_eq!(started.elapsed().as_secs(), 2);
+        assert_eq!(status_of(&report, "slow"), &StepStatus::TimedOut);
+        assert_eq!(report.steps[0].attempts, 1, "timeouts are not retried");
+        assert_eq!(report.status, RunStatus::Failed);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, RunEvent::Log { line, .. } if line == "timed out after 2.0s"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_stops_running_steps_cancels_pending_ones_and_tears_down() {
+        let src =
+            "steps:\n  a: {image: i, commands: [x]}\n  b: {image: i, commands: [x], needs: [a]}\n";
+        let fake = FakeBackend::new();
+        fake.script(
+            "a",
+            FakeStep {
+                duration: secs(60),
+                ..Default::default()
+            },
+        );
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(secs(1)).await;
+            trigger.cancel();
+        });
+        let (report, _) = go(&fake, &pipeline(src), options(2), cancel).await;
+        assert_eq!(report.status, RunStatus::Cancelled);
+        assert_eq!(status_of(&report, "a"), &StepStatus::Cancelled);
+        assert_eq!(status_of(&report, "b"), &StepStatus::Cancelled);
+        assert_eq!(fake.calls().last().map(String::as_str), Some("teardown r1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_secret_is_refused_before_anything_starts() {
+        let src = "steps:\n  deploy: {image: i, commands: [x], secrets: [TOKEN]}\n";
+        let fake = FakeBackend::new();
+        let (tx, _rx) = mpsc::channel(16);
+        let err = execute(
+            fake.clone(),
+            &pipeline(src),
+            options(1),
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "step `deploy` needs secret `TOKEN`, which has no value (pass it with --secret TOKEN=...)"
+        );
+        assert!(fake.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn secret_values_are_masked_in_output() {
+        let src = "steps:\n  deploy: {image: i, commands: [x], secrets: [TOKEN]}\n";
+        let fake = FakeBackend::new();
+        fake.script(
+            "deploy",
+            FakeStep {
+                output: vec!["token is s3cr3t-value!".into()],
+                ..Default::default()
+            },
+        );
+        let mut opts = options(1);
+        opts.secrets.insert("TOKEN".into(), "s3cr3t-value".into());
+        let (_, events) = go(&fake, &pipeline(src), opts, CancellationToken::new()).await;
+        let lines: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Log { line, .. } => Some(line.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, ["token is ********!"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_pull_fails_only_the_steps_using_that_image() {
+        let src = "steps:\n  a: {image: gone, commands: [x]}\n  b: {image: here, commands: [x]}\n";
+        let fake = FakeBackend::new();
+        fake.missing_image("gone", "manifest unknown");
+        let (report, events) =
+            go(&fake, &pipeline(src), options(2), CancellationToken::new()).await;
+        assert_eq!(status_of(&report, "a"), &StepStatus::Failed);
+        assert_eq!(status_of(&report, "b"), &StepStatus::Success);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, RunEvent::Log { step, line, .. }
+            if step == "a" && line == "cannot pull image `gone`: manifest unknown"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_conditions_skip_steps_with_the_reason() {
+        let src = "steps:\n  deploy: {image: i, commands: [x], when: {branch: [release/*]}}\n  notify: {image: i, commands: [x], needs: [deploy]}\n";
+        let fake = FakeBackend::new();
+        let (report, events) =
+            go(&fake, &pipeline(src), options(1), CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(
+            status_of(&report, "deploy"),
+            &StepStatus::Skipped(SkipReason::Condition)
+        );
+        assert_eq!(status_of(&report, "notify"), &StepStatus::Success);
+        assert!(
+            events.iter().any(|e| matches!(e, RunEvent::Log { line, .. }
+            if line == "skipped: when: branch in [release/*] (this run: event push, branch main)"))
+        );
+    }
+
+    #[test]
+    fn step_env_layers_later_values_over_earlier_ones() {
+        let p = pipeline(
+            "env: {MODE: a, KEEP: k}\nsteps:\n  s: {image: i, commands: [x], env: {MODE: b}, secrets: [T]}\n",
+        );
+        let mut opts = options(1);
+        opts.secrets.insert("T".into(), "v".into());
+        opts.env.push(("SLIPWAY_COMMIT_SHA".into(), "abc".into()));
+        let env = step_env(&base_env(&p, &opts), &p, &p.steps[0], &opts.secrets);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MODE"), Some("b"));
+        assert_eq!(get("KEEP"), Some("k"));
+        assert_eq!(get("T"), Some("v"));
+        assert_eq!(get("CI"), Some("true"));
+        assert_eq!(get("SLIPWAY_STEP"), Some("s"));
+        assert_eq!(get("SLIPWAY_BRANCH"), Some("main"));
+        assert_eq!(get("SLIPWAY_COMMIT_SHA"), Some("abc"));
+        assert_eq!(env.iter().filter(|(k, _)| k == "MODE").count(), 1);
+    }
+}
