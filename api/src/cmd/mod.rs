@@ -1,0 +1,27 @@
+//! One module per subcommand.
+
+pub mod graph;
+pub mod logs;
+pub mod run;
+pub mod runs;
+pub mod validate;
+
+use std::path::Path;
+
+use anyhow::Context;
+use slipway_engine::{Parsed, parse};
+
+/// Reads and parses a pipeline file; the caller reports the diagnostics.
+pub fn load(file: &Path) -> anyhow::Result<Parsed> {
+    let source = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read pipeline file `{}`", file.display()))?;
+    Ok(parse(&file.display().to_string(), &source))
+}
+
+/// Prints diagnostics to stderr; returns whether any is an error.
+pub fn report(parsed: &Parsed) -> bool {
+    for d in &parsed.diagnostics {
+        eprintln!("{d}");
+    }
+    parsed.has_errors()
+}

@@ -1,0 +1,14 @@
+//! Slipway's outer layer: what is kept (the sled [`store`]) and how runs are
+//! recorded into it ([`record`]). The `slipway` binary (`main.rs` and
+//! `cmd/`) is a thin shell over this and the runner.
+//!
+//! Layout:
+//! - [`store`]: the only module that touches sled; nothing else knows the key layout.
+//! - [`record`]: turns runner events into stored runs, step states and log chunks.
+//! - [`ids`]: run ids and timestamps.
+
+pub mod ids;
+pub mod record;
+pub mod store;
+
+pub use store::{RunRecord, StepRecord, Store, StoreError};

@@ -1,0 +1,101 @@
+//! The `slipway` binary: argument parsing, logging, then the subcommand.
+//! Everything with logic lives in the library crates, so tests call it too.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "Container-native CI/CD: pipelines as DAGs of steps in containers"
+)]
+struct Cli {
+    /// Where runs and logs are kept.
+    #[arg(long, global = true, env = "SLIPWAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log Slipway's own diagnostics as JSON lines (to stderr).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline file and report every problem in it.
+    Validate {
+        #[arg(default_value = ".slipway.yml")]
+        file: PathBuf,
+    },
+    /// Show a pipeline's steps and their dependencies.
+    Graph {
+        #[arg(default_value = ".slipway.yml")]
+        file: PathBuf,
+        /// text, dot or mermaid
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Run a pipeline on this machine, in Docker containers.
+    Run(cmd::run::RunArgs),
+    /// List recent runs.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Print the logs of a run (id or unique prefix).
+    Logs {
+        run: String,
+        /// Only this step.
+        #[arg(long)]
+        step: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    let result = match cli.command {
+        Command::Validate { file } => cmd::validate::run(&file),
+        Command::Graph { file, format } => cmd::graph::run(&file, &format),
+        Command::Run(args) => cmd::run::run(args, &data_dir),
+        Command::Runs { limit } => cmd::runs::run(&data_dir, limit),
+        Command::Logs { run, step } => cmd::logs::run(&data_dir, &run, step.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    // Quiet by default: the CLI's own output is what users read.
+    let filter = EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("slipway");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/slipway"),
+        None => PathBuf::from(".slipway-data"),
+    }
+}

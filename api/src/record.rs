@@ -1,0 +1,156 @@
+//! Turns runner events into what the store keeps: the run record with its
+//! step states, and log chunks.
+
+use std::collections::HashMap;
+
+use slipway_engine::Pipeline;
+use slipway_runner::{LogStream, RunEvent};
+
+use crate::ids::now_ms;
+use crate::store::{RunRecord, StepRecord, Store, StoreError};
+
+/// Log lines are written in chunks of at most this many bytes per step, so a
+/// chatty step costs a few sled writes per second, not one per line.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// A new run record with every step pending.
+pub fn new_run(
+    id: &str,
+    pipeline: &Pipeline,
+    file: &str,
+    event: &str,
+    branch: Option<&str>,
+) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        pipeline: pipeline.name.clone(),
+        file: file.into(),
+        event: event.into(),
+        branch: branch.map(Into::into),
+        status: "running".into(),
+        created_ms: now_ms(),
+        finished_ms: None,
+        error: None,
+        steps: pipeline
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                name: s.name.clone(),
+                needs: s.needs.clone(),
+                status: "pending".into(),
+                exit_code: None,
+                attempts: 0,
+                started_ms: None,
+                finished_ms: None,
+            })
+            .collect(),
+    }
+}
+
+pub struct Recorder {
+    store: Store,
+    run_id: String,
+    /// Lines not yet written, per step.
+    pending: HashMap<String, String>,
+}
+
+impl Recorder {
+    pub fn new(store: Store, run_id: &str) -> Recorder {
+        Recorder {
+            store,
+            run_id: run_id.into(),
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn apply(&mut self, event: &RunEvent) -> Result<(), StoreError> {
+        match event {
+            RunEvent::Log { step, stream, line } => {
+                let buf = self.pending.entry(step.clone()).or_default();
+                if *stream == LogStream::System {
+                    buf.push_str("slipway: ");
+                }
+                buf.push_str(line);
+                buf.push('\n');
+                if buf.len() >= CHUNK_BYTES {
+                    self.flush_step(step)?;
+                }
+            }
+            RunEvent::StepStarted { step, attempt } => {
+                let attempt = *attempt;
+                self.update_step(step, |s| {
+                    s.status = "running".into();
+                    s.attempts = attempt;
+                    s.started_ms.get_or_insert_with(now_ms);
+                })?;
+            }
+            RunEvent::StepFinished {
+                step,
+                status,
+                exit_code,
+                attempts,
+                ..
+            } => {
+                self.flush_step(step)?;
+                self.update_step(step, |s| {
+                    s.status = status.as_str().into();
+                    s.exit_code = *exit_code;
+                    s.attempts = *attempts;
+                    s.finished_ms = Some(now_ms());
+                })?;
+            }
+            RunEvent::StepSettled { step, status } => {
+                self.flush_step(step)?;
+                self.update_step(step, |s| s.status = status.as_str().into())?;
+            }
+            RunEvent::RunError { message } => {
+                let message = message.clone();
+                self.store
+                    .update_run(&self.run_id, |r| r.error = Some(message))?;
+            }
+            RunEvent::RunFinished { status, .. } => {
+                self.flush_logs()?;
+                self.store.update_run(&self.run_id, |r| {
+                    r.status = status.as_str().into();
+                    r.finished_ms = Some(now_ms());
+                })?;
+                self.store.flush()?;
+            }
+            RunEvent::RunStarted { .. }
+            | RunEvent::ImagePull { .. }
+            | RunEvent::ServiceStarted { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Writes every buffered log line.
+    pub fn flush_logs(&mut self) -> Result<(), StoreError> {
+        let steps: Vec<String> = self.pending.keys().cloned().collect();
+        for step in steps {
+            self.flush_step(&step)?;
+        }
+        Ok(())
+    }
+
+    fn flush_step(&mut self, step: &str) -> Result<(), StoreError> {
+        if let Some(chunk) = self.pending.remove(step)
+            && !chunk.is_empty()
+        {
+            self.store.append_log(&self.run_id, step, &chunk)?;
+        }
+        Ok(())
+    }
+
+    fn update_step(
+        &self,
+        step: &str,
+        change: impl FnOnce(&mut StepRecord),
+    ) -> Result<(), StoreError> {
+        self.store.update_run(&self.run_id, |r| {
+            if let Some(s) = r.steps.iter_mut().find(|s| s.name == step) {
+                change(s);
+            }
+        })?;
+        Ok(())
+    }
+}

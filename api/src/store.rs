@@ -1,0 +1,289 @@
+//! The embedded store: runs, their steps and their logs, in sled.
+//!
+//! Key layout (private to this module):
+//! - `runs`:  run id -> [`RunRecord`] as JSON
+//! - `order`: created_ms (big endian) ++ run id -> ()   (newest-first listing)
+//! - `logs`:  run id ++ 0 ++ step ++ 0 ++ seq (big endian) -> chunk of lines
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data dir `{path}` is in use by another slipway process (use --data-dir for a separate one)"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the store in `{path}`: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: record `{key}` is unreadable: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no run matches `{0}` (see `slipway runs`)")]
+    NotFound(String),
+    #[error("`{prefix}` matches several runs: {}", .matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub pipeline: String,
+    /// The pipeline file, as given.
+    pub file: String,
+    pub event: String,
+    pub branch: Option<String>,
+    /// `queued`, `running`, `success`, `failed`, `cancelled`, `interrupted`.
+    pub status: String,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub error: Option<String>,
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub attempts: u32,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    runs: sled::Tree,
+    order: sled::Tree,
+    logs: sled::Tree,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("lock") =>
+                {
+                    StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    }
+                }
+                _ => StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                },
+            })?;
+        Ok(Store {
+            runs: db.open_tree("runs")?,
+            order: db.open_tree("order")?,
+            logs: db.open_tree("logs")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable. Called before telling a
+    /// user something is kept.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(run).map_err(|source| StoreError::Corrupt {
+            key: run.id.clone(),
+            source,
+        })?;
+        if self.runs.insert(run.id.as_bytes(), json)?.is_none() {
+            self.order.insert(order_key(run.created_ms, &run.id), &[])?;
+        }
+        Ok(())
+    }
+
+    pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        match self.runs.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => decode(id, &bytes).map(Some),
+        }
+    }
+
+    /// A run by id or unique id prefix.
+    pub fn find_run(&self, prefix: &str) -> Result<RunRecord, StoreError> {
+        if let Some(run) = self.get_run(prefix)? {
+            return Ok(run);
+        }
+        let mut matches = Vec::new();
+        for item in self.runs.scan_prefix(prefix.as_bytes()).take(6) {
+            let (k, v) = item?;
+            matches.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        match matches.len() {
+            0 => Err(StoreError::NotFound(prefix.into())),
+            1 => decode(&matches[0].0, &matches[0].1),
+            _ => Err(StoreError::Ambiguous {
+                prefix: prefix.into(),
+                matches: matches.into_iter().map(|(k, _)| k).collect(),
+            }),
+        }
+    }
+
+    /// Applies `change` to a stored run.
+    pub fn update_run(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut RunRecord),
+    ) -> Result<RunRecord, StoreError> {
+        let mut run = self
+            .get_run(id)?
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        change(&mut run);
+        self.put_run(&run)?;
+        Ok(run)
+    }
+
+    /// Newest first.
+    pub fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.order.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[8..]).into_owned();
+            if let Some(run) = self.get_run(&id)? {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends a chunk of log text (whole lines) to a step's log.
+    pub fn append_log(&self, run: &str, step: &str, chunk: &str) -> Result<(), StoreError> {
+        let seq = self.db.generate_id()?;
+        let mut key = log_prefix(run, step);
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.logs.insert(key, chunk.as_bytes())?;
+        Ok(())
+    }
+
+    /// A step's whole log.
+    pub fn read_log(&self, run: &str, step: &str) -> Result<String, StoreError> {
+        let mut out = String::new();
+        for item in self.logs.scan_prefix(log_prefix(run, step)) {
+            let (_, v) = item?;
+            out.push_str(&String::from_utf8_lossy(&v));
+        }
+        Ok(out)
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<RunRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: key.into(),
+        source,
+    })
+}
+
+fn order_key(created_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = created_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn log_prefix(run: &str, step: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run.len() + step.len() + 10);
+    key.extend_from_slice(run.as_bytes());
+    key.push(0);
+    key.extend_from_slice(step.as_bytes());
+    key.push(0);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("slipway-store-{}", crate::ids::new_run_id()));
+        (Store::open(&dir).unwrap(), dir)
+    }
+
+    fn run(id: &str, created_ms: u64) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            pipeline: "p".into(),
+            file: ".slipway.yml".into(),
+            event: "push".into(),
+            branch: None,
+            status: "running".into(),
+            created_ms,
+            finished_ms: None,
+            error: None,
+            steps: vec![],
+        }
+    }
+
+    #[test]
+    fn runs_list_newest_first_and_resolve_by_prefix() {
+        let (store, dir) = temp_store();
+        store.put_run(&run("aaa111", 1)).unwrap();
+        store.put_run(&run("aab222", 3)).unwrap();
+        store.put_run(&run("bbb333", 2)).unwrap();
+        store
+            .update_run("aaa111", |r| r.status = "success".into())
+            .unwrap();
+        let ids: Vec<_> = store
+            .list_runs(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["aab222", "bbb333", "aaa111"],
+            "updating does not duplicate the listing"
+        );
+        assert_eq!(store.find_run("bb").unwrap().id, "bbb333");
+        assert_eq!(store.find_run("aaa").unwrap().status, "success");
+        assert!(matches!(
+            store.find_run("aa"),
+            Err(StoreError::Ambiguous { .. })
+        ));
+        assert!(matches!(store.find_run("zz"), Err(StoreError::NotFound(_))));
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn logs_append_in_order_per_step_and_survive_reopen() {
+        let (store, dir) = temp_store();
+        store.append_log("r", "build", "one\n").unwrap();
+        store.append_log("r", "build-2", "other\n").unwrap();
+        store.append_log("r", "build", "two\n").unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.read_log("r", "build").unwrap(), "one\ntwo\n");
+        assert_eq!(store.read_log("r", "build-2").unwrap(), "other\n");
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
