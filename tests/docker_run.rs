@@ -1,0 +1,287 @@
+//! The runner on real Docker: workspace sharing, parallelism, failures,
+//! timeouts, secrets, services, pulls and cancellation, each test checking
+//! that nothing labelled with its run is left behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_engine::{Pipeline, RunStatus, SkipReason, StepStatus, Trigger, parse};
+use slipway_runner::{DockerBackend, RunEvent, RunOptions, RunReport, Workspace, execute};
+use slipway_tests::{BUSYBOX, TempDir, docker, leftovers};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn pipeline(src: &str) -> Pipeline {
+    let src = src.replace("BUSYBOX", BUSYBOX);
+    let parsed = parse("test.yml", &src);
+    parsed
+        .pipeline
+        .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics))
+}
+
+fn options(workspace: Workspace) -> RunOptions {
+    RunOptions {
+        run_id: format!("t{}", slipway_api::ids::new_run_id()),
+        jobs: 4,
+        trigger: Trigger {
+            event: "push".into(),
+            branch: Some("main".into()),
+        },
+        secrets: HashMap::new(),
+        workspace,
+        env: vec![("SLIPWAY_COMMIT_SHA".into(), "abc123".into())],
+    }
+}
+
+struct Outcome {
+    report: RunReport,
+    events: Vec<RunEvent>,
+}
+
+impl Outcome {
+    fn status(&self, step: &str) -> &StepStatus {
+        &self
+            .report
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .expect("step")
+            .status
+    }
+
+    fn log(&self, step: &str) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Log { step: s, line, .. } if s == step => Some(line.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn run_with(
+    p: &Pipeline,
+    opts: RunOptions,
+    cancel: CancellationToken,
+    on_event: impl Fn(&RunEvent) + Send + 'static,
+) -> Outcome {
+    let d = docker().await;
+    let backend = Arc::new(
+        DockerBackend::connect(Duration::from_secs(5))
+            .await
+            .expect("connect"),
+    );
+    let (tx, mut rx) = mpsc::channel(256);
+    let collect = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(e) = rx.recv().await {
+            on_event(&e);
+            all.push(e);
+        }
+        all
+    });
+    let run_id = opts.run_id.clone();
+    let report = execute(backend, p, opts, tx, cancel).await.expect("run");
+    let events = collect.await.unwrap();
+    assert_eq!(
+        leftovers(&d, &run_id).await,
+        Vec::<String>::new(),
+        "run {run_id} left things behind"
+    );
+    Outcome { report, events }
+}
+
+async fn run(p: &Pipeline, opts: RunOptions) -> Outcome {
+    run_with(p, opts, CancellationToken::new(), |_| {}).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_share_a_workspace_copied_from_the_tree_which_stays_untouched() {
+    let src = TempDir::new("ws");
+    src.write("input.txt", "from-the-tree\n");
+    let p = pipeline(
+        "steps:
+  write:
+    image: BUSYBOX
+    commands:
+      - pwd
+      - cat input.txt > out.txt
+      - echo \"$CI $SLIPWAY_STEP $SLIPWAY_BRANCH $SLIPWAY_COMMIT_SHA\" >> out.txt
+  read:
+    needs: [write]
+    image: BUSYBOX
+    commands: [cat out.txt]
+",
+    );
+    let o = run(&p, options(Workspace::Copy(src.path().to_path_buf()))).await;
+    assert_eq!(o.report.status, RunStatus::Success, "{:?}", o.events);
+    assert_eq!(o.log("write")[..2], ["+ pwd", "/workspace"]);
+    assert_eq!(
+        o.log("read"),
+        ["+ cat out.txt", "from-the-tree", "true write main abc123"]
+    );
+    assert!(
+        !src.path().join("out.txt").exists(),
+        "the user's tree must not change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bind_mode_works_on_the_tree_itself() {
+    let src = TempDir::new("bind");
+    let p = pipeline("steps:\n  touch: {image: BUSYBOX, commands: [echo made > made.txt]}\n");
+    let o = run(&p, options(Workspace::Bind(src.path().to_path_buf()))).await;
+    assert_eq!(o.report.status, RunStatus::Success);
+    assert_eq!(
+        std::fs::read_to_string(src.path().join("made.txt")).unwrap(),
+        "made\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn independent_steps_run_at_the_same_time() {
+    // Each step waits for the other's marker: they can only both succeed
+    // if they run concurrently (no timing involved).
+    let p = pipeline(
+        "steps:
+  left:
+    image: BUSYBOX
+    timeout: 30s
+    commands: ['touch left.up', 'until [ -f right.up ]; do sleep 0.05; done']
+  right:
+    image: BUSYBOX
+    timeout: 30s
+    commands: ['touch right.up', 'until [ -f left.up ]; do sleep 0.05; done']
+",
+    );
+    let o = run(&p, options(Workspace::Empty)).await;
+    assert_eq!(o.report.status, RunStatus::Success, "{:?}", o.events);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_skips_what_needs_it_while_other_branches_finish() {
+    let p = pipeline(
+        "steps:
+  build: {image: BUSYBOX, commands: ['echo compiling', 'exit 3', 'echo never']}
+  test: {image: BUSYBOX, commands: [echo testing], needs: [build]}
+  lint: {image: BUSYBOX, commands: [sleep 1, echo linted]}
+",
+    );
+    let o = run(&p, options(Workspace::Empty)).await;
+    assert_eq!(o.report.status, RunStatus::Failed);
+    assert_eq!(o.status("build"), &StepStatus::Failed);
+    assert_eq!(o.report.steps[0].exit_code, Some(3));
+    assert_eq!(
+        o.status("test"),
+        &StepStatus::Skipped(SkipReason::Upstream("build".into()))
+    );
+    assert_eq!(o.status("lint"), &StepStatus::Success);
+    assert_eq!(
+        o.log("build"),
+        ["+ echo compiling", "compiling", "+ exit 3", "exit code 3"]
+    );
+    assert!(o.log("test").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_past_its_timeout_is_stopped() {
+    let p = pipeline("steps:\n  hang: {image: BUSYBOX, commands: [sleep 300], timeout: 1s}\n");
+    let o = run(&p, options(Workspace::Empty)).await;
+    assert_eq!(o.status("hang"), &StepStatus::TimedOut);
+    assert_eq!(o.report.status, RunStatus::Failed);
+    assert!(o.log("hang").contains(&"timed out after 1.0s"));
+    // SIGTERM reaches the shell through the container's init: no 5 s grace wait.
+    assert!(
+        o.report.steps[0].duration < Duration::from_secs(5),
+        "{:?}",
+        o.report.steps[0].duration
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_the_step_but_never_its_log() {
+    let p = pipeline(
+        "steps:
+  deploy:
+    image: BUSYBOX
+    secrets: [API_TOKEN]
+    commands: ['echo \"token=$API_TOKEN\"', 'echo \"$API_TOKEN\" >&2', 'test \"$API_TOKEN\" = tok-12345']
+",
+    );
+    let mut opts = options(Workspace::Empty);
+    opts.secrets.insert("API_TOKEN".into(), "tok-12345".into());
+    let o = run(&p, opts).await;
+    assert_eq!(o.report.status, RunStatus::Success, "{:?}", o.log("deploy"));
+    let log = o.log("deploy");
+    assert!(log.contains(&"token=********"), "{log:?}");
+    assert!(log.contains(&"********"), "stderr is masked too: {log:?}");
+    assert!(!log.iter().any(|l| l.contains("tok-12345")), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_are_reachable_by_name() {
+    let p = pipeline(
+        "services:
+  web:
+    image: BUSYBOX
+    commands: ['mkdir -p /srv', 'echo hello-from-service > /srv/index.html', 'httpd -f -p 8080 -h /srv']
+steps:
+  probe:
+    image: BUSYBOX
+    timeout: 30s
+    commands:
+      - 'for i in $(seq 100); do wget -qO- http://web:8080/ && exit 0; sleep 0.1; done; exit 1'
+",
+    );
+    let o = run(&p, options(Workspace::Empty)).await;
+    assert_eq!(o.report.status, RunStatus::Success, "{:?}", o.log("probe"));
+    assert!(o.events.contains(&RunEvent::ServiceStarted {
+        service: "web".into()
+    }));
+    assert!(o.log("probe").contains(&"hello-from-service"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_pull_names_the_image_and_the_registry_answer() {
+    // Nothing listens on port 1: the daemon's answer is immediate.
+    let p = pipeline(
+        "steps:\n  a: {image: '127.0.0.1:1/nope/missing:1', commands: [true]}\n  b: {image: BUSYBOX, commands: [echo fine]}\n",
+    );
+    let o = run(&p, options(Workspace::Empty)).await;
+    assert_eq!(o.status("a"), &StepStatus::Failed);
+    assert_eq!(o.status("b"), &StepStatus::Success);
+    let log = o.log("a").join("\n");
+    assert!(
+        log.starts_with("cannot pull image `127.0.0.1:1/nope/missing:1`: "),
+        "{log}"
+    );
+    assert!(
+        log.contains("127.0.0.1:1"),
+        "the registry's answer is shown: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_stops_containers_and_removes_everything() {
+    let p = pipeline(
+        "services:
+  sidecar: {image: BUSYBOX, commands: [sleep 300]}
+steps:
+  long: {image: BUSYBOX, commands: [echo started, sleep 300]}
+  after: {image: BUSYBOX, commands: [true], needs: [long]}
+",
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let o = run_with(&p, options(Workspace::Empty), cancel, move |e| {
+        if matches!(e, RunEvent::Log { line, .. } if line == "started") {
+            trigger.cancel();
+        }
+    })
+    .await;
+    assert_eq!(o.report.status, RunStatus::Cancelled);
+    assert_eq!(o.status("long"), &StepStatus::Cancelled);
+    assert_eq!(o.status("after"), &StepStatus::Cancelled);
+}

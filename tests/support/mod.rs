@@ -1,0 +1,126 @@
+//! Shared helpers for the integration tests and benchmarks: the `slipway`
+//! binary, scratch directories, and Docker queries by label.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+};
+
+/// The image `scripts/build-test-images.sh` builds.
+pub const BUSYBOX: &str = "slipway.test/busybox:1";
+
+/// The `slipway` binary, built once per test process. It lives in another
+/// package, so cargo does not hand us its path; we build it ourselves.
+pub fn slipway_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let profile_release = cfg!(not(debug_assertions));
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&root)
+            .args(["build", "-q", "-p", "slipway-api", "--bin", "slipway"]);
+        if profile_release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the slipway binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target
+            .join(if profile_release { "release" } else { "debug" })
+            .join("slipway")
+    })
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("slipway-{tag}-{}", slipway_api::ids::new_run_id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let path = self.0.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&path, content).expect("write file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The local daemon. Docker tests must run: a missing daemon fails loudly.
+pub async fn docker() -> Docker {
+    let d = Docker::connect_with_local_defaults()
+        .expect("Docker tests need a daemon: run scripts/ensure-docker.sh")
+        .negotiate_version()
+        .await
+        .expect("Docker daemon must answer (scripts/ensure-docker.sh)");
+    d.inspect_image(BUSYBOX)
+        .await
+        .unwrap_or_else(|e| panic!("{BUSYBOX} missing ({e}): run scripts/build-test-images.sh"));
+    d
+}
+
+/// Containers, networks and volumes still carrying `slipway.run=<run_id>`.
+pub async fn leftovers(docker: &Docker, run_id: &str) -> Vec<String> {
+    let filter = HashMap::from([("label".to_string(), vec![format!("slipway.run={run_id}")])]);
+    let mut out = Vec::new();
+    let cs = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .expect("list containers");
+    out.extend(cs.into_iter().map(|c| format!("container {:?}", c.names)));
+    let ns = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .expect("list networks");
+    out.extend(ns.into_iter().map(|n| format!("network {:?}", n.name)));
+    let vs = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::default()
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .expect("list volumes");
+    out.extend(
+        vs.volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| format!("volume {}", v.name)),
+    );
+    out
+}
