@@ -127,11 +127,13 @@ impl Plan {
     pub fn new(pipeline: &Pipeline) -> Result<Plan, PlanError> {
         let names: Vec<&str> = pipeline.steps.iter().map(|s| s.name.as_str()).collect();
         let g = graph(&names, |i| &pipeline.steps[i].needs)?;
-        if let Some(cycle) = find_cycles(pipeline).into_iter().next() {
+        // toposort finds whether there is a cycle; only then is it worth naming.
+        let Ok(order) = petgraph::algo::toposort(&g, None) else {
+            let cycle = find_cycles(pipeline).into_iter().next().unwrap_or_default();
             let mut names = cycle.clone();
-            names.push(cycle[0].clone());
+            names.extend(cycle.first().cloned());
             return Err(PlanError::Cycle(names));
-        }
+        };
         let n = pipeline.steps.len();
         let mut needs = vec![Vec::new(); n];
         let mut dependents = vec![Vec::new(); n];
@@ -143,7 +145,6 @@ impl Plan {
         for v in needs.iter_mut().chain(dependents.iter_mut()) {
             v.sort_unstable();
         }
-        let order = petgraph::algo::toposort(&g, None).map_err(|_| PlanError::Cycle(Vec::new()))?;
         // toposort follows needs-edges, so what a step needs comes after it.
         let mut levels = vec![0; n];
         for node in order.into_iter().rev() {

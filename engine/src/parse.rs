@@ -690,10 +690,11 @@ fn check_graph(cx: &mut Cx, root: &saphyr::AnnotatedMapping<'_, MarkedYaml<'_>>)
         }
     }
     let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+    let known: HashSet<&str> = names.iter().copied().collect();
     for d in &declared {
         let mut seen = HashSet::new();
         for (need, &(line, col)) in d.needs.iter().zip(&d.at) {
-            if !names.contains(&need.as_str()) {
+            if !known.contains(need.as_str()) {
                 let hint = match closest(need, names.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("steps are: {}", names.join(", ")),

@@ -126,8 +126,17 @@ impl Backend for FakeBackend {
                 .send((LogStream::Stdout, Bytes::from(format!("{line}\n"))))
                 .await;
         }
+        // A zero-length sleep still waits for the timer's next tick (1 ms);
+        // that would be counted as engine time in the planning benchmark.
+        let pause = async {
+            if behaviour.duration.is_zero() {
+                tokio::task::yield_now().await
+            } else {
+                tokio::time::sleep(behaviour.duration).await
+            }
+        };
         let exit = tokio::select! {
-            _ = tokio::time::sleep(behaviour.duration) => {
+            _ = pause => {
                 let i = (step.attempt as usize).saturating_sub(1).min(behaviour.exits.len().saturating_sub(1));
                 StepExit::Exited(behaviour.exits.get(i).copied().unwrap_or(0))
             }
