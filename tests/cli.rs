@@ -48,6 +48,10 @@ fn text(out: &Output) -> String {
 }
 
 /// Starts `slipway run` and returns once its first step printed `marker`.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to the caller, which waits for it"
+)]
 fn start_run_until(data: &Path, file: &Path, marker: &str) -> (Child, String) {
     let mut child = slipway(data)
         .args(["run", "--grace", "3s"])

@@ -72,7 +72,7 @@ pub const EVENTS: &[&str] = &["push", "pull_request", "tag", "manual"];
 
 impl When {
     pub fn matches(&self, trigger: &Trigger) -> bool {
-        let event_ok = self.event.is_empty() || self.event.iter().any(|e| *e == trigger.event);
+        let event_ok = self.event.is_empty() || self.event.contains(&trigger.event);
         let branch_ok = self.branch.is_empty()
             || trigger
                 .branch

@@ -176,10 +176,11 @@ async fn run<B: Backend>(
     }
 
     let mut error = None;
-    if !run.helper_image.is_empty() && !cancel.is_cancelled() {
-        if let Err(e) = backend.setup_run(&run).await {
-            error = Some(format!("setting up the run failed: {e}"));
-        }
+    if !run.helper_image.is_empty()
+        && !cancel.is_cancelled()
+        && let Err(e) = backend.setup_run(&run).await
+    {
+        error = Some(format!("setting up the run failed: {e}"));
     }
     if error.is_none() && !cancel.is_cancelled() {
         for service in &pipeline.services {
