@@ -5,7 +5,7 @@
 //! by [`DockerBackend::teardown_run`] at the end of the run, and by
 //! [`DockerBackend::reap_orphans`] after the process that owned them died.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -235,12 +235,11 @@ impl DockerBackend {
         upload.map_err(docker_err("copy the workspace into its volume"))
     }
 
-    /// Removes what runs of dead `slipway` processes on this host left behind.
-    /// Returns the run ids reaped.
-    pub async fn reap_orphans(&self) -> Result<Vec<String>, BackendError> {
-        let host = hostname();
-        let mut owners: HashMap<String, String> = HashMap::new();
-        let filter = HashMap::from([("label".to_string(), vec![LABEL_RUN.to_string()])]);
+    /// Containers, networks and volumes matching a label filter
+    /// (`slipway.run` for all runs, `slipway.run=<id>` for one).
+    async fn labelled(&self, label: String) -> Result<Vec<Resource>, BackendError> {
+        let filter = HashMap::from([("label".to_string(), vec![label])]);
+        let mut out = Vec::new();
         let containers = self
             .docker
             .list_containers(Some(
@@ -251,9 +250,13 @@ impl DockerBackend {
             ))
             .await
             .map_err(docker_err("list containers"))?;
-        for c in containers {
-            collect_owner(c.labels.as_ref(), &mut owners);
-        }
+        out.extend(containers.into_iter().filter_map(|c| {
+            Some(Resource {
+                kind: ResourceKind::Container,
+                id: c.id?,
+                labels: c.labels.unwrap_or_default(),
+            })
+        }));
         let networks = self
             .docker
             .list_networks(Some(
@@ -263,9 +266,13 @@ impl DockerBackend {
             ))
             .await
             .map_err(docker_err("list networks"))?;
-        for n in networks {
-            collect_owner(n.labels.as_ref(), &mut owners);
-        }
+        out.extend(networks.into_iter().filter_map(|n| {
+            Some(Resource {
+                kind: ResourceKind::Network,
+                id: n.name?,
+                labels: n.labels.unwrap_or_default(),
+            })
+        }));
         let volumes = self
             .docker
             .list_volumes(Some(
@@ -275,8 +282,29 @@ impl DockerBackend {
             ))
             .await
             .map_err(docker_err("list volumes"))?;
-        for v in volumes.volumes.unwrap_or_default() {
-            collect_owner(Some(&v.labels), &mut owners);
+        out.extend(
+            volumes
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| Resource {
+                    kind: ResourceKind::Volume,
+                    id: v.name,
+                    labels: v.labels,
+                }),
+        );
+        Ok(out)
+    }
+
+    /// Removes what runs of dead `slipway` processes on this host left behind.
+    /// Returns the run ids reaped.
+    pub async fn reap_orphans(&self) -> Result<Vec<String>, BackendError> {
+        let host = hostname();
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for r in self.labelled(LABEL_RUN.to_string()).await? {
+            if let (Some(run), Some(owner)) = (r.labels.get(LABEL_RUN), r.labels.get(LABEL_OWNER)) {
+                owners.insert(run.clone(), owner.clone());
+            }
         }
         let mut reaped = Vec::new();
         for (run_id, owner) in owners {
@@ -295,12 +323,28 @@ impl DockerBackend {
     }
 }
 
-fn collect_owner(labels: Option<&HashMap<String, String>>, owners: &mut HashMap<String, String>) {
-    if let Some(labels) = labels
-        && let (Some(run), Some(owner)) = (labels.get(LABEL_RUN), labels.get(LABEL_OWNER))
-    {
-        owners.insert(run.clone(), owner.clone());
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ResourceKind {
+    // Declared in removal order: a network or volume in use cannot be removed.
+    Container,
+    Network,
+    Volume,
+}
+
+impl ResourceKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Container => "container",
+            ResourceKind::Network => "network",
+            ResourceKind::Volume => "volume",
+        }
     }
+}
+
+struct Resource {
+    kind: ResourceKind,
+    id: String,
+    labels: HashMap<String, String>,
 }
 
 /// Feeds a blocking tar writer into an async upload without holding the
@@ -455,50 +499,30 @@ impl Backend for DockerBackend {
     }
 
     async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {
-        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
-        let containers = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(docker_err("list the run's containers"))?;
-        let names: BTreeSet<String> = containers.into_iter().filter_map(|c| c.id).collect();
-        futures_util::future::join_all(names.iter().map(|id| self.remove_container(id))).await;
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(docker_err("list the run's networks"))?;
-        for n in networks.into_iter().filter_map(|n| n.name) {
-            match self.docker.remove_network(&n).await {
-                Ok(()) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(docker_err(format!("remove network {n}"))(e)),
-            }
-        }
-        let volumes = self
-            .docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(docker_err("list the run's volumes"))?;
-        for v in volumes.volumes.unwrap_or_default() {
-            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
-            match self.docker.remove_volume(&v.name, Some(opts)).await {
-                Ok(()) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(docker_err(format!("remove volume {}", v.name))(e)),
+        let mut resources = self.labelled(format!("{LABEL_RUN}={run_id}")).await?;
+        resources.sort_by_key(|r| r.kind);
+        let containers = resources
+            .iter()
+            .filter(|r| r.kind == ResourceKind::Container);
+        futures_util::future::join_all(containers.map(|r| self.remove_container(&r.id))).await;
+        for r in resources
+            .iter()
+            .filter(|r| r.kind != ResourceKind::Container)
+        {
+            let removed = match r.kind {
+                ResourceKind::Network => self.docker.remove_network(&r.id).await,
+                _ => {
+                    let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+                    self.docker.remove_volume(&r.id, Some(opts)).await
+                }
+            };
+            match removed {
+                Err(e) if !is_status(&e, 404) => {
+                    return Err(docker_err(format!("remove {} {}", r.kind.as_str(), r.id))(
+                        e,
+                    ));
+                }
+                _ => {}
             }
         }
         debug!(run_id, "torn down");

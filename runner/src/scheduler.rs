@@ -315,8 +315,10 @@ async fn run<B: Backend>(
     if let Err(e) = backend.teardown_run(&run_id).await {
         warn!(error = %e, "cleanup failed; a later run will reap what is left");
     }
+    // Steps settled because setup failed were "cancelled" by us, not the
+    // user: the run failed.
     let mut status = state.run_status();
-    if error.is_some() && status != RunStatus::Cancelled {
+    if error.is_some() && !cancel.is_cancelled() {
         status = RunStatus::Failed;
     }
     if let Some(message) = &error {
@@ -862,6 +864,28 @@ mod tests {
         assert!(
             events.iter().any(|e| matches!(e, RunEvent::Log { line, .. }
             if line == "skipped: when: branch in [release/*] (this run: event push, branch main)"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_cannot_start_fails_the_run_before_any_step() {
+        let src = "services:\n  db: {image: gone}\nsteps:\n  a: {image: i, commands: [x]}\n";
+        let fake = FakeBackend::new();
+        fake.missing_image("gone", "not found");
+        let (report, events) =
+            go(&fake, &pipeline(src), options(1), CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(
+            report.error.as_deref(),
+            Some("service `db`: cannot pull image `gone`: not found")
+        );
+        assert_eq!(status_of(&report, "a"), &StepStatus::Cancelled);
+        assert!(!fake.calls().iter().any(|c| c.starts_with("run ")));
+        assert_eq!(fake.calls().last().map(String::as_str), Some("teardown r1"));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, RunEvent::RunError { .. }))
         );
     }
 
