@@ -285,3 +285,39 @@ steps:
     assert_eq!(o.status("long"), &StepStatus::Cancelled);
     assert_eq!(o.status("after"), &StepStatus::Cancelled);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_is_pulled_from_its_registry_with_progress() {
+    let registry = slipway_tests::Registry::start();
+    let reference = registry.push(
+        BUSYBOX,
+        &format!("pull-test/busybox:{}", slipway_api::ids::new_run_id()),
+    );
+    // Only the registry has it now.
+    slipway_tests::docker_cli(&["rmi", &reference]);
+    let p = pipeline(&format!(
+        "steps:\n  pulled: {{image: '{reference}', commands: [echo from-the-registry]}}\n"
+    ));
+    let o = run(&p, options(Workspace::Empty)).await;
+    slipway_tests::docker_cli(&["rmi", &reference]);
+    assert_eq!(o.report.status, RunStatus::Success, "{:?}", o.events);
+    assert!(o.log("pulled").contains(&"from-the-registry"));
+    let pulls: Vec<&str> = o
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::ImagePull { image, status } if *image == reference => Some(status.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pulls.first().copied(),
+        Some(format!("pulling {reference}").as_str())
+    );
+    assert!(
+        pulls
+            .iter()
+            .any(|s| s.contains("Pull complete") || s.contains("Downloaded newer image")),
+        "{pulls:?}"
+    );
+}

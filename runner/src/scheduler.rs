@@ -224,19 +224,16 @@ async fn run<B: Backend>(
     let mut tasks: JoinSet<StepResult> = JoinSet::new();
     let step_cancel = cancel.child_token();
     if error.is_some() || cancel.is_cancelled() {
-        for i in state.cancel() {
-            reports[i].status = StepStatus::Cancelled;
-            emit(
-                &events,
-                RunEvent::StepSettled {
-                    step: plan.name(i).to_string(),
-                    status: StepStatus::Cancelled,
-                },
-            )
-            .await;
-        }
+        cancel_pending(&mut state, plan, &mut reports, &events).await;
     }
     loop {
+        // Cancellation is settled before anything else: a step stopped by it
+        // may report back before this loop sees the token, and must then be
+        // counted as cancelled, not as a failure.
+        if cancel.is_cancelled() && !state.is_cancelled() {
+            step_cancel.cancel();
+            cancel_pending(&mut state, plan, &mut reports, &events).await;
+        }
         while tasks.len() < jobs
             && let Some(i) = state.pop_ready()
         {
@@ -264,48 +261,56 @@ async fn run<B: Backend>(
         if state.is_finished() {
             break;
         }
-        tokio::select! {
-            joined = tasks.join_next() => {
-                let Some(joined) = joined else { break };
-                let result = match joined {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // A panicking step task is a bug; the run must still end.
-                        warn!(error = %e, "step task failed");
-                        continue;
-                    }
-                };
-                let i = result.index;
-                let settled = state.finish(plan, i, result.outcome);
-                let status = state.status(i).clone();
-                reports[i] = StepReport {
-                    name: plan.name(i).to_string(),
-                    status: status.clone(),
-                    exit_code: result.exit_code,
-                    duration: result.duration,
-                    attempts: result.attempts,
-                };
-                emit(&events, RunEvent::StepFinished {
-                    step: plan.name(i).to_string(),
+        let joined = tokio::select! {
+            joined = tasks.join_next() => joined,
+            _ = cancel.cancelled(), if !state.is_cancelled() => continue,
+        };
+        let Some(joined) = joined else { break };
+        if cancel.is_cancelled() && !state.is_cancelled() {
+            step_cancel.cancel();
+            cancel_pending(&mut state, plan, &mut reports, &events).await;
+        }
+        let result = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // A panicking step task is a bug; the run must still end.
+                warn!(error = %e, "step task failed");
+                continue;
+            }
+        };
+        let i = result.index;
+        let settled = state.finish(plan, i, result.outcome);
+        let status = state.status(i).clone();
+        reports[i] = StepReport {
+            name: plan.name(i).to_string(),
+            status: status.clone(),
+            exit_code: result.exit_code,
+            duration: result.duration,
+            attempts: result.attempts,
+        };
+        emit(
+            &events,
+            RunEvent::StepFinished {
+                step: plan.name(i).to_string(),
+                status,
+                exit_code: result.exit_code,
+                duration: result.duration,
+                attempts: result.attempts,
+                error: None,
+            },
+        )
+        .await;
+        for j in settled {
+            let status = state.status(j).clone();
+            reports[j].status = status.clone();
+            emit(
+                &events,
+                RunEvent::StepSettled {
+                    step: plan.name(j).to_string(),
                     status,
-                    exit_code: result.exit_code,
-                    duration: result.duration,
-                    attempts: result.attempts,
-                    error: None,
-                }).await;
-                for j in settled {
-                    let status = state.status(j).clone();
-                    reports[j].status = status.clone();
-                    emit(&events, RunEvent::StepSettled { step: plan.name(j).to_string(), status }).await;
-                }
-            }
-            _ = cancel.cancelled(), if !state.is_cancelled() => {
-                step_cancel.cancel();
-                for j in state.cancel() {
-                    reports[j].status = StepStatus::Cancelled;
-                    emit(&events, RunEvent::StepSettled { step: plan.name(j).to_string(), status: StepStatus::Cancelled }).await;
-                }
-            }
+                },
+            )
+            .await;
         }
     }
     for (i, report) in reports.iter_mut().enumerate() {
@@ -338,6 +343,26 @@ async fn run<B: Backend>(
         steps: reports,
         duration,
         error,
+    }
+}
+
+/// Settles every step not started yet as cancelled, and says so.
+async fn cancel_pending(
+    state: &mut RunState,
+    plan: &Plan,
+    reports: &mut [StepReport],
+    events: &mpsc::Sender<RunEvent>,
+) {
+    for j in state.cancel() {
+        reports[j].status = StepStatus::Cancelled;
+        emit(
+            events,
+            RunEvent::StepSettled {
+                step: plan.name(j).to_string(),
+                status: StepStatus::Cancelled,
+            },
+        )
+        .await;
     }
 }
 
@@ -764,27 +789,31 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancel_stops_running_steps_cancels_pending_ones_and_tears_down() {
-        let src =
-            "steps:\n  a: {image: i, commands: [x]}\n  b: {image: i, commands: [x], needs: [a]}\n";
-        let fake = FakeBackend::new();
-        fake.script(
-            "a",
-            FakeStep {
-                duration: secs(60),
-                ..Default::default()
-            },
-        );
-        let cancel = CancellationToken::new();
-        let trigger = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(secs(1)).await;
-            trigger.cancel();
-        });
-        let (report, _) = go(&fake, &pipeline(src), options(2), cancel).await;
-        assert_eq!(report.status, RunStatus::Cancelled);
-        assert_eq!(status_of(&report, "a"), &StepStatus::Cancelled);
-        assert_eq!(status_of(&report, "b"), &StepStatus::Cancelled);
-        assert_eq!(fake.calls().last().map(String::as_str), Some("teardown r1"));
+        // Repeated: which of "step stopped" and "run cancelled" the scheduler
+        // sees first is up to tokio::select!, and both orders must give the
+        // same answer.
+        for _ in 0..25 {
+            let src = "steps:\n  a: {image: i, commands: [x]}\n  b: {image: i, commands: [x], needs: [a]}\n";
+            let fake = FakeBackend::new();
+            fake.script(
+                "a",
+                FakeStep {
+                    duration: secs(60),
+                    ..Default::default()
+                },
+            );
+            let cancel = CancellationToken::new();
+            let trigger = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(secs(1)).await;
+                trigger.cancel();
+            });
+            let (report, _) = go(&fake, &pipeline(src), options(2), cancel).await;
+            assert_eq!(report.status, RunStatus::Cancelled);
+            assert_eq!(status_of(&report, "a"), &StepStatus::Cancelled);
+            assert_eq!(status_of(&report, "b"), &StepStatus::Cancelled);
+            assert_eq!(fake.calls().last().map(String::as_str), Some("teardown r1"));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -124,3 +124,103 @@ pub async fn leftovers(docker: &Docker, run_id: &str) -> Vec<String> {
     );
     out
 }
+
+/// A real OCI registry (Debian's `docker-registry`) on a free loopback port,
+/// with storage and config of its own; stopped when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:<port>`, usable in image references.
+    pub host: String,
+    _dir: TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = TempDir::new("registry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.write(
+            "config.yml",
+            &format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+                dir.path().join("data").display()
+            ),
+        );
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect(
+                "docker-registry must be installed (apt-get install docker-registry; .ci/run does)",
+            );
+        let mut registry = Registry {
+            child,
+            host,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !registry.answers() {
+            if let Ok(Some(status)) = registry.child.try_wait() {
+                panic!("docker-registry exited with {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not answer on {}",
+                registry.host
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// `GET /v2/` answers 200: the registry is serving.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.host) else {
+            return false;
+        };
+        let req = format!(
+            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host
+        );
+        let mut answer = String::new();
+        s.write_all(req.as_bytes()).is_ok()
+            && s.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    }
+
+    /// Pushes a local image under `repo:tag` and returns the full reference.
+    pub fn push(&self, local: &str, repo_tag: &str) -> String {
+        let reference = format!("{}/{repo_tag}", self.host);
+        docker_cli(&["tag", local, &reference]);
+        docker_cli(&["push", "-q", &reference]);
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the docker CLI, panicking with its output when it fails.
+pub fn docker_cli(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
