@@ -303,6 +303,25 @@ fn is_valid_name(s: &str) -> bool {
         && s.len() <= 63
 }
 
+/// The name of a step or service, from its key; an unusable one is reported.
+fn entry_name(cx: &mut Cx, key: &MarkedYaml, kind: &str) -> Option<String> {
+    let Some(name) = scalar_text(key) else {
+        cx.error(key, format!("{kind} names must be text"), None);
+        return None;
+    };
+    if !is_valid_name(&name) {
+        cx.error(
+            key,
+            format!("`{name}` is not a valid {kind} name"),
+            Some(format!(
+                "use letters, digits, `-`, `_` and `.` (at most 63): it names the {kind}'s container{}",
+                if kind == "service" { " and host" } else { "" }
+            )),
+        );
+    }
+    Some(name)
+}
+
 fn parse_env(cx: &mut Cx, node: &MarkedYaml, field: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let map = match data(node) {
@@ -366,20 +385,9 @@ fn parse_services(cx: &mut Cx, node: &MarkedYaml) -> Vec<Service> {
         }
     };
     for (k, v) in map.iter() {
-        let Some(name) = scalar_text(k) else {
-            cx.error(k, "service names must be text", None);
+        let Some(name) = entry_name(cx, k, "service") else {
             continue;
         };
-        if !is_valid_name(&name) {
-            cx.error(
-                k,
-                format!("`{name}` is not a valid service name"),
-                Some(
-                    "use letters, digits, `-`, `_` and `.`; it becomes the service's host name"
-                        .into(),
-                ),
-            );
-        }
         let YamlData::Mapping(fields) = data(v) else {
             cx.error(
                 v,
@@ -456,17 +464,9 @@ fn parse_steps(cx: &mut Cx, node: &MarkedYaml) -> Option<Vec<Step>> {
     }
     let mut steps = Vec::new();
     for (k, v) in map.iter() {
-        let Some(name) = scalar_text(k) else {
-            cx.error(k, "step names must be text", None);
+        let Some(name) = entry_name(cx, k, "step") else {
             continue;
         };
-        if !is_valid_name(&name) {
-            cx.error(
-                k,
-                format!("`{name}` is not a valid step name"),
-                Some("use letters, digits, `-`, `_` and `.` (at most 63)".into()),
-            );
-        }
         if let Some(step) = parse_step(cx, &name, k, v) {
             steps.push(step);
         }

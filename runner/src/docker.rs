@@ -57,7 +57,7 @@ fn is_status(e: &DockerError, code: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
 
-pub fn container_name(run_id: &str, step: &str, attempt: u32) -> String {
+fn container_name(run_id: &str, step: &str, attempt: u32) -> String {
     format!("slipway-{run_id}-{step}-{attempt}")
 }
 
@@ -91,10 +91,6 @@ impl DockerBackend {
             grace,
             owner: format!("{}:{}", hostname(), std::process::id()),
         })
-    }
-
-    pub fn docker(&self) -> &Docker {
-        &self.docker
     }
 
     fn labels(&self, run_id: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {

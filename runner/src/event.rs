@@ -43,8 +43,6 @@ pub enum RunEvent {
         exit_code: Option<i64>,
         duration: Duration,
         attempts: u32,
-        /// Why the step failed when it was not the step's own exit code.
-        error: Option<String>,
     },
     /// A step that ended without running: skipped or cancelled.
     StepSettled {

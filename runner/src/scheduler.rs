@@ -296,7 +296,6 @@ async fn run<B: Backend>(
                 exit_code: result.exit_code,
                 duration: result.duration,
                 attempts: result.attempts,
-                error: None,
             },
         )
         .await;
