@@ -589,32 +589,30 @@ async fn pump_logs<B>(mut rx: mpsc::Receiver<LogChunk>, step: String, shared: Ar
         };
         let mut lines = Vec::new();
         splitter.push(&bytes, |l| lines.push(l));
-        for line in lines {
-            let line = shared.masker.mask(&line).into_owned();
-            emit(
-                &shared.events,
-                RunEvent::Log {
-                    step: step.clone(),
-                    stream,
-                    line,
-                },
-            )
-            .await;
-        }
+        emit_masked(&shared, &step, stream, lines).await;
     }
     for (stream, splitter) in [(LogStream::Stdout, &mut out), (LogStream::Stderr, &mut err)] {
-        if let Some(line) = splitter.finish() {
-            let line = shared.masker.mask(&line).into_owned();
-            emit(
-                &shared.events,
-                RunEvent::Log {
-                    step: step.clone(),
-                    stream,
-                    line,
-                },
-            )
-            .await;
-        }
+        emit_masked(&shared, &step, stream, splitter.finish()).await;
+    }
+}
+
+async fn emit_masked<B>(
+    shared: &Shared<B>,
+    step: &str,
+    stream: LogStream,
+    lines: impl IntoIterator<Item = String>,
+) {
+    for line in lines {
+        let line = shared.masker.mask(&line).into_owned();
+        emit(
+            &shared.events,
+            RunEvent::Log {
+                step: step.to_string(),
+                stream,
+                line,
+            },
+        )
+        .await;
     }
 }
 
