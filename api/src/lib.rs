@@ -6,9 +6,13 @@
 //! - [`store`]: the only module that touches sled; nothing else knows the key layout.
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
 //! - [`ids`]: run ids and timestamps.
+//! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
+//! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
+pub mod config;
 pub mod ids;
 pub mod record;
 pub mod store;
+pub mod webhook;
 
 pub use store::{RunRecord, StepRecord, Store, StoreError};

@@ -1,0 +1,308 @@
+//! `slipway.toml`: the server's configuration. A bad config names the file,
+//! the key and the problem, and the server does not start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every problem found, one per line, each `FILE:LINE:COL: message` or `FILE: key: message`.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Github,
+    Gitea,
+    Forgejo,
+    Gitlab,
+}
+
+/// A secret given inline, by environment variable or by file, so configs
+/// can be committed without the secrets in them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    Inline(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    repos: Vec<RawRepo>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_concurrent_runs: Option<usize>,
+    cancel_superseded: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    name: String,
+    provider: Provider,
+    clone_url: String,
+    webhook_secret: Option<SecretSource>,
+    #[serde(default = "default_pipeline")]
+    pipeline: String,
+    api_url: Option<String>,
+    api_token: Option<SecretSource>,
+    max_concurrent_runs: Option<usize>,
+}
+
+fn default_pipeline() -> String {
+    ".slipway.yml".into()
+}
+
+/// The validated configuration, secrets resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: Option<PathBuf>,
+    pub max_concurrent_runs: usize,
+    /// A new push to a ref cancels older queued or running runs of that ref.
+    pub cancel_superseded: bool,
+    pub repos: Vec<Repo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// `owner/name`, as the forge names it.
+    pub name: String,
+    pub provider: Provider,
+    pub clone_url: String,
+    /// `None` accepts unsigned webhooks; only sensible on a trusted network.
+    pub webhook_secret: Option<String>,
+    pub pipeline: String,
+    pub api_url: Option<String>,
+    pub api_token: Option<String>,
+    pub max_concurrent_runs: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: None,
+            max_concurrent_runs: 4,
+            cancel_superseded: true,
+            repos: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repos
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid(vec![format!("{file}:{line}:{col}: {}", e.message().trim())])
+        })?;
+        let mut problems = Vec::new();
+        let mut config = Config::default();
+        if let Some(listen) = &raw.server.listen {
+            match listen.parse() {
+                Ok(addr) => config.listen = addr,
+                Err(_) => problems.push(format!(
+                    "{file}: server.listen: `{listen}` is not an address like 127.0.0.1:8080"
+                )),
+            }
+        }
+        config.data_dir = raw.server.data_dir;
+        if let Some(n) = raw.server.max_concurrent_runs {
+            if n == 0 {
+                problems.push(format!(
+                    "{file}: server.max_concurrent_runs: must be at least 1"
+                ));
+            }
+            config.max_concurrent_runs = n.max(1);
+        }
+        config.cancel_superseded = raw.server.cancel_superseded.unwrap_or(true);
+        for (i, r) in raw.repos.into_iter().enumerate() {
+            let key = |k: &str| format!("{file}: repos[{i}] ({}).{k}", r.name);
+            if r.name.split('/').count() != 2 || r.name.split('/').any(str::is_empty) {
+                problems.push(format!(
+                    "{file}: repos[{i}].name: `{}` must be owner/name",
+                    r.name
+                ));
+            }
+            if config
+                .repos
+                .iter()
+                .any(|o: &Repo| o.name.eq_ignore_ascii_case(&r.name))
+            {
+                problems.push(format!("{}: declared twice", key("name")));
+            }
+            if r.clone_url.trim().is_empty() {
+                problems.push(format!("{}: is empty", key("clone_url")));
+            }
+            if r.max_concurrent_runs == Some(0) {
+                problems.push(format!(
+                    "{}: must be at least 1",
+                    key("max_concurrent_runs")
+                ));
+            }
+            let webhook_secret = resolve(r.webhook_secret.as_ref())
+                .map_err(|m| problems.push(format!("{}: {m}", key("webhook_secret"))))
+                .ok()
+                .flatten();
+            let api_token = resolve(r.api_token.as_ref())
+                .map_err(|m| problems.push(format!("{}: {m}", key("api_token"))))
+                .ok()
+                .flatten();
+            config.repos.push(Repo {
+                name: r.name,
+                provider: r.provider,
+                clone_url: r.clone_url,
+                webhook_secret,
+                pipeline: r.pipeline,
+                api_url: r.api_url,
+                api_token,
+                max_concurrent_runs: r.max_concurrent_runs,
+            });
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn resolve(source: Option<&SecretSource>) -> Result<Option<String>, String> {
+    match source {
+        None => Ok(None),
+        Some(SecretSource::Inline(s)) if s.is_empty() => Err("is empty".into()),
+        Some(SecretSource::Inline(s)) => Ok(Some(s.clone())),
+        Some(SecretSource::Env { env }) => match std::env::var(env) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(format!("environment variable `{env}` is not set")),
+        },
+        Some(SecretSource::File { file }) => match std::fs::read_to_string(file) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
+            Ok(_) => Err(format!("file `{}` is empty", file.display())),
+            Err(e) => Err(format!("cannot read `{}`: {e}", file.display())),
+        },
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_out_of_the_box() {
+        let c = Config::parse("s.toml", "").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_concurrent_runs, 4);
+        assert!(c.cancel_superseded);
+    }
+
+    #[test]
+    fn repos_with_secrets_inline_env_and_file() {
+        let dir = std::env::temp_dir().join(format!("slipway-cfg-{}", crate::ids::new_run_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "file-token\n").unwrap();
+        // SAFETY: a variable name no other test uses.
+        unsafe { std::env::set_var("SLIPWAY_TEST_CFG_SECRET", "env-secret") };
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:9999"
+[[repos]]
+name = "acme/web"
+provider = "github"
+clone_url = "file:///srv/web.git"
+webhook_secret = {{ env = "SLIPWAY_TEST_CFG_SECRET" }}
+api_token = {{ file = "{}" }}
+[[repos]]
+name = "acme/api"
+provider = "gitlab"
+clone_url = "file:///srv/api.git"
+webhook_secret = "inline"
+"#,
+            dir.join("token").display()
+        );
+        let c = Config::parse("s.toml", &text).unwrap();
+        let web = c.repo("ACME/web").unwrap();
+        assert_eq!(web.webhook_secret.as_deref(), Some("env-secret"));
+        assert_eq!(web.api_token.as_deref(), Some("file-token"));
+        assert_eq!(web.pipeline, ".slipway.yml");
+        assert_eq!(c.repo("acme/api").unwrap().provider, Provider::Gitlab);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let err = Config::parse("s.toml", "[server]\nlisten = \"x\"\nport = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("s.toml:3:1: unknown field `port`"), "{err}");
+        let err = Config::parse(
+            "s.toml",
+            "[[repos]]\nname = \"a/b\"\nprovider = \"svn\"\nclone_url = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("s.toml:3:12: unknown variant `svn`"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "s.toml",
+            "[server]\nlisten = \"nope\"\n[[repos]]\nname = \"web\"\nprovider = \"github\"\nclone_url = \"\"\nwebhook_secret = { env = \"SLIPWAY_TEST_UNSET_VAR\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "s.toml: server.listen: `nope` is not an address like 127.0.0.1:8080",
+                "s.toml: repos[0].name: `web` must be owner/name",
+                "s.toml: repos[0] (web).clone_url: is empty",
+                "s.toml: repos[0] (web).webhook_secret: environment variable `SLIPWAY_TEST_UNSET_VAR` is not set",
+            ]
+        );
+    }
+}

@@ -1,0 +1,605 @@
+//! Forge webhooks: who sent it (signature), what it means (classification).
+//! Pure functions over headers and body, so every rule is unit-tested with
+//! the real bodies forges send.
+
+use hmac::{Hmac, Mac};
+use octocrab::models::webhook_events::payload::PullRequestWebhookEventAction;
+use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Provider;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("missing signature header `{0}`")]
+    MissingSignature(&'static str),
+    #[error("signature does not match the body and the repository's webhook secret")]
+    BadSignature,
+    #[error("malformed webhook: {0}")]
+    Malformed(String),
+}
+
+/// What a verified webhook asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ping,
+    Build(BuildRequest),
+    /// No run, with the reason given back to the forge.
+    Ignored(String),
+}
+
+/// A run to start, on one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// `push`, `tag` or `pull_request`.
+    pub event: String,
+    /// Full ref: `refs/heads/main`, `refs/tags/v1`, `refs/pull/2/head`.
+    pub git_ref: String,
+    pub sha: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub pull_request: Option<PullRequestInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestInfo {
+    pub number: u64,
+    pub action: String,
+    /// The branch the pull request wants to merge into.
+    pub target_branch: String,
+    pub from_fork: bool,
+}
+
+/// Header lookup, case-insensitive, so this module needs no HTTP types.
+pub trait Headers {
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for axum::http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        axum::http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The repository a body is about: `owner/name`.
+pub fn repository(provider: Provider, body: &[u8]) -> Result<String, WebhookError> {
+    #[derive(Deserialize)]
+    struct Repo {
+        full_name: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Project {
+        path_with_namespace: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        repository: Option<Repo>,
+        project: Option<Project>,
+    }
+    let probe: Probe = serde_json::from_slice(body)
+        .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
+    let name = match provider {
+        Provider::Gitlab => probe.project.and_then(|p| p.path_with_namespace),
+        _ => probe.repository.and_then(|r| r.full_name),
+    };
+    name.ok_or_else(|| WebhookError::Malformed("the body names no repository".into()))
+}
+
+/// Checks the body was signed with `secret`, in constant time.
+pub fn verify(
+    provider: Provider,
+    secret: Option<&str>,
+    headers: &dyn Headers,
+    body: &[u8],
+) -> Result<(), WebhookError> {
+    let Some(secret) = secret else { return Ok(()) };
+    match provider {
+        Provider::Gitlab => {
+            let token = headers
+                .get("x-gitlab-token")
+                .ok_or(WebhookError::MissingSignature("X-Gitlab-Token"))?;
+            if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) {
+                Ok(())
+            } else {
+                Err(WebhookError::BadSignature)
+            }
+        }
+        Provider::Github => {
+            let sig = headers
+                .get("x-hub-signature-256")
+                .ok_or(WebhookError::MissingSignature("X-Hub-Signature-256"))?;
+            let hex = sig
+                .strip_prefix("sha256=")
+                .ok_or(WebhookError::BadSignature)?;
+            check_hmac(secret, hex, body)
+        }
+        Provider::Gitea | Provider::Forgejo => {
+            let sig = headers
+                .get("x-forgejo-signature")
+                .or_else(|| headers.get("x-gitea-signature"))
+                .ok_or(WebhookError::MissingSignature("X-Gitea-Signature"))?;
+            check_hmac(secret, sig, body)
+        }
+    }
+}
+
+fn check_hmac(secret: &str, hex: &str, body: &[u8]) -> Result<(), WebhookError> {
+    let expected = decode_hex(hex.trim()).ok_or(WebhookError::BadSignature)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| WebhookError::BadSignature)?;
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| WebhookError::BadSignature)
+}
+
+/// `sha256=<hex>` of `body` under `secret`, as GitHub signs (tests sign with it too).
+pub fn sign_github(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes any key");
+    mac.update(body);
+    format!("sha256={}", encode_hex(&mac.finalize().into_bytes()))
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The forge's id for this delivery (the same on redelivery); a hash of the
+/// body when the forge sends none.
+pub fn delivery_id(provider: Provider, headers: &dyn Headers, body: &[u8]) -> String {
+    let names: &[&str] = match provider {
+        Provider::Github => &["x-github-delivery"],
+        Provider::Gitea | Provider::Forgejo => &["x-forgejo-delivery", "x-gitea-delivery"],
+        Provider::Gitlab => &["x-gitlab-event-uuid", "idempotency-key"],
+    };
+    names
+        .iter()
+        .find_map(|n| headers.get(n))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("body-{}", encode_hex(&Sha256::digest(body))))
+}
+
+/// The event name header.
+pub fn event_name(provider: Provider, headers: &dyn Headers) -> Option<String> {
+    let names: &[&str] = match provider {
+        Provider::Github => &["x-github-event"],
+        Provider::Gitea | Provider::Forgejo => &["x-forgejo-event", "x-gitea-event"],
+        Provider::Gitlab => &["x-gitlab-event"],
+    };
+    names
+        .iter()
+        .find_map(|n| headers.get(n))
+        .map(str::to_string)
+}
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+/// What a verified webhook asks for.
+pub fn classify(provider: Provider, event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
+    match provider {
+        Provider::Github => classify_github(event, body),
+        Provider::Gitea | Provider::Forgejo => classify_gitea(event, body),
+        Provider::Gitlab => classify_gitlab(event, body),
+    }
+}
+
+fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
+    let parsed = WebhookEvent::try_from_header_and_body(event, body)
+        .map_err(|e| WebhookError::Malformed(format!("`{event}` body: {e}")))?;
+    match parsed.specific {
+        WebhookEventPayload::Ping(_) => Ok(Verdict::Ping),
+        WebhookEventPayload::Push(push) => Ok(push_verdict(&push.r#ref, &push.after, push.deleted)),
+        WebhookEventPayload::PullRequest(pr) => {
+            let action = serde_json::to_value(&pr.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{:?}", pr.action).to_lowercase());
+            let build = matches!(
+                pr.action,
+                PullRequestWebhookEventAction::Opened
+                    | PullRequestWebhookEventAction::Synchronize
+                    | PullRequestWebhookEventAction::Reopened
+            );
+            if pr.action == PullRequestWebhookEventAction::Closed {
+                return Ok(Verdict::Ignored(format!(
+                    "pull request #{} closed: nothing to build",
+                    pr.number
+                )));
+            }
+            if !build {
+                return Ok(Verdict::Ignored(format!(
+                    "pull request action `{action}` does not build"
+                )));
+            }
+            let head = &pr.pull_request.head;
+            let base = &pr.pull_request.base;
+            let head_repo = head.repo.as_ref().and_then(|r| r.full_name.clone());
+            let base_repo = base.repo.as_ref().and_then(|r| r.full_name.clone());
+            Ok(Verdict::Build(BuildRequest {
+                event: "pull_request".into(),
+                git_ref: format!("refs/pull/{}/head", pr.number),
+                sha: head.sha.clone(),
+                branch: Some(head.ref_field.clone()),
+                tag: None,
+                pull_request: Some(PullRequestInfo {
+                    number: pr.number,
+                    action,
+                    target_branch: base.ref_field.clone(),
+                    from_fork: head_repo.is_some() && head_repo != base_repo,
+                }),
+            }))
+        }
+        _ => Ok(Verdict::Ignored(format!("event `{event}` does not build"))),
+    }
+}
+
+fn push_verdict(git_ref: &str, after: &str, deleted: bool) -> Verdict {
+    if deleted || after == ZERO_SHA {
+        return Verdict::Ignored(format!("`{git_ref}` was deleted: nothing to build"));
+    }
+    if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+        Verdict::Build(BuildRequest {
+            event: "push".into(),
+            git_ref: git_ref.into(),
+            sha: after.into(),
+            branch: Some(branch.into()),
+            tag: None,
+            pull_request: None,
+        })
+    } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+        Verdict::Build(BuildRequest {
+            event: "tag".into(),
+            git_ref: git_ref.into(),
+            sha: after.into(),
+            branch: None,
+            tag: Some(tag.into()),
+            pull_request: None,
+        })
+    } else {
+        Verdict::Ignored(format!(
+            "push to `{git_ref}`, which is neither a branch nor a tag"
+        ))
+    }
+}
+
+/// Gitea and Forgejo send GitHub-shaped bodies; only the fields we use are read.
+fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
+    #[derive(Deserialize)]
+    struct Push {
+        r#ref: String,
+        after: String,
+        #[serde(default)]
+        deleted: bool,
+    }
+    #[derive(Deserialize)]
+    struct Branch {
+        r#ref: String,
+        sha: String,
+        repo_id: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Pr {
+        head: Branch,
+        base: Branch,
+    }
+    #[derive(Deserialize)]
+    struct PrEvent {
+        action: String,
+        number: u64,
+        pull_request: Pr,
+    }
+    let malformed = |e: serde_json::Error| WebhookError::Malformed(format!("`{event}` body: {e}"));
+    match event {
+        "push" => {
+            let p: Push = serde_json::from_slice(body).map_err(malformed)?;
+            Ok(push_verdict(&p.r#ref, &p.after, p.deleted))
+        }
+        "pull_request" => {
+            let p: PrEvent = serde_json::from_slice(body).map_err(malformed)?;
+            match p.action.as_str() {
+                "opened" | "synchronized" | "synchronize" | "reopened" => {
+                    Ok(Verdict::Build(BuildRequest {
+                        event: "pull_request".into(),
+                        git_ref: format!("refs/pull/{}/head", p.number),
+                        sha: p.pull_request.head.sha,
+                        branch: Some(p.pull_request.head.r#ref),
+                        tag: None,
+                        pull_request: Some(PullRequestInfo {
+                            number: p.number,
+                            action: p.action.clone(),
+                            target_branch: p.pull_request.base.r#ref,
+                            from_fork: p.pull_request.head.repo_id != p.pull_request.base.repo_id,
+                        }),
+                    }))
+                }
+                "closed" => Ok(Verdict::Ignored(format!(
+                    "pull request #{} closed: nothing to build",
+                    p.number
+                ))),
+                other => Ok(Verdict::Ignored(format!(
+                    "pull request action `{other}` does not build"
+                ))),
+            }
+        }
+        other => Ok(Verdict::Ignored(format!("event `{other}` does not build"))),
+    }
+}
+
+fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
+    #[derive(Deserialize)]
+    struct Push {
+        r#ref: String,
+        after: String,
+    }
+    #[derive(Deserialize)]
+    struct Attrs {
+        iid: u64,
+        action: Option<String>,
+        source_branch: String,
+        target_branch: String,
+        last_commit: Option<Commit>,
+        source_project_id: Option<u64>,
+        target_project_id: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Commit {
+        id: String,
+    }
+    #[derive(Deserialize)]
+    struct Mr {
+        object_attributes: Attrs,
+    }
+    let malformed = |e: serde_json::Error| WebhookError::Malformed(format!("`{event}` body: {e}"));
+    match event {
+        "Push Hook" | "Tag Push Hook" => {
+            let p: Push = serde_json::from_slice(body).map_err(malformed)?;
+            Ok(push_verdict(&p.r#ref, &p.after, false))
+        }
+        "Merge Request Hook" => {
+            let m: Mr = serde_json::from_slice(body).map_err(malformed)?;
+            let a = m.object_attributes;
+            let action = a.action.unwrap_or_default();
+            match action.as_str() {
+                "open" | "update" | "reopen" => {
+                    let sha = a.last_commit.map(|c| c.id).ok_or_else(|| {
+                        WebhookError::Malformed("merge request without last_commit".into())
+                    })?;
+                    Ok(Verdict::Build(BuildRequest {
+                        event: "pull_request".into(),
+                        git_ref: format!("refs/merge-requests/{}/head", a.iid),
+                        sha,
+                        branch: Some(a.source_branch),
+                        tag: None,
+                        pull_request: Some(PullRequestInfo {
+                            number: a.iid,
+                            action,
+                            target_branch: a.target_branch,
+                            from_fork: a.source_project_id != a.target_project_id,
+                        }),
+                    }))
+                }
+                "close" | "merge" => Ok(Verdict::Ignored(format!(
+                    "merge request !{} {action}d: nothing to build",
+                    a.iid
+                ))),
+                other => Ok(Verdict::Ignored(format!(
+                    "merge request action `{other}` does not build"
+                ))),
+            }
+        }
+        other => Ok(Verdict::Ignored(format!("event `{other}` does not build"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct H(HashMap<String, String>);
+    impl Headers for H {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0.get(&name.to_ascii_lowercase()).map(String::as_str)
+        }
+    }
+    fn headers(pairs: &[(&str, &str)]) -> H {
+        H(pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect())
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/webhooks/github/"
+        );
+        std::fs::read(format!("{path}{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    }
+
+    #[test]
+    fn github_signatures_are_checked_against_the_exact_body() {
+        let body = fixture("push.branch-created.json");
+        let good = sign_github("s3cret", &body);
+        assert_eq!(
+            verify(
+                Provider::Github,
+                Some("s3cret"),
+                &headers(&[("X-Hub-Signature-256", &good)]),
+                &body
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                Provider::Github,
+                Some("other"),
+                &headers(&[("X-Hub-Signature-256", &good)]),
+                &body
+            ),
+            Err(WebhookError::BadSignature)
+        );
+        let mut tampered = body.clone();
+        tampered[10] ^= 1;
+        assert_eq!(
+            verify(
+                Provider::Github,
+                Some("s3cret"),
+                &headers(&[("X-Hub-Signature-256", &good)]),
+                &tampered
+            ),
+            Err(WebhookError::BadSignature)
+        );
+        assert_eq!(
+            verify(Provider::Github, Some("s3cret"), &headers(&[]), &body),
+            Err(WebhookError::MissingSignature("X-Hub-Signature-256"))
+        );
+        assert_eq!(
+            verify(
+                Provider::Github,
+                Some("s3cret"),
+                &headers(&[("X-Hub-Signature-256", "sha256=zz")]),
+                &body
+            ),
+            Err(WebhookError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn gitea_and_gitlab_signatures() {
+        let body = b"{\"a\":1}";
+        let hex = sign_github("k", body)
+            .trim_start_matches("sha256=")
+            .to_string();
+        assert_eq!(
+            verify(
+                Provider::Gitea,
+                Some("k"),
+                &headers(&[("X-Gitea-Signature", &hex)]),
+                body
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                Provider::Forgejo,
+                Some("k"),
+                &headers(&[("X-Forgejo-Signature", &hex)]),
+                body
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                Provider::Gitlab,
+                Some("k"),
+                &headers(&[("X-Gitlab-Token", "k")]),
+                body
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                Provider::Gitlab,
+                Some("k"),
+                &headers(&[("X-Gitlab-Token", "x")]),
+                body
+            ),
+            Err(WebhookError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn real_github_bodies_classify() {
+        assert_eq!(
+            classify(Provider::Github, "ping", &fixture("ping.json")),
+            Ok(Verdict::Ping)
+        );
+        let Verdict::Build(push) = classify(
+            Provider::Github,
+            "push",
+            &fixture("push.branch-created.json"),
+        )
+        .unwrap() else {
+            panic!("push builds")
+        };
+        assert_eq!(push.event, "push");
+        assert_eq!(push.branch.as_deref(), Some("master"));
+        assert_eq!(push.sha, "6113728f27ae82c7b1a177c8d03f9e96e0adf246");
+        for (file, action) in [
+            ("pull_request.opened.json", "opened"),
+            ("pull_request.synchronize.json", "synchronize"),
+        ] {
+            let Verdict::Build(pr) =
+                classify(Provider::Github, "pull_request", &fixture(file)).unwrap()
+            else {
+                panic!("{file} builds")
+            };
+            let info = pr.pull_request.unwrap();
+            assert_eq!(
+                (
+                    info.number,
+                    info.action.as_str(),
+                    info.target_branch.as_str()
+                ),
+                (2, action, "master")
+            );
+            assert_eq!(pr.git_ref, "refs/pull/2/head");
+            assert_eq!(pr.branch.as_deref(), Some("changes"));
+            assert!(!info.from_fork);
+        }
+        assert_eq!(
+            classify(
+                Provider::Github,
+                "pull_request",
+                &fixture("pull_request.closed.json")
+            ),
+            Ok(Verdict::Ignored(
+                "pull request #2 closed: nothing to build".into()
+            ))
+        );
+        assert_eq!(
+            repository(Provider::Github, &fixture("push.branch-created.json")).unwrap(),
+            "Codertocat/Hello-World"
+        );
+    }
+
+    #[test]
+    fn deletions_tags_and_garbage() {
+        let deleted = br#"{"ref":"refs/heads/x","before":"a","after":"0000000000000000000000000000000000000000","deleted":true}"#;
+        assert_eq!(
+            classify(Provider::Gitea, "push", deleted),
+            Ok(Verdict::Ignored(
+                "`refs/heads/x` was deleted: nothing to build".into()
+            ))
+        );
+        let tag = br#"{"ref":"refs/tags/v1.0","after":"abc"}"#;
+        let Ok(Verdict::Build(b)) = classify(Provider::Gitlab, "Tag Push Hook", tag) else {
+            panic!()
+        };
+        assert_eq!((b.event.as_str(), b.tag.as_deref()), ("tag", Some("v1.0")));
+        assert!(matches!(
+            classify(Provider::Github, "push", b"{\"ref\": 5}"),
+            Err(WebhookError::Malformed(_))
+        ));
+        assert!(matches!(
+            repository(Provider::Github, b"not json"),
+            Err(WebhookError::Malformed(_))
+        ));
+        assert_eq!(
+            classify(Provider::Gitea, "issues", b"{}"),
+            Ok(Verdict::Ignored("event `issues` does not build".into()))
+        );
+    }
+}
