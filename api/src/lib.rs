@@ -6,13 +6,15 @@
 //! - [`store`]: the only module that touches sled; nothing else knows the key layout.
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
 //! - [`ids`]: run ids and timestamps.
+//! - [`server`]: the axum app: webhooks in, runs queued durably.
 //! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
 pub mod config;
 pub mod ids;
 pub mod record;
+pub mod server;
 pub mod store;
 pub mod webhook;
 
-pub use store::{RunRecord, StepRecord, Store, StoreError};
+pub use store::{Accepted, RunRecord, SourceRecord, StepRecord, Store, StoreError};

@@ -44,6 +44,7 @@ pub fn new_run(
                 finished_ms: None,
             })
             .collect(),
+        source: None,
     }
 }
 

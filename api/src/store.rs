@@ -4,6 +4,8 @@
 //! - `runs`:  run id -> [`RunRecord`] as JSON
 //! - `order`: created_ms (big endian) ++ run id -> ()   (newest-first listing)
 //! - `logs`:  run id ++ 0 ++ step ++ 0 ++ seq (big endian) -> chunk of lines
+//! - `deliveries`: provider ++ ":" ++ delivery id -> run id
+//! - `queue`: created_ms (big endian) ++ run id -> ()   (accepted, not started yet)
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +54,31 @@ pub struct RunRecord {
     pub finished_ms: Option<u64>,
     pub error: Option<String>,
     pub steps: Vec<StepRecord>,
+    /// What a server run builds; `None` for local runs.
+    #[serde(default)]
+    pub source: Option<SourceRecord>,
+}
+
+/// The commit a server run builds, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// `owner/name`.
+    pub repo: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub tag: Option<String>,
+    pub pull_request: Option<u64>,
+    pub pr_target_branch: Option<String>,
+    pub from_fork: bool,
+    pub delivery: Option<String>,
+}
+
+/// What accepting a delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    New(String),
+    /// The forge redelivered; this is the run the first delivery made.
+    Duplicate(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +98,8 @@ pub struct Store {
     runs: sled::Tree,
     order: sled::Tree,
     logs: sled::Tree,
+    deliveries: sled::Tree,
+    queue: sled::Tree,
 }
 
 impl Store {
@@ -96,6 +125,8 @@ impl Store {
             runs: db.open_tree("runs")?,
             order: db.open_tree("order")?,
             logs: db.open_tree("logs")?,
+            deliveries: db.open_tree("deliveries")?,
+            queue: db.open_tree("queue")?,
             db,
         })
     }
@@ -175,6 +206,56 @@ impl Store {
         Ok(out)
     }
 
+    /// Records a verified delivery and its queued run in one transaction,
+    /// then flushes: once this returns, the run survives a crash. A delivery
+    /// seen before returns the run it made instead.
+    pub fn accept_delivery(&self, key: &str, run: &RunRecord) -> Result<Accepted, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
+        let json = serde_json::to_vec(run).map_err(|source| StoreError::Corrupt {
+            key: run.id.clone(),
+            source,
+        })?;
+        let order = order_key(run.created_ms, &run.id);
+        let outcome = (&self.deliveries, &self.runs, &self.order, &self.queue)
+            .transaction(|(deliveries, runs, order_tree, queue)| {
+                if let Some(existing) = deliveries.get(key.as_bytes())? {
+                    return Ok(Accepted::Duplicate(
+                        String::from_utf8_lossy(&existing).into_owned(),
+                    ));
+                }
+                deliveries.insert(key.as_bytes(), run.id.as_bytes())?;
+                runs.insert(run.id.as_bytes(), json.clone())?;
+                order_tree.insert(order.clone(), &[])?;
+                queue.insert(order.clone(), &[])?;
+                Ok::<_, ConflictableTransactionError<()>>(Accepted::New(run.id.clone()))
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
+                }
+            })?;
+        self.flush()?;
+        Ok(outcome)
+    }
+
+    /// Queued runs, oldest first.
+    pub fn queued(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.queue.iter() {
+            let (k, _) = item?;
+            out.push(String::from_utf8_lossy(&k[8..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Takes a run off the queue (it started, or will never).
+    pub fn dequeue(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.queue.remove(order_key(run.created_ms, &run.id))?;
+        Ok(())
+    }
+
     /// Appends a chunk of log text (whole lines) to a step's log.
     pub fn append_log(&self, run: &str, step: &str, chunk: &str) -> Result<(), StoreError> {
         let seq = self.db.generate_id()?;
@@ -238,6 +319,7 @@ mod tests {
             finished_ms: None,
             error: None,
             steps: vec![],
+            source: None,
         }
     }
 
@@ -268,6 +350,30 @@ mod tests {
             Err(StoreError::Ambiguous { .. })
         ));
         assert!(matches!(store.find_run("zz"), Err(StoreError::NotFound(_))));
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_delivery_is_accepted_once_and_its_run_queued() {
+        let (store, dir) = temp_store();
+        let mut first = run("r1", 5);
+        first.status = "queued".into();
+        assert_eq!(
+            store.accept_delivery("github:d1", &first).unwrap(),
+            Accepted::New("r1".into())
+        );
+        assert_eq!(
+            store.accept_delivery("github:d1", &run("r2", 6)).unwrap(),
+            Accepted::Duplicate("r1".into())
+        );
+        assert!(
+            store.get_run("r2").unwrap().is_none(),
+            "a redelivery makes no second run"
+        );
+        assert_eq!(store.queued().unwrap(), ["r1"]);
+        store.dequeue(&first).unwrap();
+        assert!(store.queued().unwrap().is_empty());
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

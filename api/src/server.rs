@@ -1,0 +1,357 @@
+//! The HTTP server: forge webhooks (and, as issue 3 proceeds, the API).
+//! `app()` builds the router without a socket, so tests drive it directly.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::config::{Config, Provider};
+use crate::ids::{new_run_id, now_ms};
+use crate::store::{Accepted, RunRecord, SourceRecord, Store};
+use crate::webhook::{self, BuildRequest, Verdict, WebhookError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// Wakes the executor when a run is queued.
+    pub queued: Arc<Notify>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/hooks/{provider}", post(hook))
+        .with_state(state)
+}
+
+/// An error answered in the API's JSON shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Logged in full, answered vaguely: internals are not the caller's business.
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        warn!(error = %e, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> ApiError {
+        match e {
+            WebhookError::MissingSignature(_) | WebhookError::BadSignature => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
+            }
+            WebhookError::Malformed(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string())
+            }
+        }
+    }
+}
+
+fn provider(name: &str) -> Option<Provider> {
+    match name {
+        "github" => Some(Provider::Github),
+        "gitea" => Some(Provider::Gitea),
+        "forgejo" => Some(Provider::Forgejo),
+        "gitlab" => Some(Provider::Gitlab),
+        _ => None,
+    }
+}
+
+/// `POST /hooks/{provider}`: verify before anything is stored, then accept
+/// the delivery durably before answering 202.
+async fn hook(
+    State(state): State<AppState>,
+    Path(provider_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let provider = provider(&provider_name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            format!("no provider `{provider_name}` (github, gitea, forgejo, gitlab)"),
+        )
+    })?;
+    let repo_name = webhook::repository(provider, &body)?;
+    let repo = state
+        .config
+        .repo(&repo_name)
+        .filter(|r| r.provider == provider)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_repository",
+                format!("repository `{repo_name}` is not configured for {provider_name}"),
+            )
+        })?;
+    webhook::verify(provider, repo.webhook_secret.as_deref(), &headers, &body)?;
+    let event = webhook::event_name(provider, &headers).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed", "missing event header")
+    })?;
+    let delivery = webhook::delivery_id(provider, &headers, &body);
+    let build = match webhook::classify(provider, &event, &body)? {
+        Verdict::Ping => {
+            return Ok((StatusCode::OK, Json(json!({ "status": "pong" }))).into_response());
+        }
+        Verdict::Ignored(reason) => {
+            info!(repo = %repo.name, %event, %reason, "webhook ignored");
+            return Ok((
+                StatusCode::OK,
+                Json(json!({ "status": "ignored", "reason": reason })),
+            )
+                .into_response());
+        }
+        Verdict::Build(build) => build,
+    };
+    let run = queued_run(&repo.name, &repo.pipeline, &build, &delivery);
+    let store = state.store.clone();
+    let key = format!("{provider_name}:{delivery}");
+    let accepted = tokio::task::spawn_blocking(move || store.accept_delivery(&key, &run))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(match accepted {
+        Accepted::New(run) => {
+            info!(repo = %repo.name, %event, run_id = %run, "run queued");
+            state.queued.notify_one();
+            (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "run": run }))).into_response()
+        }
+        Accepted::Duplicate(run) => (
+            StatusCode::OK,
+            Json(json!({ "status": "duplicate", "run": run, "reason": format!("delivery `{delivery}` was accepted before, as run {run}") })),
+        )
+            .into_response(),
+    })
+}
+
+fn queued_run(repo: &str, pipeline_path: &str, build: &BuildRequest, delivery: &str) -> RunRecord {
+    RunRecord {
+        id: new_run_id(),
+        pipeline: repo.to_string(),
+        file: pipeline_path.to_string(),
+        event: build.event.clone(),
+        branch: build.branch.clone(),
+        status: "queued".into(),
+        created_ms: now_ms(),
+        finished_ms: None,
+        error: None,
+        steps: Vec::new(),
+        source: Some(SourceRecord {
+            repo: repo.to_string(),
+            git_ref: build.git_ref.clone(),
+            sha: build.sha.clone(),
+            tag: build.tag.clone(),
+            pull_request: build.pull_request.as_ref().map(|p| p.number),
+            pr_target_branch: build.pull_request.as_ref().map(|p| p.target_branch.clone()),
+            from_fork: build.pull_request.as_ref().is_some_and(|p| p.from_fork),
+            delivery: Some(delivery.to_string()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const SECRET: &str = "webhook-secret";
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/webhooks/github/"
+        );
+        std::fs::read(format!("{path}{name}")).unwrap()
+    }
+
+    fn state() -> (AppState, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("slipway-srv-{}", new_run_id()));
+        let config = Config::parse(
+            "test.toml",
+            &["Codertocat/Hello-World", "Octocoders/Hello-World"]
+                .map(|name| format!("[[repos]]\nname = \"{name}\"\nprovider = \"github\"\nclone_url = \"file:///nowhere\"\nwebhook_secret = \"{SECRET}\"\n"))
+                .concat(),
+        )
+        .unwrap();
+        let state = AppState {
+            config: Arc::new(config),
+            store: Store::open(&dir).unwrap(),
+            queued: Arc::new(Notify::new()),
+        };
+        (state, dir)
+    }
+
+    async fn send(
+        state: &AppState,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::post("/hooks/github")
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery);
+        if let Some(sig) = signature {
+            req = req.header("X-Hub-Signature-256", sig);
+        }
+        let resp = app(state.clone())
+            .oneshot(req.body(Body::from(body.to_vec())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn signed(body: &[u8]) -> Option<String> {
+        Some(webhook::sign_github(SECRET, body))
+    }
+
+    #[tokio::test]
+    async fn a_signed_push_queues_one_run_even_when_redelivered() {
+        let (state, dir) = state();
+        let body = fixture("push.branch-created.json");
+        let (status, json) = send(&state, "push", "d-1", &body, signed(&body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+        let run_id = json["run"].as_str().unwrap().to_string();
+        let run = state.store.get_run(&run_id).unwrap().unwrap();
+        assert_eq!(run.status, "queued");
+        let source = run.source.unwrap();
+        assert_eq!(
+            (source.repo.as_str(), source.sha.as_str()),
+            (
+                "Codertocat/Hello-World",
+                "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+            )
+        );
+        let (status, json) = send(&state, "push", "d-1", &body, signed(&body)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["status"], "duplicate");
+        assert_eq!(json["run"], run_id.as_str());
+        assert_eq!(state.store.list_runs(10).unwrap().len(), 1);
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_or_missing_signatures_store_nothing() {
+        let (state, dir) = state();
+        let body = fixture("push.branch-created.json");
+        let (status, json) = send(
+            &state,
+            "push",
+            "d-2",
+            &body,
+            Some(webhook::sign_github("wrong", &body)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json["error"]["code"], "bad_signature");
+        let (status, _) = send(&state, "push", "d-3", &body, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(state.store.list_runs(10).unwrap().is_empty());
+        assert!(state.store.queued().unwrap().is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn ping_unknown_repos_garbage_and_closed_pull_requests() {
+        let (state, dir) = state();
+        let ping = fixture("ping.json");
+        assert_eq!(
+            send(&state, "ping", "p", &ping, signed(&ping)).await.0,
+            StatusCode::OK
+        );
+        let other = String::from_utf8(fixture("push.branch-created.json"))
+            .unwrap()
+            .replace("Codertocat/Hello-World", "someone/else");
+        let (status, json) = send(
+            &state,
+            "push",
+            "x",
+            other.as_bytes(),
+            signed(other.as_bytes()),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("unknown_repository"))
+        );
+        let (status, json) = send(&state, "push", "y", b"{not json", signed(b"{not json")).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed"))
+        );
+        let closed = fixture("pull_request.closed.json");
+        let (status, json) = send(&state, "pull_request", "z", &closed, signed(&closed)).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (StatusCode::OK, Some("ignored"))
+        );
+        assert_eq!(json["reason"], "pull request #2 closed: nothing to build");
+        let deleted = String::from_utf8(fixture("push.branch-created.json"))
+            .unwrap()
+            .replace("\"deleted\": false", "\"deleted\": true");
+        let (status, json) = send(
+            &state,
+            "push",
+            "w",
+            deleted.as_bytes(),
+            signed(deleted.as_bytes()),
+        )
+        .await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (StatusCode::OK, Some("ignored")),
+            "{json}"
+        );
+        assert!(state.store.list_runs(10).unwrap().is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
