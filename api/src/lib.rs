@@ -6,11 +6,13 @@
 //! - [`store`]: the only module that touches sled; nothing else knows the key layout.
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
 //! - [`ids`]: run ids and timestamps.
+//! - [`executor`]: starts queued runs from their commit; reconciles after a crash.
 //! - [`server`]: the axum app: webhooks in, runs queued durably.
 //! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
 pub mod config;
+pub mod executor;
 pub mod ids;
 pub mod record;
 pub mod server;

@@ -42,6 +42,12 @@ enum Command {
     },
     /// Run a pipeline on this machine, in Docker containers.
     Run(cmd::run::RunArgs),
+    /// Serve webhooks: forge events start runs (see slipway.toml in the README).
+    Serve {
+        /// The server configuration (default: ./slipway.toml if present, else defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// List recent runs.
     Runs {
         #[arg(long, default_value_t = 20)]
@@ -59,8 +65,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    let data_dir_flag = cli.data_dir.clone();
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let result = match cli.command {
+        Command::Serve { config } => cmd::serve::run(config.as_deref(), data_dir_flag, data_dir),
         Command::Validate { file } => cmd::validate::run(&file),
         Command::Graph { file, format } => cmd::graph::run(&file, &format),
         Command::Run(args) => cmd::run::run(args, &data_dir),

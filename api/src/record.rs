@@ -31,21 +31,26 @@ pub fn new_run(
         created_ms: now_ms(),
         finished_ms: None,
         error: None,
-        steps: pipeline
-            .steps
-            .iter()
-            .map(|s| StepRecord {
-                name: s.name.clone(),
-                needs: s.needs.clone(),
-                status: "pending".into(),
-                exit_code: None,
-                attempts: 0,
-                started_ms: None,
-                finished_ms: None,
-            })
-            .collect(),
+        steps: step_records(pipeline),
         source: None,
     }
+}
+
+/// Every step of a pipeline, pending.
+pub fn step_records(pipeline: &Pipeline) -> Vec<StepRecord> {
+    pipeline
+        .steps
+        .iter()
+        .map(|s| StepRecord {
+            name: s.name.clone(),
+            needs: s.needs.clone(),
+            status: "pending".into(),
+            exit_code: None,
+            attempts: 0,
+            started_ms: None,
+            finished_ms: None,
+        })
+        .collect()
 }
 
 pub struct Recorder {

@@ -9,12 +9,14 @@
 //! - [`scheduler`]: runs a [`slipway_engine::Plan`] with a jobs limit, timeouts, retries and cancellation.
 //! - [`event`]: what the scheduler reports.
 //! - [`script`], [`mask`]: the shell script a step runs, and secret masking of its output.
+//! - [`git`]: mirrors and checkouts of the commit a server run builds.
 //! - [`workspace`]: what of the user's tree goes into a run's workspace.
 
 pub mod backend;
 pub mod docker;
 pub mod event;
 pub mod fake;
+pub mod git;
 pub mod mask;
 pub mod scheduler;
 pub mod script;

@@ -224,3 +224,89 @@ pub fn docker_cli(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A bare git repository with one commit on `branch` holding `files`.
+/// Returns the bare repository's path and the commit's sha.
+pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf, String) {
+    let bare = dir.path().join("origin.git");
+    let work = dir.path().join("work");
+    let git = |cwd: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    std::fs::create_dir_all(&work).expect("work dir");
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", bare.to_str().expect("utf-8 path")],
+    );
+    git(&work, &["init", "-q", "-b", branch]);
+    for (path, content) in files {
+        dir.write(&format!("work/{path}"), content);
+    }
+    git(&work, &["add", "-A"]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "test commit",
+        ],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            bare.to_str().expect("utf-8 path"),
+            &format!("HEAD:refs/heads/{branch}"),
+        ],
+    );
+    let sha = git(&work, &["rev-parse", "HEAD"]);
+    (bare, sha)
+}
+
+/// A real webhook body from `shared/fixtures/webhooks/github/`.
+pub fn github_fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/webhooks/github")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A minimal HTTP/1.1 POST over a plain socket; returns status and body.
+pub fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    let status = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -4,6 +4,7 @@ pub mod graph;
 pub mod logs;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod validate;
 
 use std::path::Path;

@@ -1,0 +1,235 @@
+//! Starts queued runs: fetch the commit, read the pipeline from it, run it,
+//! record what happens. Also reconciles after a crash.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use slipway_engine::{Trigger, parse};
+use slipway_runner::git::Mirrors;
+use slipway_runner::{Backend, RunEvent, RunOptions, Workspace, execute};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::ids::now_ms;
+use crate::record::{Recorder, step_records};
+use crate::store::{RunRecord, Store, StoreError};
+
+pub struct Executor<B> {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub backend: Arc<B>,
+    pub mirrors: Arc<Mirrors>,
+    /// Where each run's checkout lives while it runs.
+    pub work_root: PathBuf,
+    pub queued: Arc<Notify>,
+    /// Cancels every run (server shutdown).
+    pub shutdown: CancellationToken,
+}
+
+impl<B: Backend> Executor<B> {
+    /// Runs left `running` by a process that died are `interrupted`, and
+    /// their containers removed; queued runs stay queued and start.
+    pub async fn reconcile(&self) -> Result<Vec<String>, StoreError> {
+        let mut interrupted = Vec::new();
+        for run in self.store.list_runs(usize::MAX)? {
+            if run.status == "running" {
+                if let Err(e) = self.backend.teardown_run(&run.id).await {
+                    warn!(run_id = %run.id, error = %e, "cannot remove the containers of an interrupted run");
+                }
+                self.store.update_run(&run.id, |r| {
+                    r.status = "interrupted".into();
+                    r.finished_ms = Some(now_ms());
+                    r.error = Some("the server stopped while this run was running".into());
+                    for s in &mut r.steps {
+                        if s.status == "running" || s.status == "pending" {
+                            s.status = "cancelled".into();
+                        }
+                    }
+                })?;
+                self.store.dequeue(&run)?;
+                interrupted.push(run.id);
+            }
+        }
+        self.store.flush()?;
+        Ok(interrupted)
+    }
+
+    /// Starts queued runs until shutdown, at most `max_concurrent_runs` at once.
+    pub async fn run(self: Arc<Self>) {
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_runs));
+        let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+        loop {
+            let queued = match self.store.queued() {
+                Ok(q) => q,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the queue");
+                    Vec::new()
+                }
+            };
+            for id in queued {
+                if !started.lock().expect("started set").insert(id.clone()) {
+                    continue;
+                }
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                    _ = self.shutdown.cancelled() => return,
+                };
+                let this = self.clone();
+                let started = started.clone();
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = this.run_one(&id).await {
+                            warn!(error = %e, "run failed to record");
+                        }
+                        started.lock().expect("started set").remove(&id);
+                        drop(permit);
+                        this.queued.notify_one();
+                    }
+                    .instrument(info_span!("run", run_id = tracing::field::Empty)),
+                );
+            }
+            tokio::select! {
+                _ = self.queued.notified() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn run_one(&self, id: &str) -> Result<(), StoreError> {
+        tracing::Span::current().record("run_id", id);
+        let Some(run) = self.store.get_run(id)? else {
+            return Ok(());
+        };
+        self.store.dequeue(&run)?;
+        if run.status != "queued" {
+            return Ok(());
+        }
+        let Some(source) = run.source.clone() else {
+            return Ok(());
+        };
+        let Some(repo) = self.config.repo(&source.repo).cloned() else {
+            return self.finish_with_error(
+                &run,
+                "error",
+                format!("repository `{}` is no longer configured", source.repo),
+            );
+        };
+        self.store.update_run(id, |r| r.status = "running".into())?;
+        let checkout = self.work_root.join(id);
+        let result = self.prepare_and_run(&run, &repo, &checkout).await;
+        let _ = tokio::fs::remove_dir_all(&checkout).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err((status, message)) => self.finish_with_error(&run, status, message),
+        }
+    }
+
+    /// Errors are `(status, message)` for the run record.
+    async fn prepare_and_run(
+        &self,
+        run: &RunRecord,
+        repo: &crate::config::Repo,
+        checkout: &std::path::Path,
+    ) -> Result<(), (&'static str, String)> {
+        let source = run.source.as_ref().expect("server runs have a source");
+        self.mirrors
+            .fetch(&repo.name, &repo.clone_url, &source.git_ref, &source.sha)
+            .await
+            .map_err(|e| ("failed", e.to_string()))?;
+        let text = self
+            .mirrors
+            .read_file(&repo.name, &source.sha, &repo.pipeline)
+            .await
+            .map_err(|e| ("failed", e.to_string()))?
+            .ok_or_else(|| {
+                (
+                    "error",
+                    format!(
+                        "commit {} has no pipeline file `{}`",
+                        source.sha, repo.pipeline
+                    ),
+                )
+            })?;
+        let parsed = parse(&repo.pipeline, &text);
+        let Some(pipeline) = parsed.pipeline else {
+            let all: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+            return Err(("error", all.join("\n")));
+        };
+        self.mirrors
+            .checkout(&repo.name, &source.sha, checkout)
+            .await
+            .map_err(|e| ("failed", e.to_string()))?;
+        let steps = step_records(&pipeline);
+        let name = pipeline.name.clone();
+        self.store
+            .update_run(&run.id, |r| {
+                r.pipeline = name;
+                r.steps = steps;
+            })
+            .map_err(|e| ("failed", e.to_string()))?;
+
+        let mut env = vec![
+            ("SLIPWAY_REPO".to_string(), repo.name.clone()),
+            ("SLIPWAY_COMMIT_SHA".to_string(), source.sha.clone()),
+            ("SLIPWAY_REF".to_string(), source.git_ref.clone()),
+        ];
+        if let Some(tag) = &source.tag {
+            env.push(("SLIPWAY_TAG".into(), tag.clone()));
+        }
+        if let Some(pr) = source.pull_request {
+            env.push(("SLIPWAY_PR".into(), pr.to_string()));
+        }
+        if let Some(target) = &source.pr_target_branch {
+            env.push(("SLIPWAY_PR_TARGET_BRANCH".into(), target.clone()));
+        }
+        let options = RunOptions {
+            run_id: run.id.clone(),
+            jobs: 4,
+            trigger: Trigger {
+                event: run.event.clone(),
+                branch: run.branch.clone(),
+            },
+            secrets: Default::default(),
+            workspace: Workspace::Copy(checkout.to_path_buf()),
+            env,
+        };
+        let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
+        let mut recorder = Recorder::new(self.store.clone(), &run.id);
+        // sled writes (and the final flush) happen off the async workers.
+        let record = tokio::task::spawn_blocking(move || {
+            while let Some(event) = rx.blocking_recv() {
+                if let Err(e) = recorder.apply(&event) {
+                    warn!(error = %e, "cannot record a run event");
+                }
+            }
+        });
+        let cancel = self.shutdown.child_token();
+        let result = execute(self.backend.clone(), &pipeline, options, tx, cancel).await;
+        let _ = record.await;
+        match result {
+            Ok(report) => {
+                info!(status = %report.status, "run finished");
+                Ok(())
+            }
+            Err(e) => Err(("error", e.to_string())),
+        }
+    }
+
+    fn finish_with_error(
+        &self,
+        run: &RunRecord,
+        status: &str,
+        message: String,
+    ) -> Result<(), StoreError> {
+        info!(run_id = %run.id, %status, %message, "run did not start");
+        self.store.update_run(&run.id, |r| {
+            r.status = status.into();
+            r.error = Some(message);
+            r.finished_ms = Some(now_ms());
+        })?;
+        self.store.flush()
+    }
+}
