@@ -197,13 +197,7 @@ mod tests {
 
     const SECRET: &str = "webhook-secret";
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/webhooks/github/"
-        );
-        std::fs::read(format!("{path}{name}")).unwrap()
-    }
+    use crate::webhook::fixture;
 
     fn state() -> (AppState, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("slipway-srv-{}", new_run_id()));

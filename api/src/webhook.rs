@@ -402,6 +402,24 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     }
 }
 
+/// A real webhook body from `shared/fixtures/webhooks/github/`, found in the
+/// nearest ancestor of the crate that has `shared/` (CI puts it beside the clone).
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let start = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = start
+        .ancestors()
+        .map(|a| a.join("shared/fixtures/webhooks/github"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/fixtures/webhooks/github above {}",
+                start.display()
+            )
+        });
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,13 +438,7 @@ mod tests {
             .collect())
     }
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/webhooks/github/"
-        );
-        std::fs::read(format!("{path}{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-    }
+    use crate::webhook::fixture;
 
     #[test]
     fn github_signatures_are_checked_against_the_exact_body() {

@@ -281,9 +281,19 @@ pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf
 
 /// A real webhook body from `shared/fixtures/webhooks/github/`.
 pub fn github_fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/webhooks/github")
-        .join(name);
+    // CI puts shared/ beside the clone; look in every ancestor.
+    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = start
+        .ancestors()
+        .map(|a| a.join("shared/fixtures/webhooks/github"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/fixtures/webhooks/github above {}",
+                start.display()
+            )
+        });
+    let path = dir.join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
