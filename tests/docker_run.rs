@@ -27,6 +27,7 @@ fn options(workspace: Workspace) -> RunOptions {
         trigger: Trigger {
             event: "push".into(),
             branch: Some("main".into()),
+            ..Trigger::default()
         },
         secrets: HashMap::new(),
         workspace,

@@ -195,3 +195,27 @@ async fn unknown_commits_and_invalid_pipelines_end_the_run_with_the_reason() {
     );
     server.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_filters_skip_runs_the_pipeline_does_not_want() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-on");
+    let pipeline = format!(
+        "on:\n  push: {{branches: [main]}}\nsteps:\n  a: {{image: {BUSYBOX}, commands: [true]}}\n"
+    );
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let server = start(&format!("file://{}", bare.display())).await;
+    let (status, json) = push(&server, &sha, "on-filter").await;
+    assert_eq!(status, 202);
+    let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
+    assert_eq!(run.status, "skipped");
+    assert_eq!(
+        run.error.as_deref(),
+        Some("`on:` does not include pushes to branch `master`")
+    );
+    assert!(
+        server.store.read_log(&run.id, "a").unwrap().is_empty(),
+        "no step ran"
+    );
+    server.shutdown.cancel();
+}

@@ -158,6 +158,17 @@ impl<B: Backend> Executor<B> {
             let all: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
             return Err(("error", all.join("\n")));
         };
+        let trigger = Trigger {
+            event: run.event.clone(),
+            branch: run.branch.clone(),
+            tag: source.tag.clone(),
+            target_branch: source.pr_target_branch.clone(),
+        };
+        if let Some(on) = &pipeline.on
+            && let Err(reason) = on.accepts(&trigger)
+        {
+            return Err(("skipped", reason));
+        }
         self.mirrors
             .checkout(&repo.name, &source.sha, checkout)
             .await
@@ -188,10 +199,7 @@ impl<B: Backend> Executor<B> {
         let options = RunOptions {
             run_id: run.id.clone(),
             jobs: 4,
-            trigger: Trigger {
-                event: run.event.clone(),
-                branch: run.branch.clone(),
-            },
+            trigger,
             secrets: Default::default(),
             workspace: Workspace::Copy(checkout.to_path_buf()),
             env,

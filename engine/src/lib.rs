@@ -22,6 +22,6 @@ mod suggest;
 
 pub use dag::{GraphFormat, Plan};
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{Pipeline, Service, Step, Trigger, When};
+pub use model::{On, Pipeline, RefFilter, Service, Step, Trigger, When};
 pub use parse::{Parsed, parse};
 pub use state::{RunState, RunStatus, SkipReason, StepOutcome, StepStatus};

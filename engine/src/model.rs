@@ -13,6 +13,26 @@ pub struct Pipeline {
     /// Containers started before the first step and reachable by their name.
     pub services: Vec<Service>,
     pub steps: Vec<Step>,
+    /// Which forge events start this pipeline on the server; `None`: all of them.
+    pub on: Option<On>,
+}
+
+/// `on:` — the events (and refs) that start a pipeline on the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct On {
+    /// `None`: pushes do not start the pipeline.
+    pub push: Option<RefFilter>,
+    /// Filters on the pull request's target branch.
+    pub pull_request: Option<RefFilter>,
+    pub manual: bool,
+}
+
+/// Branch and tag patterns. As on GitHub, naming only branches means tag
+/// pushes do not run, and the other way round; naming neither runs both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefFilter {
+    pub branches: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +76,9 @@ pub struct When {
 pub struct Trigger {
     pub event: String,
     pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// For pull requests: the branch they want to merge into.
+    pub target_branch: Option<String>,
 }
 
 impl Default for Trigger {
@@ -63,6 +86,8 @@ impl Default for Trigger {
         Trigger {
             event: "push".into(),
             branch: None,
+            tag: None,
+            target_branch: None,
         }
     }
 }
@@ -99,6 +124,50 @@ impl When {
     }
 }
 
+impl RefFilter {
+    fn matches_ref(&self, branch: Option<&str>, tag: Option<&str>) -> bool {
+        let any = |patterns: &[String], name: &str| patterns.iter().any(|p| glob_match(p, name));
+        match (branch, tag) {
+            (_, Some(tag)) => {
+                (self.tags.is_empty() && self.branches.is_empty()) || any(&self.tags, tag)
+            }
+            (Some(branch), None) => {
+                (self.branches.is_empty() && self.tags.is_empty()) || any(&self.branches, branch)
+            }
+            (None, None) => self.branches.is_empty() && self.tags.is_empty(),
+        }
+    }
+}
+
+impl On {
+    /// `Err` carries why the trigger does not start the pipeline.
+    pub fn accepts(&self, t: &Trigger) -> Result<(), String> {
+        let refused = |what: String| Err(format!("`on:` does not include {what}"));
+        match t.event.as_str() {
+            "push" | "tag" => match &self.push {
+                None => refused("push".into()),
+                Some(f) if f.matches_ref(t.branch.as_deref(), t.tag.as_deref()) => Ok(()),
+                Some(_) => match (&t.tag, &t.branch) {
+                    (Some(tag), _) => refused(format!("pushes of tag `{tag}`")),
+                    (None, Some(branch)) => refused(format!("pushes to branch `{branch}`")),
+                    (None, None) => refused("this push".into()),
+                },
+            },
+            "pull_request" => match &self.pull_request {
+                None => refused("pull_request".into()),
+                Some(f) if f.branches.is_empty() => Ok(()),
+                Some(f) => match &t.target_branch {
+                    Some(target) if f.branches.iter().any(|p| glob_match(p, target)) => Ok(()),
+                    Some(target) => refused(format!("pull requests into `{target}`")),
+                    None => refused("pull requests without a target branch".into()),
+                },
+            },
+            "manual" if self.manual => Ok(()),
+            other => refused(format!("`{other}` events")),
+        }
+    }
+}
+
 impl Pipeline {
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)
@@ -126,6 +195,7 @@ mod tests {
         let t = |e: &str, b: Option<&str>| Trigger {
             event: e.into(),
             branch: b.map(Into::into),
+            ..Trigger::default()
         };
         assert!(when.matches(&t("push", Some("main"))));
         assert!(when.matches(&t("push", Some("release/2.0"))));
@@ -133,5 +203,60 @@ mod tests {
         assert!(!when.matches(&t("pull_request", Some("main"))));
         assert!(!when.matches(&t("push", None)));
         assert!(When::default().matches(&t("tag", None)));
+    }
+
+    #[test]
+    fn on_filters_follow_branch_tag_and_target_rules() {
+        let on = On {
+            push: Some(RefFilter {
+                branches: vec!["main".into(), "release/*".into()],
+                tags: vec![],
+            }),
+            pull_request: Some(RefFilter {
+                branches: vec!["main".into()],
+                tags: vec![],
+            }),
+            manual: false,
+        };
+        let push = |branch: Option<&str>, tag: Option<&str>| Trigger {
+            event: if tag.is_some() {
+                "tag".into()
+            } else {
+                "push".into()
+            },
+            branch: branch.map(Into::into),
+            tag: tag.map(Into::into),
+            target_branch: None,
+        };
+        assert_eq!(on.accepts(&push(Some("main"), None)), Ok(()));
+        assert_eq!(on.accepts(&push(Some("release/1"), None)), Ok(()));
+        assert_eq!(
+            on.accepts(&push(Some("dev"), None)),
+            Err("`on:` does not include pushes to branch `dev`".into())
+        );
+        assert_eq!(
+            on.accepts(&push(None, Some("v1"))),
+            Err("`on:` does not include pushes of tag `v1`".into())
+        );
+        let pr = |target: &str| Trigger {
+            event: "pull_request".into(),
+            branch: Some("feature".into()),
+            tag: None,
+            target_branch: Some(target.into()),
+        };
+        assert_eq!(on.accepts(&pr("main")), Ok(()));
+        assert_eq!(
+            on.accepts(&pr("dev")),
+            Err("`on:` does not include pull requests into `dev`".into())
+        );
+        let everything = On {
+            push: Some(RefFilter::default()),
+            ..On::default()
+        };
+        assert_eq!(everything.accepts(&push(None, Some("v1"))), Ok(()));
+        assert_eq!(
+            everything.accepts(&pr("x")),
+            Err("`on:` does not include pull_request".into())
+        );
     }
 }

@@ -13,7 +13,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use crate::dag;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::duration::parse_duration;
-use crate::model::{EVENTS, Pipeline, Service, Step, When};
+use crate::model::{EVENTS, On, Pipeline, RefFilter, Service, Step, When};
 use crate::suggest::closest;
 
 /// The outcome of parsing: the pipeline when it is valid, and all diagnostics.
@@ -29,7 +29,9 @@ impl Parsed {
     }
 }
 
-const TOP_KEYS: &[&str] = &["name", "env", "services", "steps"];
+const TOP_KEYS: &[&str] = &["name", "env", "services", "steps", "on"];
+const ON_EVENTS: &[&str] = &["push", "pull_request", "manual"];
+const FILTER_KEYS: &[&str] = &["branches", "tags"];
 const STEP_KEYS: &[&str] = &[
     "image",
     "commands",
@@ -193,6 +195,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
     let mut env = Vec::new();
     let mut services = Vec::new();
     let mut steps = None;
+    let mut on = None;
     for (k, v) in map.iter() {
         let Some(key) = scalar_text(k) else {
             cx.error(k, "keys must be plain words", None);
@@ -203,6 +206,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
             "env" => env = parse_env(cx, v, "env"),
             "services" => services = parse_services(cx, v),
             "steps" => steps = Some(parse_steps(cx, v)),
+            "on" => on = Some(parse_on(cx, v)),
             _ => cx.unknown_key(k, &key, "the pipeline", TOP_KEYS),
         }
     }
@@ -221,6 +225,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
         env,
         services,
         steps,
+        on,
     };
     Some(pipeline)
 }
@@ -607,6 +612,94 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
     })
 }
 
+/// `on: push`, `on: [push, pull_request]`, or a mapping of event to filter.
+fn parse_on(cx: &mut Cx, node: &MarkedYaml) -> On {
+    let mut on = On::default();
+    let mut enable = |cx: &mut Cx, event: &str, at: &MarkedYaml, filter: RefFilter| match event {
+        "push" => on.push = Some(filter),
+        "pull_request" => on.pull_request = Some(filter),
+        "manual" => on.manual = true,
+        other => {
+            let hint = match closest(other, ON_EVENTS.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("`on:` takes {}", ON_EVENTS.join(", ")),
+            };
+            cx.error(at, format!("unknown event `{other}` in `on`"), Some(hint));
+        }
+    };
+    match data(node) {
+        YamlData::Mapping(events) => {
+            for (k, v) in events.iter() {
+                let Some(event) = scalar_text(k) else {
+                    continue;
+                };
+                let filter = parse_ref_filter(cx, v, &event);
+                enable(cx, &event, k, filter);
+            }
+        }
+        _ => {
+            let items: Vec<&MarkedYaml> = match data(node) {
+                YamlData::Sequence(items) => items.iter().collect(),
+                _ => vec![node],
+            };
+            for item in items {
+                match scalar_text(item) {
+                    Some(event) => enable(cx, &event, item, RefFilter::default()),
+                    None => cx.error(
+                        item,
+                        format!("`on` entries must be event names, found {}", kind_of(item)),
+                        None,
+                    ),
+                }
+            }
+        }
+    }
+    on
+}
+
+fn parse_ref_filter(cx: &mut Cx, node: &MarkedYaml, event: &str) -> RefFilter {
+    let mut filter = RefFilter::default();
+    match data(node) {
+        YamlData::Value(Scalar::Null) => {}
+        YamlData::Mapping(fields) => {
+            for (k, v) in fields.iter() {
+                let Some(key) = scalar_text(k) else { continue };
+                match key.as_str() {
+                    "branches" => {
+                        filter.branches = expect_string_list(cx, v, "branches")
+                            .into_iter()
+                            .map(|(s, _)| s)
+                            .collect()
+                    }
+                    "tags" if event == "pull_request" => {
+                        cx.error(
+                            k,
+                            "pull requests are filtered by target `branches`, not `tags`",
+                            None,
+                        );
+                    }
+                    "tags" => {
+                        filter.tags = expect_string_list(cx, v, "tags")
+                            .into_iter()
+                            .map(|(s, _)| s)
+                            .collect()
+                    }
+                    _ => cx.unknown_key(k, &key, &format!("`on.{event}`"), FILTER_KEYS),
+                }
+            }
+        }
+        _ => cx.error(
+            node,
+            format!(
+                "`on.{event}` must be a mapping with `branches` / `tags`, found {}",
+                kind_of(node)
+            ),
+            None,
+        ),
+    }
+    filter
+}
+
 fn parse_when(cx: &mut Cx, node: &MarkedYaml) -> When {
     let mut when = When::default();
     let YamlData::Mapping(fields) = data(node) else {
@@ -783,6 +876,7 @@ steps:
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
         let p = parsed.pipeline.unwrap();
         assert_eq!(p.name, "hello-web");
+        assert_eq!(p.on, None);
         assert_eq!(
             p.env,
             vec![
@@ -943,5 +1037,49 @@ steps:
         );
         let p = parsed.pipeline.unwrap();
         assert_eq!(p.steps[1].needs, ["a"]);
+    }
+
+    #[test]
+    fn on_takes_a_word_a_list_or_filters() {
+        let steps = "steps:\n  a: {image: x, commands: [true]}\n";
+        let on = |src: &str| {
+            parse("p.yml", &format!("{src}{steps}"))
+                .pipeline
+                .unwrap()
+                .on
+                .unwrap()
+        };
+        assert_eq!(
+            on("on: push\n"),
+            On {
+                push: Some(RefFilter::default()),
+                ..On::default()
+            }
+        );
+        let both = on("on: [push, pull_request]\n");
+        assert!(both.push.is_some() && both.pull_request.is_some() && !both.manual);
+        let filtered = on(
+            "on:\n  push: {branches: [main], tags: ['v*']}\n  pull_request: {branches: [main]}\n  manual:\n",
+        );
+        assert_eq!(filtered.push.unwrap().tags, ["v*"]);
+        assert_eq!(filtered.pull_request.unwrap().branches, ["main"]);
+        assert!(filtered.manual);
+        let errs = errors(&format!(
+            "on:\n  pushh: {{}}\n  pull_request: {{tags: [x], brnches: [y]}}\n{steps}"
+        ));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "p.yml:2:3: error: unknown event `pushh` in `on`\n  hint: did you mean `push`?"
+            ),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[1].contains("not `tags`"), "{}", errs[1]);
+        assert!(
+            errs[2].contains("unknown key `brnches` in `on.pull_request`"),
+            "{}",
+            errs[2]
+        );
     }
 }

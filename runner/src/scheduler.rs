@@ -636,6 +636,7 @@ mod tests {
             trigger: Trigger {
                 event: "push".into(),
                 branch: Some("main".into()),
+                ..Trigger::default()
             },
             secrets: HashMap::new(),
             workspace: Workspace::Empty,

@@ -115,6 +115,7 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         trigger: Trigger {
             event: args.event.clone(),
             branch: branch.clone(),
+            ..Trigger::default()
         },
         secrets,
         workspace: if args.bind {
