@@ -45,6 +45,33 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     repos: Vec<RawRepo>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    user: String,
+    token: SecretSource,
+    scope: Scope,
+}
+
+/// What an API token may do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+/// An API token, resolved, and the user it stands for.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub user: String,
+    pub token: String,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -83,6 +110,8 @@ pub struct Config {
     /// A new push to a ref cancels older queued or running runs of that ref.
     pub cancel_superseded: bool,
     pub repos: Vec<Repo>,
+    /// With none configured the API is closed: every call answers 401.
+    pub tokens: Vec<ApiToken>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +136,7 @@ impl Default for Config {
             max_concurrent_runs: 4,
             cancel_superseded: true,
             repos: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -118,6 +148,14 @@ impl Config {
             source,
         })?;
         Config::parse(&path.display().to_string(), &text)
+    }
+
+    /// The token presented, compared in constant time against each configured one.
+    pub fn token(&self, presented: &str) -> Option<&ApiToken> {
+        use subtle::ConstantTimeEq;
+        self.tokens
+            .iter()
+            .find(|t| bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())))
     }
 
     pub fn repo(&self, name: &str) -> Option<&Repo> {
@@ -193,6 +231,27 @@ impl Config {
                 api_token,
                 max_concurrent_runs: r.max_concurrent_runs,
             });
+        }
+        for (i, t) in raw.tokens.into_iter().enumerate() {
+            match resolve(Some(&t.token)) {
+                Ok(Some(token)) if token.len() < 16 => problems.push(format!(
+                    "{file}: tokens[{i}] ({}).token: shorter than 16 characters",
+                    t.user
+                )),
+                Ok(Some(token)) if config.tokens.iter().any(|o| o.token == token) => {
+                    problems.push(format!(
+                        "{file}: tokens[{i}] ({}).token: the same token is given twice",
+                        t.user
+                    ))
+                }
+                Ok(Some(token)) => config.tokens.push(ApiToken {
+                    user: t.user,
+                    token,
+                    scope: t.scope,
+                }),
+                Ok(None) => {}
+                Err(m) => problems.push(format!("{file}: tokens[{i}] ({}).token: {m}", t.user)),
+            }
         }
         if problems.is_empty() {
             Ok(config)
@@ -303,6 +362,35 @@ webhook_secret = "inline"
                 "s.toml: repos[0] (web).clone_url: is empty",
                 "s.toml: repos[0] (web).webhook_secret: environment variable `SLIPWAY_TEST_UNSET_VAR` is not set",
             ]
+        );
+    }
+
+    #[test]
+    fn tokens_map_to_users_with_scopes() {
+        let c = Config::parse(
+            "s.toml",
+            "[[tokens]]\nuser = \"alice\"\ntoken = \"alice-token-0123456789\"\nscope = \"admin\"\n[[tokens]]\nuser = \"bot\"\ntoken = \"bot-token-0123456789ab\"\nscope = \"read\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.token("alice-token-0123456789")
+                .map(|t| (t.user.as_str(), t.scope)),
+            Some(("alice", Scope::Admin))
+        );
+        assert_eq!(
+            c.token("bot-token-0123456789ab").map(|t| t.scope),
+            Some(Scope::Read)
+        );
+        assert!(c.token("nope").is_none());
+        assert!(Scope::Admin > Scope::Write && Scope::Write > Scope::Read);
+        let err = Config::parse(
+            "s.toml",
+            "[[tokens]]\nuser = \"x\"\ntoken = \"short\"\nscope = \"read\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "s.toml: tokens[0] (x).token: shorter than 16 characters"
         );
     }
 }

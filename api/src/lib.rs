@@ -7,10 +7,12 @@
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
 //! - [`ids`]: run ids and timestamps.
 //! - [`executor`]: starts queued runs from their commit; reconciles after a crash.
+//! - [`api_v1`]: the JSON API under `/api/v1`, with bearer tokens and scopes.
 //! - [`server`]: the axum app: webhooks in, runs queued durably.
 //! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
+pub mod api_v1;
 pub mod config;
 pub mod executor;
 pub mod ids;

@@ -31,6 +31,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/hooks/{provider}", post(hook))
+        .route("/api/v1/runs", get(crate::api_v1::list_runs))
+        .route("/api/v1/runs/{id}", get(crate::api_v1::get_run))
+        .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
         .with_state(state)
 }
 
@@ -43,7 +46,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -52,7 +55,7 @@ impl ApiError {
     }
 
     /// Logged in full, answered vaguely: internals are not the caller's business.
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
         warn!(error = %e, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

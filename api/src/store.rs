@@ -33,6 +33,8 @@ pub enum StoreError {
     },
     #[error("no run matches `{0}` (see `slipway runs`)")]
     NotFound(String),
+    #[error("invalid cursor `{0}`: pass the `next` of a previous page")]
+    BadCursor(String),
     #[error("`{prefix}` matches several runs: {}", .matches.join(", "))]
     Ambiguous {
         prefix: String,
@@ -256,6 +258,55 @@ impl Store {
         Ok(())
     }
 
+    /// A page of runs, newest first, keeping those `keep` accepts; `cursor` is
+    /// the `next` of the previous page. Returns the page and the next cursor.
+    pub fn page_runs(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+        keep: impl Fn(&RunRecord) -> bool,
+    ) -> Result<(Vec<RunRecord>, Option<String>), StoreError> {
+        let upper = match cursor {
+            Some(c) => Some(decode_cursor(c).ok_or_else(|| StoreError::BadCursor(c.to_string()))?),
+            None => None,
+        };
+        let iter = match &upper {
+            Some(u) => self.order.range(..u.as_slice()),
+            None => self.order.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.rev() {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[8..]).into_owned();
+            let Some(run) = self.get_run(&id)? else {
+                continue;
+            };
+            if keep(&run) {
+                out.push(run);
+                if out.len() == limit {
+                    let next = encode_cursor(&k);
+                    return Ok((out, Some(next)));
+                }
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// A step's log from byte `offset` on, and the offset to ask for next.
+    pub fn read_log_from(
+        &self,
+        run: &str,
+        step: &str,
+        offset: usize,
+    ) -> Result<(String, usize), StoreError> {
+        let log = self.read_log(run, step)?;
+        let mut start = offset.min(log.len());
+        while !log.is_char_boundary(start) {
+            start -= 1;
+        }
+        Ok((log[start..].to_string(), log.len()))
+    }
+
     /// Appends a chunk of log text (whole lines) to a step's log.
     pub fn append_log(&self, run: &str, step: &str, chunk: &str) -> Result<(), StoreError> {
         let seq = self.db.generate_id()?;
@@ -274,6 +325,20 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn encode_cursor(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(c: &str) -> Option<Vec<u8>> {
+    if c.len() < 18 || !c.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..c.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(c.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<RunRecord, StoreError> {
@@ -374,6 +439,51 @@ mod tests {
         assert_eq!(store.queued().unwrap(), ["r1"]);
         store.dequeue(&first).unwrap();
         assert!(store.queued().unwrap().is_empty());
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn pages_walk_newest_first_with_a_filter() {
+        let (store, dir) = temp_store();
+        for i in 0..7u64 {
+            let mut r = run(&format!("run{i}"), 100 + i);
+            r.status = if i % 2 == 0 {
+                "success".into()
+            } else {
+                "failed".into()
+            };
+            store.put_run(&r).unwrap();
+        }
+        let (first, next) = store.page_runs(2, None, |r| r.status == "success").unwrap();
+        assert_eq!(
+            first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["run6", "run4"]
+        );
+        let (second, next) = store
+            .page_runs(2, next.as_deref(), |r| r.status == "success")
+            .unwrap();
+        assert_eq!(
+            second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["run2", "run0"]
+        );
+        let (third, next) = store
+            .page_runs(2, next.as_deref(), |r| r.status == "success")
+            .unwrap();
+        assert!(third.is_empty() && next.is_none());
+        assert!(matches!(
+            store.page_runs(2, Some("zz"), |_| true),
+            Err(StoreError::BadCursor(_))
+        ));
+        store.append_log("run1", "s", "héllo\n").unwrap();
+        assert_eq!(
+            store.read_log_from("run1", "s", 2).unwrap(),
+            ("héllo\n"[1..].to_string(), 7)
+        );
+        assert_eq!(
+            store.read_log_from("run1", "s", 99).unwrap(),
+            (String::new(), 7)
+        );
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

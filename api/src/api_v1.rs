@@ -1,0 +1,432 @@
+//! `/api/v1`: JSON over HTTP with bearer tokens. The wire types live here,
+//! converted from store records at the edge, so the store can change
+//! without breaking clients.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ApiToken, Scope};
+use crate::server::{ApiError, AppState};
+use crate::store::{RunRecord, StoreError};
+
+/// Checks the bearer token and its scope.
+pub fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    needed: Scope,
+) -> Result<ApiToken, ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send `Authorization: Bearer <token>`",
+            )
+        })?;
+    let token = state
+        .config
+        .token(presented.trim())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token"))?;
+    if token.scope < needed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this needs a {needed:?} token; {}'s is {:?}",
+                token.user, token.scope
+            )
+            .to_lowercase(),
+        ));
+    }
+    Ok(token.clone())
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            StoreError::Ambiguous { .. } | StoreError::BadCursor(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub event: String,
+    pub branch: Option<String>,
+    pub repo: Option<String>,
+    pub git_ref: Option<String>,
+    pub sha: Option<String>,
+    pub pull_request: Option<u64>,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub steps: Vec<StepView>,
+    /// `[step, needed step]` pairs: the DAG.
+    pub edges: Vec<[String; 2]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub attempts: u32,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+}
+
+impl From<RunRecord> for RunView {
+    fn from(r: RunRecord) -> RunView {
+        let edges = r
+            .steps
+            .iter()
+            .flat_map(|s| s.needs.iter().map(|n| [s.name.clone(), n.clone()]))
+            .collect();
+        RunView {
+            duration_ms: r.finished_ms.map(|f| f.saturating_sub(r.created_ms)),
+            repo: r.source.as_ref().map(|s| s.repo.clone()),
+            git_ref: r.source.as_ref().map(|s| s.git_ref.clone()),
+            sha: r.source.as_ref().map(|s| s.sha.clone()),
+            pull_request: r.source.as_ref().and_then(|s| s.pull_request),
+            steps: r
+                .steps
+                .into_iter()
+                .map(|s| StepView {
+                    duration_ms: s
+                        .started_ms
+                        .zip(s.finished_ms)
+                        .map(|(a, b)| b.saturating_sub(a)),
+                    name: s.name,
+                    status: s.status,
+                    exit_code: s.exit_code,
+                    attempts: s.attempts,
+                    started_ms: s.started_ms,
+                    finished_ms: s.finished_ms,
+                })
+                .collect(),
+            edges,
+            id: r.id,
+            pipeline: r.pipeline,
+            status: r.status,
+            event: r.event,
+            branch: r.branch,
+            created_ms: r.created_ms,
+            finished_ms: r.finished_ms,
+            error: r.error,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    repo: Option<String>,
+    status: Option<String>,
+    branch: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunsPage {
+    runs: Vec<RunView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    next: Option<String>,
+}
+
+/// `GET /api/v1/runs`: newest first, filtered, paged by cursor.
+pub async fn list_runs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<RunsPage>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let (runs, next) = state.store.page_runs(limit, q.cursor.as_deref(), |r| {
+        q.repo.as_ref().is_none_or(|want| {
+            r.source
+                .as_ref()
+                .is_some_and(|s| s.repo.eq_ignore_ascii_case(want))
+        }) && q.status.as_ref().is_none_or(|want| &r.status == want)
+            && q.branch
+                .as_ref()
+                .is_none_or(|want| r.branch.as_ref() == Some(want))
+    })?;
+    Ok(Json(RunsPage {
+        runs: runs.into_iter().map(RunView::from).collect(),
+        next,
+    }))
+}
+
+/// `GET /api/v1/runs/{id}`: one run (id or unique prefix) with steps and edges.
+pub async fn get_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    Ok(Json(state.store.find_run(&id)?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    offset: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogChunk {
+    step: String,
+    offset: usize,
+    /// Ask for this offset next to get only what was added since.
+    next_offset: usize,
+    /// True once the step has ended: nothing more will be added.
+    complete: bool,
+    text: String,
+}
+
+/// `GET /api/v1/runs/{id}/logs/{step}?offset=N`
+pub async fn get_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<LogChunk>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let run = state.store.find_run(&id)?;
+    let Some(record) = run.steps.iter().find(|s| s.name == step) else {
+        let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "run {} has no step `{step}` (steps: {})",
+                run.id,
+                names.join(", ")
+            ),
+        ));
+    };
+    let complete = !["pending", "running"].contains(&record.status.as_str());
+    let offset = q.offset.unwrap_or(0);
+    let (text, next_offset) = state.store.read_log_from(&run.id, &step, offset)?;
+    Ok(Json(LogChunk {
+        step,
+        offset,
+        next_offset,
+        complete,
+        text,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tokio::sync::Notify;
+    use tower::ServiceExt;
+
+    use crate::config::Config;
+    use crate::server::{AppState, app};
+    use crate::store::{SourceRecord, StepRecord, Store};
+
+    use super::*;
+
+    const READER: &str = "reader-token-0123456789";
+
+    fn state() -> (AppState, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("slipway-api-{}", crate::ids::new_run_id()));
+        let config = Config::parse(
+            "t.toml",
+            &format!("[[tokens]]\nuser = \"rita\"\ntoken = \"{READER}\"\nscope = \"read\"\n"),
+        )
+        .unwrap();
+        let store = Store::open(&dir).unwrap();
+        for (i, (repo, status)) in [
+            ("acme/web", "success"),
+            ("acme/api", "failed"),
+            ("acme/web", "failed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .put_run(&RunRecord {
+                    id: format!("{i}abc{i}"),
+                    pipeline: "p".into(),
+                    file: ".slipway.yml".into(),
+                    event: "push".into(),
+                    branch: Some("main".into()),
+                    status: status.into(),
+                    created_ms: 1000 + i as u64,
+                    finished_ms: Some(2000 + i as u64),
+                    error: None,
+                    steps: vec![
+                        StepRecord {
+                            name: "build".into(),
+                            needs: vec![],
+                            status: "success".into(),
+                            exit_code: Some(0),
+                            attempts: 1,
+                            started_ms: Some(1100),
+                            finished_ms: Some(1300),
+                        },
+                        StepRecord {
+                            name: "test".into(),
+                            needs: vec!["build".into()],
+                            status: status.into(),
+                            exit_code: Some(1),
+                            attempts: 1,
+                            started_ms: Some(1300),
+                            finished_ms: Some(1900),
+                        },
+                    ],
+                    source: Some(SourceRecord {
+                        repo: repo.into(),
+                        git_ref: "refs/heads/main".into(),
+                        sha: format!("{i}{i}{i}"),
+                        tag: None,
+                        pull_request: None,
+                        pr_target_branch: None,
+                        from_fork: false,
+                        delivery: None,
+                    }),
+                })
+                .unwrap();
+        }
+        store
+            .append_log("0abc0", "build", "line one\nline two\n")
+            .unwrap();
+        (
+            AppState {
+                config: Arc::new(config),
+                store,
+                queued: Arc::new(Notify::new()),
+            },
+            dir,
+        )
+    }
+
+    async fn get(
+        state: &AppState,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::get(uri);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = app(state.clone())
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_api_needs_a_known_token() {
+        let (state, dir) = state();
+        let (status, json) = get(&state, "/api/v1/runs", None).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+        assert_eq!(
+            get(&state, "/api/v1/runs", Some("wrong-token-0123456789"))
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn runs_list_filters_and_pages() {
+        let (state, dir) = state();
+        let (status, json) = get(&state, "/api/v1/runs?repo=acme/web&limit=1", Some(READER)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["runs"][0]["id"], "2abc2");
+        let next = json["next"].as_str().unwrap().to_string();
+        let (_, json) = get(
+            &state,
+            &format!("/api/v1/runs?repo=acme/web&limit=1&cursor={next}"),
+            Some(READER),
+        )
+        .await;
+        assert_eq!(json["runs"][0]["id"], "0abc0");
+        let (_, json) = get(&state, "/api/v1/runs?status=failed", Some(READER)).await;
+        let ids: Vec<&str> = json["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["2abc2", "1abc1"]);
+        assert!(json["next"].is_null());
+        let (status, json) = get(&state, "/api/v1/runs?cursor=nope", Some(READER)).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request"))
+        );
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_run_with_steps_edges_and_logs_from_an_offset() {
+        let (state, dir) = state();
+        let (status, run) = get(&state, "/api/v1/runs/0ab", Some(READER)).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        assert_eq!(run["repo"], "acme/web");
+        assert_eq!(run["duration_ms"], 1000);
+        assert_eq!(run["edges"], serde_json::json!([["test", "build"]]));
+        assert_eq!(run["steps"][1]["duration_ms"], 600);
+        let (_, log) = get(&state, "/api/v1/runs/0abc0/logs/build", Some(READER)).await;
+        assert_eq!(
+            (
+                log["text"].as_str(),
+                log["next_offset"].as_u64(),
+                log["complete"].as_bool()
+            ),
+            (Some("line one\nline two\n"), Some(18), Some(true))
+        );
+        let (_, log) = get(
+            &state,
+            "/api/v1/runs/0abc0/logs/build?offset=9",
+            Some(READER),
+        )
+        .await;
+        assert_eq!(log["text"], "line two\n");
+        let (status, json) = get(&state, "/api/v1/runs/0abc0/logs/deploy", Some(READER)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            json["error"]["message"],
+            "run 0abc0 has no step `deploy` (steps: build, test)"
+        );
+        assert_eq!(
+            get(&state, "/api/v1/runs/ffff", Some(READER)).await.0,
+            StatusCode::NOT_FOUND
+        );
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
