@@ -219,3 +219,180 @@ async fn on_filters_skip_runs_the_pipeline_does_not_want() {
     );
     server.shutdown.cancel();
 }
+
+/// The real `slipway serve` binary, killed with SIGKILL and restarted.
+mod crash {
+    use super::*;
+    use slipway_tests::{http, slipway_bin};
+    use std::process::{Child, Command, Stdio};
+
+    const TOKEN: &str = "crash-test-token-0123456789";
+
+    fn serve(config: &std::path::Path, data: &std::path::Path) -> Child {
+        Command::new(slipway_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SLIPWAY_DATA_DIR", data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn kill9(child: &mut Child) {
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        child.wait().unwrap();
+    }
+
+    fn run_json(addr: &str, id: &str) -> serde_json::Value {
+        let (status, body) = http(
+            "GET",
+            addr,
+            &format!("/api/v1/runs/{id}"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        );
+        if status != 200 {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls until the server answers and the run's status satisfies `done`.
+    fn wait_status(addr: &str, id: &str, done: impl Fn(&str) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let run = run_json(addr, id);
+            if run["status"].as_str().is_some_and(&done) {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} never got there: {run}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn webhook(addr: &str, sha: &str, delivery: &str) -> String {
+        let body = github_fixture("push.branch-created.json")
+            .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", sha);
+        let sig = sign_github(SECRET, body.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, text) = http_post(
+                addr,
+                "/hooks/github",
+                &[
+                    ("X-GitHub-Event", "push"),
+                    ("X-GitHub-Delivery", delivery),
+                    ("X-Hub-Signature-256", &sig),
+                ],
+                body.as_bytes(),
+            );
+            if status == 202 {
+                let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                return json["run"].as_str().unwrap().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server never accepted the webhook: {status} {text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sigkill_loses_no_accepted_run_and_leaves_no_container() {
+        let d = docker().await;
+        let dir = TempDir::new("crash");
+        let pipeline = format!(
+            "steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 300]\n"
+        );
+        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &pipeline)]);
+        let quick_dir = TempDir::new("crash-quick");
+        let (quick_bare, quick_sha) = git_repo(
+            &quick_dir,
+            "master",
+            &[(
+                ".slipway.yml",
+                &format!("steps:\n  ok:\n    image: {BUSYBOX}\n    commands: [echo done]\n"),
+            )],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let write_config = |url: &std::path::Path| {
+            dir.write(
+                "slipway.toml",
+                &format!(
+                    "[server]\nlisten = \"{addr}\"\n[[tokens]]\nuser = \"t\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
+                    url.display()
+                ),
+            )
+        };
+        let data = dir.path().join("data");
+        let addr2 = addr.clone();
+
+        // 1. Killed right after answering 202: the run still happens after a restart.
+        let config = write_config(&quick_bare);
+        let mut server = serve(&config, &data);
+        let quick_sha2 = quick_sha.clone();
+        let quick =
+            tokio::task::spawn_blocking(move || webhook(&addr2, &quick_sha2, "kill-after-202"))
+                .await
+                .unwrap();
+        kill9(&mut server);
+        let mut server = serve(&config, &data);
+        let a = addr.clone();
+        let q = quick.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            wait_status(&a, &q, |s| !["queued", "running"].contains(&s))
+        })
+        .await
+        .unwrap();
+        assert_eq!(run["status"], "success", "{run}");
+        kill9(&mut server);
+
+        // 2. Killed mid-run: after a restart the run is interrupted and its container gone.
+        let config = write_config(&bare);
+        let mut server = serve(&config, &data);
+        let (a, s) = (addr.clone(), sha.clone());
+        let slow = tokio::task::spawn_blocking(move || webhook(&a, &s, "kill-mid-run"))
+            .await
+            .unwrap();
+        let (a, id) = (addr.clone(), slow.clone());
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while run_json(&a, &id)["steps"][0]["status"] != "running" {
+                assert!(Instant::now() < deadline, "step never started");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kill9(&mut server);
+        assert!(
+            !leftovers(&d, &slow).await.is_empty(),
+            "the killed server's container is still there"
+        );
+        let mut server = serve(&config, &data);
+        let (a, id) = (addr.clone(), slow.clone());
+        let run = tokio::task::spawn_blocking(move || wait_status(&a, &id, |s| s == "interrupted"))
+            .await
+            .unwrap();
+        assert_eq!(
+            run["error"],
+            "the server stopped while this run was running"
+        );
+        assert_eq!(leftovers(&d, &slow).await, Vec::<String>::new());
+        kill9(&mut server);
+    }
+}
