@@ -396,3 +396,67 @@ mod crash {
         kill9(&mut server);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-burst");
+    // Refused by `on:`, so each run ends without a container: this test is
+    // about acceptance and the queue, not about Docker.
+    let pipeline = format!(
+        "on:\n  push: {{branches: [main]}}\nsteps:\n  a: {{image: {BUSYBOX}, commands: [true]}}\n"
+    );
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let server = start(&format!("file://{}", bare.display())).await;
+    let body = github_fixture("push.branch-created.json")
+        .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", &sha);
+    let sig = sign_github(SECRET, body.as_bytes());
+    // 200 distinct deliveries, and 50 of them delivered twice, from 16 senders at once.
+    let deliveries: Vec<String> = (0..200)
+        .chain(0..50)
+        .map(|i| format!("burst-{i}"))
+        .collect();
+    let chunks: Vec<Vec<String>> = deliveries
+        .chunks(deliveries.len().div_ceil(16))
+        .map(<[String]>::to_vec)
+        .collect();
+    let mut senders = Vec::new();
+    for chunk in chunks {
+        let (addr, body, sig) = (server.addr.clone(), body.clone(), sig.clone());
+        senders.push(std::thread::spawn(move || {
+            chunk
+                .iter()
+                .map(|d| {
+                    http_post(
+                        &addr,
+                        "/hooks/github",
+                        &[
+                            ("X-GitHub-Event", "push"),
+                            ("X-GitHub-Delivery", d),
+                            ("X-Hub-Signature-256", &sig),
+                        ],
+                        body.as_bytes(),
+                    )
+                    .0
+                })
+                .collect::<Vec<u16>>()
+        }));
+    }
+    let statuses: Vec<u16> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 200),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 200);
+    let runs = server.store.list_runs(1000).unwrap();
+    assert_eq!(runs.len(), 200);
+    for run in runs {
+        let done = wait_done(&server.store, &run.id).await;
+        assert_eq!(done.status, "skipped", "{done:?}");
+    }
+    assert!(server.store.queued().unwrap().is_empty());
+    server.shutdown.cancel();
+}
