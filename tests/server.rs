@@ -26,17 +26,26 @@ struct Server {
 }
 
 async fn start(clone_url: &str) -> Server {
+    start_with(clone_url, "").await
+}
+
+/// `extra` is appended to the test's config (tokens, limits).
+async fn start_with(clone_url: &str, extra: &str) -> Server {
     let data = TempDir::new("serve");
     let config = Config::parse(
         "test.toml",
-        &format!("[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"{clone_url}\"\nwebhook_secret = \"{SECRET}\"\n"),
+        &format!(
+            "[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"{clone_url}\"\nwebhook_secret = \"{SECRET}\"\n{extra}"
+        ),
     )
     .unwrap();
     let config = Arc::new(config);
     let store = Store::open(&data.path().join("db")).unwrap();
     let queued = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
+    let control: Arc<slipway_api::control::RunControl> = Arc::default();
     let executor = Arc::new(Executor {
+        control: control.clone(),
         config: config.clone(),
         store: store.clone(),
         backend: Arc::new(
@@ -57,6 +66,7 @@ async fn start(clone_url: &str) -> Server {
         config,
         store: store.clone(),
         queued,
+        control,
     };
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -407,7 +417,12 @@ async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
         "on:\n  push: {{branches: [main]}}\nsteps:\n  a: {{image: {BUSYBOX}, commands: [true]}}\n"
     );
     let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
-    let server = start(&format!("file://{}", bare.display())).await;
+    // All 200 push the same ref; superseding would cancel all but the newest.
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        "[server]\ncancel_superseded = false\n",
+    )
+    .await;
     let body = github_fixture("push.branch-created.json")
         .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", &sha);
     let sig = sign_github(SECRET, body.as_bytes());
@@ -459,4 +474,120 @@ async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
     }
     assert!(server.store.queued().unwrap().is_empty());
     server.shutdown.cancel();
+}
+
+const WRITER: &str = "writer-token-0123456789";
+const READER: &str = "reader-token-0123456789";
+const TOKENS: &str = "[[tokens]]\nuser = \"wendy\"\ntoken = \"writer-token-0123456789\"\nscope = \"write\"\n[[tokens]]\nuser = \"rita\"\ntoken = \"reader-token-0123456789\"\nscope = \"read\"\n";
+
+async fn wait_step_running(store: &Store, run: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store
+        .get_run(run)
+        .unwrap()
+        .map(|r| r.steps.first().map(|s| s.status.clone()))
+        != Some(Some("running".into()))
+    {
+        assert!(Instant::now() < deadline, "step of {run} never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn slow_pipeline() -> String {
+    format!("steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 300]\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_cancels_a_running_run_and_a_reader_may_not() {
+    let d = docker().await;
+    let repo_dir = TempDir::new("origin-cancel");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &slow_pipeline())]);
+    let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
+    let (_, json) = push(&server, &sha, "to-cancel").await;
+    let id = json["run"].as_str().unwrap().to_string();
+    wait_step_running(&server.store, &id).await;
+    let cancel = |token: &'static str| {
+        let (addr, path) = (server.addr.clone(), format!("/api/v1/runs/{id}/cancel"));
+        tokio::task::spawn_blocking(move || {
+            slipway_tests::http(
+                "POST",
+                &addr,
+                &path,
+                &[("Authorization", &format!("Bearer {token}"))],
+                b"",
+            )
+        })
+    };
+    let (status, body) = cancel(READER).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = cancel(WRITER).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let run = wait_done(&server.store, &id).await;
+    assert_eq!(run.status, "cancelled");
+    assert_eq!(run.error.as_deref(), Some("cancelled by wendy"));
+    assert_eq!(leftovers(&d, &id).await, Vec::<String>::new());
+    let (status, body) = cancel(WRITER).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    server.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_push_to_the_same_ref_supersedes_the_running_run() {
+    let d = docker().await;
+    let repo_dir = TempDir::new("origin-supersede");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &slow_pipeline())]);
+    let server = start(&format!("file://{}", bare.display())).await;
+    let (_, json) = push(&server, &sha, "older").await;
+    let older = json["run"].as_str().unwrap().to_string();
+    wait_step_running(&server.store, &older).await;
+    let (_, json) = push(&server, &sha, "newer").await;
+    let newer = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &older).await;
+    assert_eq!(run.status, "cancelled");
+    assert_eq!(run.error, Some(format!("superseded by run {newer}")));
+    assert_eq!(leftovers(&d, &older).await, Vec::<String>::new());
+    wait_step_running(&server.store, &newer).await;
+    server.shutdown.cancel();
+    let run = wait_done(&server.store, &newer).await;
+    assert_eq!(run.status, "cancelled", "shutdown cancels what runs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_limit_keeps_its_next_run_queued() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-limit");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &slow_pipeline())]);
+    // repos[0] is the last [[repos]] table opened, so this key lands in it.
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!("max_concurrent_runs = 1\n{TOKENS}[server]\ncancel_superseded = false\n"),
+    )
+    .await;
+    let (_, json) = push(&server, &sha, "first").await;
+    let first = json["run"].as_str().unwrap().to_string();
+    wait_step_running(&server.store, &first).await;
+    let (_, json) = push(&server, &sha, "second").await;
+    let second = json["run"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.store.get_run(&second).unwrap().unwrap().status,
+        "queued",
+        "the repository's limit is 1"
+    );
+    let (addr, path) = (server.addr.clone(), format!("/api/v1/runs/{first}/cancel"));
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        slipway_tests::http(
+            "POST",
+            &addr,
+            &path,
+            &[("Authorization", &format!("Bearer {WRITER}"))],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 202);
+    wait_step_running(&server.store, &second).await;
+    server.shutdown.cancel();
+    wait_done(&server.store, &second).await;
 }

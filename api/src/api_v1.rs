@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ApiToken, Scope};
+use crate::control::Cancelled;
 use crate::server::{ApiError, AppState};
 use crate::store::{RunRecord, StoreError};
 
@@ -183,6 +184,39 @@ pub async fn get_run(
     Ok(Json(state.store.find_run(&id)?.into()))
 }
 
+/// `POST /api/v1/runs/{id}/cancel` (write scope): a queued run is cancelled
+/// at once; a running one has its containers stopped.
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let user = authorize(&state, &headers, Scope::Write)?;
+    let run = state.store.find_run(&id)?;
+    let reason = format!("cancelled by {}", user.user);
+    let (store, control, run_id) = (state.store.clone(), state.control.clone(), run.id.clone());
+    let outcome = tokio::task::spawn_blocking(move || control.cancel(&store, &run_id, &reason))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(match outcome {
+        Cancelled::Queued => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "run": run.id, "status": "cancelled" })),
+        ),
+        Cancelled::Stopping => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "run": run.id, "status": "cancelling" })),
+        ),
+        Cancelled::AlreadyEnded(status) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_ended",
+                format!("run {} already ended: {status}", run.id),
+            ));
+        }
+    })
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LogQuery {
     offset: Option<usize>,
@@ -318,6 +352,7 @@ mod tests {
                 config: Arc::new(config),
                 store,
                 queued: Arc::new(Notify::new()),
+                control: Arc::default(),
             },
             dir,
         )

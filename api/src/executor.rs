@@ -1,9 +1,8 @@
 //! Starts queued runs: fetch the commit, read the pipeline from it, run it,
 //! record what happens. Also reconciles after a crash.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use slipway_engine::{Trigger, parse};
 use slipway_runner::git::Mirrors;
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
+use crate::control::RunControl;
 use crate::ids::now_ms;
 use crate::record::{Recorder, step_records};
 use crate::store::{RunRecord, Store, StoreError};
@@ -25,6 +25,7 @@ pub struct Executor<B> {
     /// Where each run's checkout lives while it runs.
     pub work_root: PathBuf,
     pub queued: Arc<Notify>,
+    pub control: Arc<RunControl>,
     /// Cancels every run (server shutdown).
     pub shutdown: CancellationToken,
 }
@@ -57,38 +58,59 @@ impl<B: Backend> Executor<B> {
         Ok(interrupted)
     }
 
-    /// Starts queued runs until shutdown, at most `max_concurrent_runs` at once.
+    /// Starts queued runs until shutdown: oldest first, at most
+    /// `max_concurrent_runs` at once, and at most a repository's own limit
+    /// for each repository (a run over it waits, later runs of others go).
     pub async fn run(self: Arc<Self>) {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_runs));
-        let started: Arc<Mutex<HashSet<String>>> = Arc::default();
         loop {
-            let queued = match self.store.queued() {
-                Ok(q) => q,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the queue");
-                    Vec::new()
-                }
-            };
+            let queued = self.store.queued().unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the queue");
+                Vec::new()
+            });
             for id in queued {
-                if !started.lock().expect("started set").insert(id.clone()) {
+                let Ok(Some(run)) = self.store.get_run(&id) else {
+                    continue;
+                };
+                let Some(source) = run.source.clone() else {
+                    continue;
+                };
+                let limit = self
+                    .config
+                    .repo(&source.repo)
+                    .and_then(|r| r.max_concurrent_runs);
+                if limit.is_some_and(|l| self.control.running_in(&source.repo) >= l) {
                     continue;
                 }
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
                     _ = self.shutdown.cancelled() => return,
                 };
+                // Claimed atomically: a cancel that got there first wins.
+                let claimed = self
+                    .store
+                    .transition(&id, &["queued"], |r| r.status = "running".into());
+                let run = match claimed {
+                    Ok(Some(run)) => run,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(run_id = %id, error = %e, "cannot claim a queued run");
+                        continue;
+                    }
+                };
+                let cancel = self.shutdown.child_token();
+                self.control
+                    .start(&id, &source.repo, &source.git_ref, cancel.clone());
                 let this = self.clone();
-                let started = started.clone();
                 tokio::spawn(
                     async move {
-                        if let Err(e) = this.run_one(&id).await {
+                        if let Err(e) = this.run_one(run, cancel).await {
                             warn!(error = %e, "run failed to record");
                         }
-                        started.lock().expect("started set").remove(&id);
                         drop(permit);
                         this.queued.notify_one();
                     }
-                    .instrument(info_span!("run", run_id = tracing::field::Empty)),
+                    .instrument(info_span!("run", run_id = %id)),
                 );
             }
             tokio::select! {
@@ -98,32 +120,32 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    async fn run_one(&self, id: &str) -> Result<(), StoreError> {
-        tracing::Span::current().record("run_id", id);
-        let Some(run) = self.store.get_run(id)? else {
-            return Ok(());
-        };
-        self.store.dequeue(&run)?;
-        if run.status != "queued" {
-            return Ok(());
-        }
-        let Some(source) = run.source.clone() else {
-            return Ok(());
-        };
-        let Some(repo) = self.config.repo(&source.repo).cloned() else {
-            return self.finish_with_error(
-                &run,
+    async fn run_one(&self, run: RunRecord, cancel: CancellationToken) -> Result<(), StoreError> {
+        let id = run.id.clone();
+        let source = run
+            .source
+            .clone()
+            .expect("queued server runs have a source");
+        let result = match self.config.repo(&source.repo).cloned() {
+            None => Err((
                 "error",
                 format!("repository `{}` is no longer configured", source.repo),
-            );
+            )),
+            Some(repo) => {
+                let checkout = self.work_root.join(&id);
+                let result = self.prepare_and_run(&run, &repo, &checkout, cancel).await;
+                let _ = tokio::fs::remove_dir_all(&checkout).await;
+                result
+            }
         };
-        self.store.update_run(id, |r| r.status = "running".into())?;
-        let checkout = self.work_root.join(id);
-        let result = self.prepare_and_run(&run, &repo, &checkout).await;
-        let _ = tokio::fs::remove_dir_all(&checkout).await;
-        match result {
-            Ok(()) => Ok(()),
-            Err((status, message)) => self.finish_with_error(&run, status, message),
+        let cancelled_because = self.control.finish(&id);
+        match (result, cancelled_because) {
+            (Err((status, message)), _) => self.finish_with_error(&run, status, message),
+            (Ok(()), Some(reason)) => {
+                self.store.update_run(&id, |r| r.error = Some(reason))?;
+                self.store.flush()
+            }
+            (Ok(()), None) => Ok(()),
         }
     }
 
@@ -133,6 +155,7 @@ impl<B: Backend> Executor<B> {
         run: &RunRecord,
         repo: &crate::config::Repo,
         checkout: &std::path::Path,
+        cancel: CancellationToken,
     ) -> Result<(), (&'static str, String)> {
         let source = run.source.as_ref().expect("server runs have a source");
         self.mirrors
@@ -214,7 +237,6 @@ impl<B: Backend> Executor<B> {
                 }
             }
         });
-        let cancel = self.shutdown.child_token();
         let result = execute(self.backend.clone(), &pipeline, options, tx, cancel).await;
         let _ = record.await;
         match result {

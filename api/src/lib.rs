@@ -6,6 +6,7 @@
 //! - [`store`]: the only module that touches sled; nothing else knows the key layout.
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
 //! - [`ids`]: run ids and timestamps.
+//! - [`control`]: runs in progress and how to cancel them.
 //! - [`executor`]: starts queued runs from their commit; reconciles after a crash.
 //! - [`api_v1`]: the JSON API under `/api/v1`, with bearer tokens and scopes.
 //! - [`server`]: the axum app: webhooks in, runs queued durably.
@@ -14,6 +15,7 @@
 
 pub mod api_v1;
 pub mod config;
+pub mod control;
 pub mod executor;
 pub mod ids;
 pub mod record;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::{Config, Provider};
+use crate::control::RunControl;
 use crate::ids::{new_run_id, now_ms};
 use crate::store::{Accepted, RunRecord, SourceRecord, Store};
 use crate::webhook::{self, BuildRequest, Verdict, WebhookError};
@@ -25,6 +26,7 @@ pub struct AppState {
     pub store: Store,
     /// Wakes the executor when a run is queued.
     pub queued: Arc<Notify>,
+    pub control: Arc<RunControl>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -33,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .route("/hooks/{provider}", post(hook))
         .route("/api/v1/runs", get(crate::api_v1::list_runs))
         .route("/api/v1/runs/{id}", get(crate::api_v1::get_run))
+        .route("/api/v1/runs/{id}/cancel", post(crate::api_v1::cancel_run))
         .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
         .with_state(state)
 }
@@ -154,6 +157,17 @@ async fn hook(
     Ok(match accepted {
         Accepted::New(run) => {
             info!(repo = %repo.name, %event, run_id = %run, "run queued");
+            if state.config.cancel_superseded {
+                let (store, control, repo_name, git_ref, newer) =
+                    (state.store.clone(), state.control.clone(), repo.name.clone(), build.git_ref.clone(), run.clone());
+                let superseded = tokio::task::spawn_blocking(move || control.supersede(&store, &repo_name, &git_ref, &newer))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal)?;
+                if !superseded.is_empty() {
+                    info!(run_id = %run, superseded = ?superseded, "older runs of the ref cancelled");
+                }
+            }
             state.queued.notify_one();
             (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "run": run }))).into_response()
         }
@@ -215,6 +229,7 @@ mod tests {
             config: Arc::new(config),
             store: Store::open(&dir).unwrap(),
             queued: Arc::new(Notify::new()),
+            control: Arc::default(),
         };
         (state, dir)
     }

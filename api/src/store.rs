@@ -242,6 +242,51 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Changes a run atomically, only if its status is one of `from`, and
+    /// takes it off the queue. Returns the run as changed, or `None` when its
+    /// status was something else (someone else got there first).
+    pub fn transition(
+        &self,
+        id: &str,
+        from: &[&str],
+        change: impl Fn(&mut RunRecord),
+    ) -> Result<Option<RunRecord>, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, abort};
+        let outcome = (&self.runs, &self.queue).transaction(|(runs, queue)| {
+            let Some(bytes) = runs.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut run: RunRecord = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    return abort(StoreError::Corrupt {
+                        key: id.into(),
+                        source: e,
+                    });
+                }
+            };
+            if !from.contains(&run.status.as_str()) {
+                return Ok(None);
+            }
+            change(&mut run);
+            let json = serde_json::to_vec(&run).map_err(|e| {
+                ConflictableTransactionError::Abort(StoreError::Corrupt {
+                    key: id.into(),
+                    source: e,
+                })
+            })?;
+            runs.insert(id.as_bytes(), json)?;
+            queue.remove(order_key(run.created_ms, &run.id))?;
+            Ok(Some(run))
+        });
+        match outcome {
+            Ok(r) => Ok(r),
+            Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+
     /// Queued runs, oldest first.
     pub fn queued(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
@@ -437,8 +482,29 @@ mod tests {
             "a redelivery makes no second run"
         );
         assert_eq!(store.queued().unwrap(), ["r1"]);
-        store.dequeue(&first).unwrap();
-        assert!(store.queued().unwrap().is_empty());
+        assert!(
+            store
+                .transition("r1", &["running"], |r| r.status = "x".into())
+                .unwrap()
+                .is_none(),
+            "wrong from-status"
+        );
+        let claimed = store
+            .transition("r1", &["queued"], |r| r.status = "running".into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.status, "running");
+        assert!(
+            store.queued().unwrap().is_empty(),
+            "a transition takes the run off the queue"
+        );
+        assert!(
+            store
+                .transition("r1", &["queued"], |r| r.status = "cancelled".into())
+                .unwrap()
+                .is_none(),
+            "claimed once only"
+        );
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

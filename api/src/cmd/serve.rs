@@ -43,7 +43,9 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
     let config = Arc::new(config);
     let queued = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
+    let control: Arc<slipway_api::control::RunControl> = Arc::default();
     let executor = Arc::new(Executor {
+        control: control.clone(),
         config: config.clone(),
         store: store.clone(),
         backend,
@@ -74,6 +76,7 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         config,
         store: store.clone(),
         queued,
+        control,
     };
     let stop = shutdown.clone();
     axum::serve(listener, app(state))

@@ -1,0 +1,141 @@
+//! Runs in progress and how to stop them: one mechanism for the cancel
+//! endpoint, superseding older runs of a ref, and server shutdown.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::now_ms;
+use crate::store::{Store, StoreError};
+
+struct Running {
+    cancel: CancellationToken,
+    repo: String,
+    git_ref: String,
+    /// Why it was cancelled, recorded on the run when it ends.
+    reason: Option<String>,
+}
+
+#[derive(Default)]
+pub struct RunControl {
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// What cancelling did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was queued and is now cancelled.
+    Queued,
+    /// It is running; its containers are being stopped.
+    Stopping,
+    /// It had already ended, with this status.
+    AlreadyEnded(String),
+}
+
+impl RunControl {
+    pub fn start(&self, id: &str, repo: &str, git_ref: &str, cancel: CancellationToken) {
+        let run = Running {
+            cancel,
+            repo: repo.into(),
+            git_ref: git_ref.into(),
+            reason: None,
+        };
+        self.running
+            .lock()
+            .expect("run control")
+            .insert(id.into(), run);
+    }
+
+    /// Forgets a run that ended; returns why it was cancelled, if it was.
+    pub fn finish(&self, id: &str) -> Option<String> {
+        self.running
+            .lock()
+            .expect("run control")
+            .remove(id)
+            .and_then(|r| r.reason)
+    }
+
+    pub fn running_in(&self, repo: &str) -> usize {
+        self.running
+            .lock()
+            .expect("run control")
+            .values()
+            .filter(|r| r.repo.eq_ignore_ascii_case(repo))
+            .count()
+    }
+
+    fn running_of(&self, repo: &str, git_ref: &str) -> Vec<String> {
+        let running = self.running.lock().expect("run control");
+        running
+            .iter()
+            .filter(|(_, r)| r.repo.eq_ignore_ascii_case(repo) && r.git_ref == git_ref)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn cancel_running(&self, id: &str, reason: &str) -> bool {
+        let mut running = self.running.lock().expect("run control");
+        match running.get_mut(id) {
+            Some(r) => {
+                r.reason.get_or_insert_with(|| reason.to_string());
+                r.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels a run, queued or running.
+    pub fn cancel(&self, store: &Store, id: &str, reason: &str) -> Result<Cancelled, StoreError> {
+        let changed = store.transition(id, &["queued"], |r| {
+            r.status = "cancelled".into();
+            r.finished_ms = Some(now_ms());
+            r.error = Some(reason.to_string());
+        })?;
+        if changed.is_some() {
+            store.flush()?;
+            return Ok(Cancelled::Queued);
+        }
+        if self.cancel_running(id, reason) {
+            return Ok(Cancelled::Stopping);
+        }
+        let run = store
+            .get_run(id)?
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        // Claimed by the executor between the two checks above.
+        if run.status == "running" && self.cancel_running(id, reason) {
+            return Ok(Cancelled::Stopping);
+        }
+        Ok(Cancelled::AlreadyEnded(run.status))
+    }
+
+    /// Cancels older queued and running runs of the same repository and ref.
+    pub fn supersede(
+        &self,
+        store: &Store,
+        repo: &str,
+        git_ref: &str,
+        newer: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let reason = format!("superseded by run {newer}");
+        let mut older = self.running_of(repo, git_ref);
+        for id in store.queued()? {
+            if let Some(run) = store.get_run(&id)?
+                && run
+                    .source
+                    .as_ref()
+                    .is_some_and(|s| s.repo.eq_ignore_ascii_case(repo) && s.git_ref == git_ref)
+            {
+                older.push(id);
+            }
+        }
+        older.retain(|id| id != newer);
+        older.sort();
+        older.dedup();
+        for id in &older {
+            self.cancel(store, id, &reason)?;
+        }
+        Ok(older)
+    }
+}
