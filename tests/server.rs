@@ -44,8 +44,10 @@ async fn start_with(clone_url: &str, extra: &str) -> Server {
     let queued = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
     let control: Arc<slipway_api::control::RunControl> = Arc::default();
+    let reports = slipway_api::report::spawn_reporter(store.clone(), config.clone());
     let executor = Arc::new(Executor {
         control: control.clone(),
+        reports: reports.clone(),
         config: config.clone(),
         store: store.clone(),
         backend: Arc::new(
@@ -67,6 +69,7 @@ async fn start_with(clone_url: &str, extra: &str) -> Server {
         store: store.clone(),
         queued,
         control,
+        reports,
     };
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -590,4 +593,146 @@ async fn a_repository_limit_keeps_its_next_run_queued() {
     wait_step_running(&server.store, &second).await;
     server.shutdown.cancel();
     wait_done(&server.store, &second).await;
+}
+
+/// A fake GitHub API on loopback: records every commit status it is sent.
+struct FakeGitHub {
+    url: String,
+    statuses: Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
+}
+
+impl FakeGitHub {
+    /// `fail` makes every request answer 503.
+    async fn start(fail: bool) -> FakeGitHub {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        type Seen = Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+        let statuses: Seen = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/repos/{owner}/{repo}/statuses/{sha}",
+                axum::routing::post(
+                    move |State(seen): State<Seen>,
+                          Path((owner, repo, sha)): Path<(String, String, String)>,
+                          headers: HeaderMap,
+                          body: axum::Json<serde_json::Value>| async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        seen.lock().unwrap().push((
+                            format!("{owner}/{repo}@{sha}"),
+                            auth,
+                            body.0.clone(),
+                        ));
+                        if fail {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({"message": "unavailable"})),
+                            )
+                        } else {
+                            (StatusCode::CREATED, body)
+                        }
+                    },
+                ),
+            )
+            .with_state(statuses.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeGitHub { url, statuses }
+    }
+
+    fn states(&self) -> Vec<String> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, b)| b["state"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+}
+
+async fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commit_statuses_go_pending_then_final_with_a_link_to_the_run() {
+    docker().await;
+    let github = FakeGitHub::start(false).await;
+    let repo_dir = TempDir::new("origin-status");
+    let pipeline = format!("steps:\n  ok: {{image: {BUSYBOX}, commands: [true]}}\n");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let extra = format!(
+        "api_url = \"{}\"\napi_token = \"forge-token-123\"\n[server]\npublic_url = \"https://ci.example.com\"\n",
+        github.url
+    );
+    let server = start_with(&format!("file://{}", bare.display()), &extra).await;
+    let (_, json) = push(&server, &sha, "status").await;
+    let id = json["run"].as_str().unwrap().to_string();
+    assert_eq!(wait_done(&server.store, &id).await.status, "success");
+    let states = wait_for(|| {
+        let s = github.states();
+        (s.last().map(String::as_str) == Some("success")).then_some(s)
+    })
+    .await;
+    assert!(
+        states.len() >= 2 && states[0] == "pending",
+        "pending first, then the outcome: {states:?}"
+    );
+    let seen = github.statuses.lock().unwrap().clone();
+    let (target, auth, body) = seen.last().unwrap();
+    assert_eq!(target, &format!("{REPO}@{sha}"));
+    assert!(auth.ends_with("forge-token-123"), "{auth}");
+    assert_eq!(body["context"], "slipway");
+    assert_eq!(
+        body["target_url"],
+        format!("https://ci.example.com/api/v1/runs/{id}")
+    );
+    server.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forge_that_refuses_statuses_does_not_fail_the_run() {
+    docker().await;
+    let github = FakeGitHub::start(true).await;
+    let repo_dir = TempDir::new("origin-status-down");
+    let pipeline = format!("steps:\n  ok: {{image: {BUSYBOX}, commands: [true]}}\n");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let extra = format!(
+        "api_url = \"{}\"\napi_token = \"forge-token-123\"\n",
+        github.url
+    );
+    let server = start_with(&format!("file://{}", bare.display()), &extra).await;
+    let (_, json) = push(&server, &sha, "status-down").await;
+    let id = json["run"].as_str().unwrap().to_string();
+    assert_eq!(wait_done(&server.store, &id).await.status, "success");
+    let notes = wait_for(|| {
+        let run = server.store.get_run(&id).unwrap().unwrap();
+        run.notes
+            .iter()
+            .any(|n| n.contains("passed"))
+            .then_some(run.notes)
+    })
+    .await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("after 3 attempts") && n.contains("unavailable")),
+        "{notes:?}"
+    );
+    assert!(
+        github.statuses.lock().unwrap().len() >= 6,
+        "each report was tried 3 times"
+    );
+    server.shutdown.cancel();
 }

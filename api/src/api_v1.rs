@@ -79,6 +79,8 @@ pub struct RunView {
     pub steps: Vec<StepView>,
     /// `[step, needed step]` pairs: the DAG.
     pub edges: Vec<[String; 2]>,
+    /// Problems around the run that did not fail it (e.g. status reporting).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +124,7 @@ impl From<RunRecord> for RunView {
                 })
                 .collect(),
             edges,
+            notes: r.notes,
             id: r.id,
             pipeline: r.pipeline,
             status: r.status,
@@ -341,6 +344,7 @@ mod tests {
                         from_fork: false,
                         delivery: None,
                     }),
+                    notes: vec![],
                 })
                 .unwrap();
         }
@@ -353,6 +357,7 @@ mod tests {
                 store,
                 queued: Arc::new(Notify::new()),
                 control: Arc::default(),
+                reports: tokio::sync::mpsc::channel(16).0,
             },
             dir,
         )

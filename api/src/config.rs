@@ -81,6 +81,7 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     max_concurrent_runs: Option<usize>,
     cancel_superseded: Option<bool>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +110,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// A new push to a ref cancels older queued or running runs of that ref.
     pub cancel_superseded: bool,
+    /// How users reach this server; links in commit statuses start with it.
+    pub public_url: String,
     pub repos: Vec<Repo>,
     /// With none configured the API is closed: every call answers 401.
     pub tokens: Vec<ApiToken>,
@@ -135,6 +138,7 @@ impl Default for Config {
             data_dir: None,
             max_concurrent_runs: 4,
             cancel_superseded: true,
+            public_url: "http://127.0.0.1:8080".into(),
             repos: Vec::new(),
             tokens: Vec::new(),
         }
@@ -189,6 +193,11 @@ impl Config {
             config.max_concurrent_runs = n.max(1);
         }
         config.cancel_superseded = raw.server.cancel_superseded.unwrap_or(true);
+        config.public_url = raw
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen));
         for (i, r) in raw.repos.into_iter().enumerate() {
             let key = |k: &str| format!("{file}: repos[{i}] ({}).{k}", r.name);
             if r.name.split('/').count() != 2 || r.name.split('/').any(str::is_empty) {

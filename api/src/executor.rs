@@ -26,6 +26,8 @@ pub struct Executor<B> {
     pub work_root: PathBuf,
     pub queued: Arc<Notify>,
     pub control: Arc<RunControl>,
+    /// Run ids whose commit status should be reported.
+    pub reports: mpsc::Sender<String>,
     /// Cancels every run (server shutdown).
     pub shutdown: CancellationToken,
 }
@@ -102,15 +104,17 @@ impl<B: Backend> Executor<B> {
                 self.control
                     .start(&id, &source.repo, &source.git_ref, cancel.clone());
                 let this = self.clone();
+                let span = info_span!("run", run_id = %id);
                 tokio::spawn(
                     async move {
                         if let Err(e) = this.run_one(run, cancel).await {
                             warn!(error = %e, "run failed to record");
                         }
+                        let _ = this.reports.send(id).await;
                         drop(permit);
                         this.queued.notify_one();
                     }
-                    .instrument(info_span!("run", run_id = %id)),
+                    .instrument(span),
                 );
             }
             tokio::select! {

@@ -33,6 +33,7 @@ pub fn new_run(
         error: None,
         steps: step_records(pipeline),
         source: None,
+        notes: Vec::new(),
     }
 }
 

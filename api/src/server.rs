@@ -27,6 +27,8 @@ pub struct AppState {
     /// Wakes the executor when a run is queued.
     pub queued: Arc<Notify>,
     pub control: Arc<RunControl>,
+    /// Run ids whose commit status should be reported.
+    pub reports: tokio::sync::mpsc::Sender<String>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -168,6 +170,8 @@ async fn hook(
                     info!(run_id = %run, superseded = ?superseded, "older runs of the ref cancelled");
                 }
             }
+            // A full report queue only delays "pending"; the final report still comes.
+            let _ = state.reports.try_send(run.clone());
             state.queued.notify_one();
             (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "run": run }))).into_response()
         }
@@ -201,6 +205,7 @@ fn queued_run(repo: &str, pipeline_path: &str, build: &BuildRequest, delivery: &
             from_fork: build.pull_request.as_ref().is_some_and(|p| p.from_fork),
             delivery: Some(delivery.to_string()),
         }),
+        notes: Vec::new(),
     }
 }
 
@@ -230,6 +235,7 @@ mod tests {
             store: Store::open(&dir).unwrap(),
             queued: Arc::new(Notify::new()),
             control: Arc::default(),
+            reports: tokio::sync::mpsc::channel(16).0,
         };
         (state, dir)
     }

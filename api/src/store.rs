@@ -59,6 +59,9 @@ pub struct RunRecord {
     /// What a server run builds; `None` for local runs.
     #[serde(default)]
     pub source: Option<SourceRecord>,
+    /// Things that went wrong around the run without failing it (reporting).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// The commit a server run builds, and why.
@@ -430,6 +433,7 @@ mod tests {
             error: None,
             steps: vec![],
             source: None,
+            notes: vec![],
         }
     }
 

@@ -44,8 +44,10 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
     let queued = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
     let control: Arc<slipway_api::control::RunControl> = Arc::default();
+    let reports = slipway_api::report::spawn_reporter(store.clone(), config.clone());
     let executor = Arc::new(Executor {
         control: control.clone(),
+        reports: reports.clone(),
         config: config.clone(),
         store: store.clone(),
         backend,
@@ -77,6 +79,7 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         store: store.clone(),
         queued,
         control,
+        reports,
     };
     let stop = shutdown.clone();
     axum::serve(listener, app(state))
