@@ -45,9 +45,11 @@ async fn start_with(clone_url: &str, extra: &str) -> Server {
     let shutdown = CancellationToken::new();
     let control: Arc<slipway_api::control::RunControl> = Arc::default();
     let reports = slipway_api::report::spawn_reporter(store.clone(), config.clone());
+    let metrics: Arc<slipway_api::metrics::Metrics> = Arc::default();
     let executor = Arc::new(Executor {
         control: control.clone(),
         reports: reports.clone(),
+        metrics: metrics.clone(),
         config: config.clone(),
         store: store.clone(),
         backend: Arc::new(
@@ -70,6 +72,7 @@ async fn start_with(clone_url: &str, extra: &str) -> Server {
         queued,
         control,
         reports,
+        metrics,
     };
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -358,6 +358,7 @@ mod tests {
                 queued: Arc::new(Notify::new()),
                 control: Arc::default(),
                 reports: tokio::sync::mpsc::channel(16).0,
+                metrics: Arc::default(),
             },
             dir,
         )

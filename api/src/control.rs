@@ -56,6 +56,10 @@ impl RunControl {
             .and_then(|r| r.reason)
     }
 
+    pub fn running(&self) -> usize {
+        self.running.lock().expect("run control").len()
+    }
+
     pub fn running_in(&self, repo: &str) -> usize {
         self.running
             .lock()

@@ -14,6 +14,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Config;
 use crate::control::RunControl;
 use crate::ids::now_ms;
+use crate::metrics::Metrics;
 use crate::record::{Recorder, step_records};
 use crate::store::{RunRecord, Store, StoreError};
 
@@ -28,6 +29,7 @@ pub struct Executor<B> {
     pub control: Arc<RunControl>,
     /// Run ids whose commit status should be reported.
     pub reports: mpsc::Sender<String>,
+    pub metrics: Arc<Metrics>,
     /// Cancels every run (server shutdown).
     pub shutdown: CancellationToken,
 }
@@ -109,6 +111,9 @@ impl<B: Backend> Executor<B> {
                     async move {
                         if let Err(e) = this.run_one(run, cancel).await {
                             warn!(error = %e, "run failed to record");
+                        }
+                        if let Ok(Some(done)) = this.store.get_run(&id) {
+                            this.metrics.run_finished(&done.status);
                         }
                         let _ = this.reports.send(id).await;
                         drop(permit);
@@ -234,8 +239,12 @@ impl<B: Backend> Executor<B> {
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
         let mut recorder = Recorder::new(self.store.clone(), &run.id);
         // sled writes (and the final flush) happen off the async workers.
+        let metrics = self.metrics.clone();
         let record = tokio::task::spawn_blocking(move || {
             while let Some(event) = rx.blocking_recv() {
+                if let RunEvent::StepFinished { duration, .. } = &event {
+                    metrics.step_finished(*duration);
+                }
                 if let Err(e) = recorder.apply(&event) {
                     warn!(error = %e, "cannot record a run event");
                 }

@@ -9,6 +9,7 @@
 //! - [`control`]: runs in progress and how to cancel them.
 //! - [`executor`]: starts queued runs from their commit; reconciles after a crash.
 //! - [`api_v1`]: the JSON API under `/api/v1`, with bearer tokens and scopes.
+//! - [`metrics`]: Prometheus counters, gauges and the step duration histogram.
 //! - [`report`]: commit statuses on the forge, retried, never failing a run.
 //! - [`server`]: the axum app: webhooks in, runs queued durably.
 //! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod executor;
 pub mod ids;
+pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod server;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Provider};
 use crate::control::RunControl;
 use crate::ids::{new_run_id, now_ms};
+use crate::metrics::Metrics;
 use crate::store::{Accepted, RunRecord, SourceRecord, Store};
 use crate::webhook::{self, BuildRequest, Verdict, WebhookError};
 
@@ -29,11 +30,13 @@ pub struct AppState {
     pub control: Arc<RunControl>,
     /// Run ids whose commit status should be reported.
     pub reports: tokio::sync::mpsc::Sender<String>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/hooks/{provider}", post(hook))
         .route("/api/v1/runs", get(crate::api_v1::list_runs))
         .route("/api/v1/runs/{id}", get(crate::api_v1::get_run))
@@ -46,7 +49,7 @@ pub fn app(state: AppState) -> Router {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    pub code: &'static str,
     message: String,
 }
 
@@ -103,14 +106,35 @@ fn provider(name: &str) -> Option<Provider> {
     }
 }
 
-/// `POST /hooks/{provider}`: verify before anything is stored, then accept
-/// the delivery durably before answering 202.
+async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
+    let queued = state.store.queued().map_err(ApiError::internal)?.len();
+    Ok(state.metrics.render(queued, state.control.running()))
+}
+
+/// `POST /hooks/{provider}`, counted by outcome.
 async fn hook(
+    state: State<AppState>,
+    provider: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let metrics = state.metrics.clone();
+    let result = accept_hook(state, provider, headers, body).await;
+    metrics.webhook(match &result {
+        Ok((outcome, _)) => outcome,
+        Err(e) => e.code,
+    });
+    result.map(|(_, response)| response)
+}
+
+/// Verifies before anything is stored, then accepts the delivery durably
+/// before answering 202. Returns the outcome's name for the metrics.
+async fn accept_hook(
     State(state): State<AppState>,
     Path(provider_name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(&'static str, Response), ApiError> {
     let provider = provider(&provider_name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -137,15 +161,18 @@ async fn hook(
     let delivery = webhook::delivery_id(provider, &headers, &body);
     let build = match webhook::classify(provider, &event, &body)? {
         Verdict::Ping => {
-            return Ok((StatusCode::OK, Json(json!({ "status": "pong" }))).into_response());
+            return Ok((
+                "ping",
+                (StatusCode::OK, Json(json!({ "status": "pong" }))).into_response(),
+            ));
         }
         Verdict::Ignored(reason) => {
             info!(repo = %repo.name, %event, %reason, "webhook ignored");
-            return Ok((
+            let answer = (
                 StatusCode::OK,
                 Json(json!({ "status": "ignored", "reason": reason })),
-            )
-                .into_response());
+            );
+            return Ok(("ignored", answer.into_response()));
         }
         Verdict::Build(build) => build,
     };
@@ -173,13 +200,16 @@ async fn hook(
             // A full report queue only delays "pending"; the final report still comes.
             let _ = state.reports.try_send(run.clone());
             state.queued.notify_one();
-            (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "run": run }))).into_response()
+            ("accepted", (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "run": run }))).into_response())
         }
         Accepted::Duplicate(run) => (
-            StatusCode::OK,
-            Json(json!({ "status": "duplicate", "run": run, "reason": format!("delivery `{delivery}` was accepted before, as run {run}") })),
-        )
-            .into_response(),
+            "duplicate",
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "duplicate", "run": run, "reason": format!("delivery `{delivery}` was accepted before, as run {run}") })),
+            )
+                .into_response(),
+        ),
     })
 }
 
@@ -236,6 +266,7 @@ mod tests {
             queued: Arc::new(Notify::new()),
             control: Arc::default(),
             reports: tokio::sync::mpsc::channel(16).0,
+            metrics: Arc::default(),
         };
         (state, dir)
     }
@@ -369,6 +400,43 @@ mod tests {
             "{json}"
         );
         assert!(state.store.list_runs(10).unwrap().is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_count_webhook_outcomes_and_the_queue() {
+        let (state, dir) = state();
+        let body = fixture("push.branch-created.json");
+        send(&state, "push", "m-1", &body, signed(&body)).await;
+        send(&state, "push", "m-1", &body, signed(&body)).await;
+        send(&state, "push", "m-2", &body, None).await;
+        let resp = app(state.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        for line in [
+            "slipway_webhooks_total{outcome=\"accepted\"} 1",
+            "slipway_webhooks_total{outcome=\"duplicate\"} 1",
+            "slipway_webhooks_total{outcome=\"bad_signature\"} 1",
+            "slipway_queue_depth 1",
+            "slipway_runs_running 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
         drop(state);
         std::fs::remove_dir_all(dir).unwrap();
     }

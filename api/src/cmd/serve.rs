@@ -45,9 +45,11 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
     let shutdown = CancellationToken::new();
     let control: Arc<slipway_api::control::RunControl> = Arc::default();
     let reports = slipway_api::report::spawn_reporter(store.clone(), config.clone());
+    let metrics: Arc<slipway_api::metrics::Metrics> = Arc::default();
     let executor = Arc::new(Executor {
         control: control.clone(),
         reports: reports.clone(),
+        metrics: metrics.clone(),
         config: config.clone(),
         store: store.clone(),
         backend,
@@ -80,6 +82,7 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         queued,
         control,
         reports,
+        metrics,
     };
     let stop = shutdown.clone();
     axum::serve(listener, app(state))
