@@ -47,6 +47,7 @@ fn options(jobs: usize) -> RunOptions {
         secrets: HashMap::new(),
         workspace: Workspace::Empty,
         env: Vec::new(),
+        skip: Vec::new(),
     }
 }
 

@@ -32,6 +32,7 @@ fn options(workspace: Workspace) -> RunOptions {
         secrets: HashMap::new(),
         workspace,
         env: vec![("SLIPWAY_COMMIT_SHA".into(), "abc123".into())],
+        skip: Vec::new(),
     }
 }
 

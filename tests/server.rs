@@ -739,3 +739,134 @@ async fn a_forge_that_refuses_statuses_does_not_fail_the_run() {
     );
     server.shutdown.cancel();
 }
+
+fn api_post(
+    server: &Server,
+    path: &str,
+    body: &str,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let (addr, path, body) = (server.addr.clone(), path.to_string(), body.to_string());
+    tokio::task::spawn_blocking(move || {
+        let (status, text) = slipway_tests::http(
+            "POST",
+            &addr,
+            &path,
+            &[("Authorization", &format!("Bearer {WRITER}"))],
+            body.as_bytes(),
+        );
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_of_failed_steps_reruns_them_and_what_they_need_only() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-rerun");
+    let pipeline = format!(
+        "steps:\n  build: {{image: {BUSYBOX}, commands: ['echo built > out.txt']}}\n  flaky: {{image: {BUSYBOX}, needs: [build], commands: ['cat out.txt', 'test -n \"$SLIPWAY_RERUN_OF\"']}}\n  lint: {{image: {BUSYBOX}, commands: ['echo linted']}}\n"
+    );
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
+    let (_, json) = push(&server, &sha, "first").await;
+    let first = json["run"].as_str().unwrap().to_string();
+    assert_eq!(wait_done(&server.store, &first).await.status, "failed");
+
+    let (status, json) = api_post(
+        &server,
+        &format!("/api/v1/runs/{first}/rerun?failed=true"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{json}");
+    let again = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &again).await;
+    assert_eq!(run.status, "success", "{run:?}");
+    let status_of = |name: &str| {
+        run.steps
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(
+        status_of("build"),
+        "success",
+        "flaky needs build's output: build runs again"
+    );
+    assert_eq!(status_of("flaky"), "success");
+    assert_eq!(status_of("lint"), "skipped");
+    assert_eq!(
+        server.store.read_log(&again, "lint").unwrap(),
+        format!("slipway: skipped: succeeded in run {first}\n")
+    );
+    assert!(
+        server
+            .store
+            .read_log(&again, "flaky")
+            .unwrap()
+            .contains("built")
+    );
+
+    let (status, json) = api_post(
+        &server,
+        &format!("/api/v1/runs/{again}/rerun?failed=true"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (409, Some("nothing_failed"))
+    );
+    server.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_runs_what_a_ref_points_at() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-trigger");
+    let pipeline = format!(
+        "steps:\n  show: {{image: {BUSYBOX}, commands: ['echo \"$SLIPWAY_EVENT $SLIPWAY_BRANCH $SLIPWAY_COMMIT_SHA\"']}}\n"
+    );
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
+    let (status, json) = api_post(
+        &server,
+        "/api/v1/trigger",
+        &format!("{{\"repo\": \"{REPO}\", \"ref\": \"master\"}}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{json}");
+    let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
+    assert_eq!(
+        (run.status.as_str(), run.event.as_str()),
+        ("success", "manual")
+    );
+    assert_eq!(
+        server
+            .store
+            .read_log(&run.id, "show")
+            .unwrap()
+            .lines()
+            .last(),
+        Some(format!("manual master {sha}").as_str())
+    );
+    let (status, json) = api_post(
+        &server,
+        "/api/v1/trigger",
+        &format!("{{\"repo\": \"{REPO}\", \"ref\": \"nope\"}}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (422, Some("unknown_ref"))
+    );
+    server.shutdown.cancel();
+}

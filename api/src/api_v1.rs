@@ -221,6 +221,113 @@ pub async fn cancel_run(
 }
 
 #[derive(Debug, Deserialize)]
+pub struct RerunQuery {
+    #[serde(default)]
+    failed: bool,
+}
+
+/// `POST /api/v1/runs/{id}/rerun[?failed=true]` (write): a new run of the
+/// same commit; with `failed`, only the steps that did not succeed, and what
+/// they need, run again.
+pub async fn rerun(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<RerunQuery>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    authorize(&state, &headers, Scope::Write)?;
+    let old = state.store.find_run(&id)?;
+    let Some(source) = old.source.clone() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "run {} was a local run; rerun it with `slipway run`",
+                old.id
+            ),
+        ));
+    };
+    if q.failed && old.status == "success" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_failed",
+            format!("run {} succeeded: no failed steps to rerun", old.id),
+        ));
+    }
+    let repo = source.repo.clone();
+    let mut run =
+        crate::server::queued_run(&repo, &old.file, &old.event, old.branch.clone(), source);
+    run.rerun = Some(crate::store::Rerun {
+        of: old.id.clone(),
+        failed_only: q.failed,
+    });
+    queue(&state, run).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TriggerBody {
+    repo: String,
+    /// A branch, a tag, or a full ref.
+    r#ref: String,
+}
+
+/// `POST /api/v1/trigger` (write) `{"repo": "acme/web", "ref": "main"}`: a
+/// manual run of what the ref points at now.
+pub async fn trigger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<TriggerBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    authorize(&state, &headers, Scope::Write)?;
+    let repo = state.config.repo(&body.repo).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_repository",
+            format!("repository `{}` is not configured", body.repo),
+        )
+    })?;
+    let (git_ref, sha) = slipway_runner::git::resolve_ref(&repo.clone_url, &body.r#ref)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_ref",
+                e.to_string(),
+            )
+        })?;
+    let source = crate::store::SourceRecord {
+        repo: repo.name.clone(),
+        tag: git_ref.strip_prefix("refs/tags/").map(String::from),
+        git_ref: git_ref.clone(),
+        sha,
+        pull_request: None,
+        pr_target_branch: None,
+        from_fork: false,
+        delivery: None,
+    };
+    let branch = git_ref.strip_prefix("refs/heads/").map(String::from);
+    let run = crate::server::queued_run(&repo.name, &repo.pipeline, "manual", branch, source);
+    queue(&state, run).await
+}
+
+async fn queue(
+    state: &AppState,
+    run: RunRecord,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = run.id.clone();
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.enqueue(&run))
+        .await
+        .map_err(ApiError::internal)??;
+    let _ = state.reports.try_send(id.clone());
+    state.queued.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "queued", "run": id })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
 pub struct LogQuery {
     offset: Option<usize>,
 }
@@ -345,6 +452,7 @@ mod tests {
                         delivery: None,
                     }),
                     notes: vec![],
+                    rerun: None,
                 })
                 .unwrap();
         }

@@ -1,6 +1,7 @@
 //! Starts queued runs: fetch the commit, read the pipeline from it, run it,
 //! record what happens. Also reconciles after a crash.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,7 +17,41 @@ use crate::control::RunControl;
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
 use crate::record::{Recorder, step_records};
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{Rerun, RunRecord, Store, StoreError};
+
+/// Steps that passed in a run, counting those that a failed-only rerun took
+/// over from the run it reran (`skipped` in it, but passed before).
+fn passed_steps(store: &Store, run_id: &str, depth: usize) -> HashSet<String> {
+    let Ok(Some(run)) = store.get_run(run_id) else {
+        return HashSet::new();
+    };
+    let mut passed: HashSet<String> = run
+        .steps
+        .iter()
+        .filter(|s| s.status == "success")
+        .map(|s| s.name.clone())
+        .collect();
+    // The depth bound only guards against a corrupt loop of reruns.
+    if let Some(Rerun {
+        of,
+        failed_only: true,
+    }) = &run.rerun
+        && depth < 100
+    {
+        let reused: HashSet<&str> = run
+            .steps
+            .iter()
+            .filter(|s| s.status == "skipped")
+            .map(|s| s.name.as_str())
+            .collect();
+        passed.extend(
+            passed_steps(store, of, depth + 1)
+                .into_iter()
+                .filter(|s| reused.contains(s.as_str())),
+        );
+    }
+    passed
+}
 
 pub struct Executor<B> {
     pub config: Arc<Config>,
@@ -228,6 +263,31 @@ impl<B: Backend> Executor<B> {
         if let Some(target) = &source.pr_target_branch {
             env.push(("SLIPWAY_PR_TARGET_BRANCH".into(), target.clone()));
         }
+        if let Some(rerun) = &run.rerun {
+            env.push(("SLIPWAY_RERUN_OF".into(), rerun.of.clone()));
+        }
+        let skip = match &run.rerun {
+            Some(Rerun {
+                of,
+                failed_only: true,
+            }) => {
+                let passed = passed_steps(&self.store, of, 0);
+                let again = pipeline.with_needs(
+                    pipeline
+                        .steps
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .filter(|n| !passed.contains(*n)),
+                );
+                pipeline
+                    .steps
+                    .iter()
+                    .filter(|s| !again.contains(&s.name))
+                    .map(|s| (s.name.clone(), format!("succeeded in run {of}")))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let options = RunOptions {
             run_id: run.id.clone(),
             jobs: 4,
@@ -235,6 +295,7 @@ impl<B: Backend> Executor<B> {
             secrets: Default::default(),
             workspace: Workspace::Copy(checkout.to_path_buf()),
             env,
+            skip,
         };
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
         let mut recorder = Recorder::new(self.store.clone(), &run.id);
@@ -274,5 +335,82 @@ impl<B: Backend> Executor<B> {
             r.finished_ms = Some(now_ms());
         })?;
         self.store.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StepRecord;
+
+    fn run(id: &str, steps: &[(&str, &str)], rerun: Option<&str>) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            pipeline: "p".into(),
+            file: ".slipway.yml".into(),
+            event: "push".into(),
+            branch: None,
+            status: "failed".into(),
+            created_ms: 1,
+            finished_ms: None,
+            error: None,
+            steps: steps
+                .iter()
+                .map(|(n, s)| StepRecord {
+                    name: n.to_string(),
+                    needs: vec![],
+                    status: s.to_string(),
+                    exit_code: None,
+                    attempts: 1,
+                    started_ms: None,
+                    finished_ms: None,
+                })
+                .collect(),
+            source: None,
+            notes: vec![],
+            rerun: rerun.map(|of| Rerun {
+                of: of.into(),
+                failed_only: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn passed_steps_follow_a_chain_of_failed_only_reruns() {
+        let dir = std::env::temp_dir().join(format!("slipway-exec-{}", crate::ids::new_run_id()));
+        let store = Store::open(&dir).unwrap();
+        store
+            .put_run(&run(
+                "r0",
+                &[
+                    ("build", "success"),
+                    ("lint", "success"),
+                    ("flaky", "failed"),
+                    ("docs", "skipped"),
+                ],
+                None,
+            ))
+            .unwrap();
+        store
+            .put_run(&run(
+                "r1",
+                &[
+                    ("build", "success"),
+                    ("lint", "skipped"),
+                    ("flaky", "failed"),
+                    ("docs", "skipped"),
+                ],
+                Some("r0"),
+            ))
+            .unwrap();
+        let mut passed: Vec<String> = passed_steps(&store, "r1", 0).into_iter().collect();
+        passed.sort();
+        assert_eq!(
+            passed,
+            ["build", "lint"],
+            "lint passed in r0 and was reused in r1; docs never passed"
+        );
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

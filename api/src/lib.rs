@@ -27,4 +27,4 @@ pub mod server;
 pub mod store;
 pub mod webhook;
 
-pub use store::{Accepted, RunRecord, SourceRecord, StepRecord, Store, StoreError};
+pub use store::{Accepted, Rerun, RunRecord, SourceRecord, StepRecord, Store, StoreError};

@@ -34,6 +34,7 @@ pub fn new_run(
         steps: step_records(pipeline),
         source: None,
         notes: Vec::new(),
+        rerun: None,
     }
 }
 

@@ -41,6 +41,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runs", get(crate::api_v1::list_runs))
         .route("/api/v1/runs/{id}", get(crate::api_v1::get_run))
         .route("/api/v1/runs/{id}/cancel", post(crate::api_v1::cancel_run))
+        .route("/api/v1/runs/{id}/rerun", post(crate::api_v1::rerun))
+        .route("/api/v1/trigger", post(crate::api_v1::trigger))
         .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
         .with_state(state)
 }
@@ -176,7 +178,13 @@ async fn accept_hook(
         }
         Verdict::Build(build) => build,
     };
-    let run = queued_run(&repo.name, &repo.pipeline, &build, &delivery);
+    let run = queued_run(
+        &repo.name,
+        &repo.pipeline,
+        &build.event,
+        build.branch.clone(),
+        source_of(&repo.name, &build, &delivery),
+    );
     let store = state.store.clone();
     let key = format!("{provider_name}:{delivery}");
     let accepted = tokio::task::spawn_blocking(move || store.accept_delivery(&key, &run))
@@ -213,29 +221,41 @@ async fn accept_hook(
     })
 }
 
-fn queued_run(repo: &str, pipeline_path: &str, build: &BuildRequest, delivery: &str) -> RunRecord {
+/// A new queued run of a commit.
+pub(crate) fn queued_run(
+    repo: &str,
+    pipeline_path: &str,
+    event: &str,
+    branch: Option<String>,
+    source: SourceRecord,
+) -> RunRecord {
     RunRecord {
         id: new_run_id(),
         pipeline: repo.to_string(),
         file: pipeline_path.to_string(),
-        event: build.event.clone(),
-        branch: build.branch.clone(),
+        event: event.to_string(),
+        branch,
         status: "queued".into(),
         created_ms: now_ms(),
         finished_ms: None,
         error: None,
         steps: Vec::new(),
-        source: Some(SourceRecord {
-            repo: repo.to_string(),
-            git_ref: build.git_ref.clone(),
-            sha: build.sha.clone(),
-            tag: build.tag.clone(),
-            pull_request: build.pull_request.as_ref().map(|p| p.number),
-            pr_target_branch: build.pull_request.as_ref().map(|p| p.target_branch.clone()),
-            from_fork: build.pull_request.as_ref().is_some_and(|p| p.from_fork),
-            delivery: Some(delivery.to_string()),
-        }),
+        source: Some(source),
         notes: Vec::new(),
+        rerun: None,
+    }
+}
+
+fn source_of(repo: &str, build: &BuildRequest, delivery: &str) -> SourceRecord {
+    SourceRecord {
+        repo: repo.to_string(),
+        git_ref: build.git_ref.clone(),
+        sha: build.sha.clone(),
+        tag: build.tag.clone(),
+        pull_request: build.pull_request.as_ref().map(|p| p.number),
+        pr_target_branch: build.pull_request.as_ref().map(|p| p.target_branch.clone()),
+        from_fork: build.pull_request.as_ref().is_some_and(|p| p.from_fork),
+        delivery: Some(delivery.to_string()),
     }
 }
 

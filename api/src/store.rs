@@ -62,6 +62,16 @@ pub struct RunRecord {
     /// Things that went wrong around the run without failing it (reporting).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The run this one reruns, if it is a rerun.
+    #[serde(default)]
+    pub rerun: Option<Rerun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rerun {
+    pub of: String,
+    /// Only the steps that did not succeed (and what they need) run again.
+    pub failed_only: bool,
 }
 
 /// The commit a server run builds, and why.
@@ -290,6 +300,31 @@ impl Store {
         }
     }
 
+    /// Stores a new run and queues it, flushed before returning.
+    pub fn enqueue(&self, run: &RunRecord) -> Result<(), StoreError> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
+        let json = serde_json::to_vec(run).map_err(|source| StoreError::Corrupt {
+            key: run.id.clone(),
+            source,
+        })?;
+        let order = order_key(run.created_ms, &run.id);
+        (&self.runs, &self.order, &self.queue)
+            .transaction(|(runs, order_tree, queue)| {
+                runs.insert(run.id.as_bytes(), json.clone())?;
+                order_tree.insert(order.clone(), &[])?;
+                queue.insert(order.clone(), &[])?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
+                }
+            })?;
+        self.flush()
+    }
+
     /// Queued runs, oldest first.
     pub fn queued(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
@@ -434,6 +469,7 @@ mod tests {
             steps: vec![],
             source: None,
             notes: vec![],
+            rerun: None,
         }
     }
 

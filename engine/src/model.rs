@@ -173,6 +173,24 @@ impl Pipeline {
         self.steps.iter().find(|s| s.name == name)
     }
 
+    /// The named steps and every step they need, directly or not: what must
+    /// run again for them, since steps share one workspace.
+    pub fn with_needs<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack: Vec<String> = names.into_iter().map(String::from).collect();
+        while let Some(name) = stack.pop() {
+            if let Some(step) = self.step(&name)
+                && out.insert(name)
+            {
+                stack.extend(step.needs.iter().cloned());
+            }
+        }
+        out
+    }
+
     /// For each step, whether its `when:` excludes it from a run with this trigger.
     pub fn excluded(&self, trigger: &Trigger) -> Vec<bool> {
         self.steps
@@ -257,6 +275,19 @@ mod tests {
         assert_eq!(
             everything.accepts(&pr("x")),
             Err("`on:` does not include pull_request".into())
+        );
+    }
+
+    #[test]
+    fn with_needs_closes_over_needs_transitively() {
+        let p = crate::parse("p.yml", "steps:\n  a: {image: x, commands: [x]}\n  b: {image: x, commands: [x], needs: [a]}\n  c: {image: x, commands: [x], needs: [b]}\n  d: {image: x, commands: [x]}\n").pipeline.unwrap();
+        assert_eq!(
+            p.with_needs(["c"]).into_iter().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            p.with_needs(["d", "nope"]).into_iter().collect::<Vec<_>>(),
+            ["d"]
         );
     }
 }

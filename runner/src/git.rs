@@ -26,6 +26,43 @@ pub enum GitError {
     Command { action: String, message: String },
 }
 
+/// Resolves a branch, tag or full ref on a remote to `(full ref, sha)`.
+/// Branches win over tags of the same name, as in git.
+pub async fn resolve_ref(url: &str, name: &str) -> Result<(String, String), GitError> {
+    let out = git(None, &["ls-remote", "--heads", "--tags", url], "ls-remote")
+        .await
+        .map_err(|e| GitError::Fetch {
+            url: url.into(),
+            git_ref: name.into(),
+            message: e.to_string(),
+        })?;
+    let refs: Vec<(&str, &str)> = out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(sha, r)| (r, sha))
+        .collect();
+    let wanted = [
+        name.to_string(),
+        format!("refs/heads/{name}"),
+        format!("refs/tags/{name}"),
+    ];
+    wanted
+        .iter()
+        .find_map(|w| {
+            // An annotated tag's commit is listed as `<tag>^{}`.
+            let peeled = format!("{w}^{{}}");
+            refs.iter()
+                .find(|(r, _)| *r == peeled)
+                .or_else(|| refs.iter().find(|(r, _)| r == w))
+                .map(|(_, sha)| (w.clone(), sha.to_string()))
+        })
+        .ok_or_else(|| GitError::Fetch {
+            url: url.into(),
+            git_ref: name.into(),
+            message: "no such branch or tag".into(),
+        })
+}
+
 #[derive(Debug)]
 pub struct Mirrors {
     root: PathBuf,

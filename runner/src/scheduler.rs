@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub workspace: Workspace,
     /// Variables set by whoever started the run (commit, ref, ...), for every step.
     pub env: Vec<(String, String)>,
+    /// Steps not to run, each with the reason shown in its log (e.g. a
+    /// rerun of failed steps skips what passed). They count as satisfied.
+    pub skip: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,10 +140,23 @@ async fn run<B: Backend>(
         helper_image: good_image.unwrap_or_default(),
     };
     let base_env = base_env(pipeline, &options);
+    let skip_reason = |name: &str| {
+        options
+            .skip
+            .iter()
+            .find(|(s, _)| s == name)
+            .map(|(_, why)| why.clone())
+    };
+    let excluded: Vec<bool> = pipeline
+        .excluded(&options.trigger)
+        .into_iter()
+        .zip(&pipeline.steps)
+        .map(|(by_when, step)| by_when || skip_reason(&step.name).is_some())
+        .collect();
     let mut state = RunState::new(
         plan,
         pipeline.steps.iter().map(|s| s.allow_failure).collect(),
-        &pipeline.excluded(&options.trigger),
+        &excluded,
     );
     let mut reports: Vec<StepReport> = pipeline
         .steps
@@ -160,7 +176,11 @@ async fn run<B: Backend>(
                 RunEvent::Log {
                     step: step.name.clone(),
                     stream: LogStream::System,
-                    line: format!("skipped: {}", step.when.explain(&options.trigger)),
+                    line: format!(
+                        "skipped: {}",
+                        skip_reason(&step.name)
+                            .unwrap_or_else(|| step.when.explain(&options.trigger))
+                    ),
                 },
             )
             .await;
@@ -641,6 +661,7 @@ mod tests {
             secrets: HashMap::new(),
             workspace: Workspace::Empty,
             env: Vec::new(),
+            skip: Vec::new(),
         }
     }
 
@@ -914,6 +935,24 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, RunEvent::RunError { .. }))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn named_steps_are_skipped_with_their_reason_and_satisfy_dependents() {
+        let src = "steps:\n  build: {image: i, commands: [x]}\n  test: {image: i, commands: [x], needs: [build]}\n";
+        let fake = FakeBackend::new();
+        let mut opts = options(1);
+        opts.skip
+            .push(("build".into(), "succeeded in run r0".into()));
+        let (report, events) = go(&fake, &pipeline(src), opts, CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(
+            status_of(&report, "build"),
+            &StepStatus::Skipped(SkipReason::Condition)
+        );
+        assert_eq!(status_of(&report, "test"), &StepStatus::Success);
+        assert!(!fake.calls().iter().any(|c| c == "run build#1"));
+        assert!(events.iter().any(|e| matches!(e, RunEvent::Log { step, line, .. } if step == "build" && line == "skipped: succeeded in run r0")));
     }
 
     #[test]

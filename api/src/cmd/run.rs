@@ -124,6 +124,7 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             Workspace::Copy(source)
         },
         env,
+        skip: Vec::new(),
     };
     let cancel = CancellationToken::new();
     rt.spawn(watch_signals(cancel.clone()));
