@@ -241,3 +241,29 @@ fn graph_prints_text_dot_and_mermaid() {
     assert!(run("dot").contains("\"build\" -> \"test\";"));
     assert!(run("mermaid").contains("s0 --> s1"));
 }
+
+#[test]
+fn server_commands_say_they_need_a_server() {
+    let out = Command::new(slipway_bin())
+        .args(["cancel", "abc"])
+        .env_remove("SLIPWAY_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out)
+            .contains("`slipway cancel` talks to a server: pass --server or set SLIPWAY_SERVER"),
+        "{}",
+        text(&out)
+    );
+    let out = Command::new(slipway_bin())
+        .args(["logs", "abc", "-f"])
+        .env_remove("SLIPWAY_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("--follow reads a server's live logs"),
+        "{}",
+        text(&out)
+    );
+}

@@ -870,3 +870,61 @@ async fn trigger_runs_what_a_ref_points_at() {
     );
     server.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_triggers_follows_lists_and_cancels_through_the_api() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-cli");
+    let pipeline = format!(
+        "steps:\n  show: {{image: {BUSYBOX}, commands: ['echo one', 'sleep 1', 'echo two']}}\n"
+    );
+    let (bare, _) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
+    let cli = |args: &[&str], token: &str| {
+        let (addr, args, token) = (
+            server.addr.clone(),
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            token.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(slipway_tests::slipway_bin())
+                .args(&args)
+                .env("SLIPWAY_SERVER", format!("http://{addr}"))
+                .env("SLIPWAY_TOKEN", token)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, stdout, stderr) = cli(&["trigger", REPO, "master"], WRITER).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let id = stdout.trim().to_string();
+    let (code, stdout, stderr) = cli(&["logs", &id, "-f"], READER).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("show | one") && stdout.contains("show | two"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with(&format!("run {id} success")),
+        "{stdout}"
+    );
+    let (_, stdout, _) = cli(&["runs"], READER).await.unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("success") && l.contains("manual")),
+        "{stdout}"
+    );
+    let (code, _, stderr) = cli(&["cancel", &id], WRITER).await.unwrap();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("already ended: success"), "{stderr}");
+    let (code, _, stderr) = cli(&["cancel", &id], READER).await.unwrap();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("forbidden"), "{stderr}");
+    server.shutdown.cancel();
+}

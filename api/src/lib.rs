@@ -13,9 +13,11 @@
 //! - [`report`]: commit statuses on the forge, retried, never failing a run.
 //! - [`server`]: the axum app: webhooks in, runs queued durably.
 //! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
+//! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
 pub mod api_v1;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod executor;

@@ -18,6 +18,9 @@ struct Cli {
     /// Where runs and logs are kept.
     #[arg(long, global = true, env = "SLIPWAY_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A Slipway server to talk to (runs, logs, cancel, rerun, trigger); its token comes from SLIPWAY_TOKEN.
+    #[arg(long, global = true, env = "SLIPWAY_SERVER")]
+    server: Option<String>,
     /// Log Slipway's own diagnostics as JSON lines (to stderr).
     #[arg(long, global = true)]
     log_json: bool,
@@ -59,6 +62,25 @@ enum Command {
         /// Only this step.
         #[arg(long)]
         step: Option<String>,
+        /// Keep printing until the run ends (with --server); exit 0 only if it succeeded.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Cancel a queued or running run (with --server).
+    Cancel { run: String },
+    /// Run a run's commit again (with --server).
+    Rerun {
+        run: String,
+        /// Only the steps that did not succeed, and the steps they need.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Start a run of what a branch, tag or ref points at now (with --server).
+    Trigger {
+        /// owner/name
+        repo: String,
+        #[arg(name = "REF")]
+        git_ref: String,
     },
 }
 
@@ -72,8 +94,26 @@ fn main() -> ExitCode {
         Command::Validate { file } => cmd::validate::run(&file),
         Command::Graph { file, format } => cmd::graph::run(&file, &format),
         Command::Run(args) => cmd::run::run(args, &data_dir),
-        Command::Runs { limit } => cmd::runs::run(&data_dir, limit),
-        Command::Logs { run, step } => cmd::logs::run(&data_dir, &run, step.as_deref()),
+        Command::Runs { limit } => match &cli.server {
+            Some(server) => cmd::remote::runs(server, limit),
+            None => cmd::runs::run(&data_dir, limit),
+        },
+        Command::Logs { run, step, follow } => match &cli.server {
+            Some(server) => cmd::remote::logs(server, &run, step.as_deref(), follow),
+            None if follow => Err(anyhow::anyhow!(
+                "--follow reads a server's live logs: pass --server or set SLIPWAY_SERVER"
+            )),
+            None => cmd::logs::run(&data_dir, &run, step.as_deref()),
+        },
+        Command::Cancel { run } => with_server(cli.server.as_deref(), "cancel", |s| {
+            cmd::remote::cancel(s, &run)
+        }),
+        Command::Rerun { run, failed } => with_server(cli.server.as_deref(), "rerun", |s| {
+            cmd::remote::rerun(s, &run, failed)
+        }),
+        Command::Trigger { repo, git_ref } => with_server(cli.server.as_deref(), "trigger", |s| {
+            cmd::remote::trigger(s, &repo, &git_ref)
+        }),
     };
     match result {
         Ok(code) => code,
@@ -81,6 +121,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn with_server(
+    server: Option<&str>,
+    what: &str,
+    f: impl FnOnce(&str) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    match server {
+        Some(s) => f(s),
+        None => Err(anyhow::anyhow!(
+            "`slipway {what}` talks to a server: pass --server or set SLIPWAY_SERVER (and SLIPWAY_TOKEN)"
+        )),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod graph;
 pub mod logs;
+pub mod remote;
 pub mod run;
 pub mod runs;
 pub mod serve;
