@@ -30,6 +30,20 @@ pub fn slipway_bin() -> &'static Path {
         if profile_release {
             cmd.arg("--release");
         }
+        // Cargo sets CARGO_MANIFEST_DIR and friends for the test process;
+        // inherited, they rerun build scripts that watch them (ring's does)
+        // and rebuild the binary from scratch on every test run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            let per_test = key.starts_with("CARGO_")
+                && !matches!(
+                    key.as_str(),
+                    "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR"
+                );
+            if per_test || key == "OUT_DIR" {
+                cmd.env_remove(&key);
+            }
+        }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the slipway binary failed");
         let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -303,6 +317,8 @@ pub fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
 }
 
 /// A minimal HTTP/1.1 request over a plain socket; returns status and body.
+/// Any I/O failure (nothing listening, a connection reset by a server that
+/// is being killed or restarted) is status 0, so callers can poll.
 pub fn http(
     method: &str,
     addr: &str,
@@ -311,21 +327,25 @@ pub fn http(
     body: &[u8],
 ) -> (u16, String) {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+    let exchange = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())?;
+        s.write_all(body)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let Ok(answer) = exchange() else {
         return (0, String::new());
     };
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("write");
-    s.write_all(body).expect("write body");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
     let status = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = answer
         .split_once("\r\n\r\n")

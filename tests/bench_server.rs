@@ -1,0 +1,249 @@
+//! Server benchmark, figures measured in one run:
+//!
+//!   cargo bench -p slipway-tests --bench server
+//!
+//! - webhook received -> first step's container started, p50 and p95 over
+//!   50 pushes, beside the bare start of the same container (create + start
+//!   with bollard) measured in the same run; target: p50 overhead < 100 ms;
+//! - the server's resident memory idle, and its peak under that load.
+//!
+//! Start times come from Docker's own event stream (`start` events with
+//! nanosecond timestamps), so neither side times itself.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use slipway_api::webhook::sign_github;
+use slipway_tests::{
+    BUSYBOX, TempDir, docker, git_repo, github_fixture, http, http_post, slipway_bin,
+};
+use tokio::sync::mpsc;
+
+const PUSHES: usize = 50;
+const SECRET: &str = "bench-secret";
+const TOKEN: &str = "bench-token-0123456789";
+const REPO: &str = "Codertocat/Hello-World";
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Container `start` events: (value of label `key`, or the container id) -> time in ns.
+fn watch_starts(
+    docker: bollard::Docker,
+    key: &'static str,
+) -> mpsc::UnboundedReceiver<(String, i64)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["start".to_string()]),
+        ]);
+        let mut events = docker.events(Some(
+            EventsOptionsBuilder::default().filters(&filters).build(),
+        ));
+        while let Some(Ok(e)) = events.next().await {
+            let Some(actor) = e.actor else { continue };
+            let attrs = actor.attributes.unwrap_or_default();
+            let name = attrs.get(key).cloned().or(actor.id).unwrap_or_default();
+            if tx.send((name, e.time_nano.unwrap_or(0))).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn serve(config: &std::path::Path, data: &std::path::Path) -> Child {
+    Command::new(slipway_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("SLIPWAY_DATA_DIR", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn run_status(addr: &str, id: &str) -> String {
+    let (_, body) = http(
+        "GET",
+        addr,
+        &format!("/api/v1/runs/{id}"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    );
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["status"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() {
+    let d = docker().await;
+    let dir = TempDir::new("bench-server");
+    let pipeline = format!("steps:\n  first:\n    image: {BUSYBOX}\n    commands: ['true']\n");
+    let (bare, sha) = git_repo(
+        &dir,
+        "master",
+        &[(".slipway.yml", &pipeline), ("README", "bench\n")],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.write(
+        "slipway.toml",
+        &format!(
+            "[server]\nlisten = \"{addr}\"\ncancel_superseded = false\n[[tokens]]\nuser = \"b\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
+            bare.display()
+        ),
+    );
+    let mut server = serve(&config, &dir.path().join("data"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http("GET", &addr, "/healthz", &[], b"").0 != 200 {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = rss_kib(server.id(), "VmRSS:");
+
+    let body = github_fixture("push.branch-created.json")
+        .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", &sha);
+    let sig = sign_github(SECRET, body.as_bytes());
+    let mut starts = watch_starts(d.clone(), "slipway.run");
+    let mut overheads_ms = Vec::new();
+    // One warm-up push (first fetch into the mirror), then the measured ones.
+    for i in 0..=PUSHES {
+        let sent = now_ns();
+        let (status, text) = http_post(
+            &addr,
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", &format!("bench-{i}")),
+                ("X-Hub-Signature-256", &sig),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 202, "{text}");
+        let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The first `start` of this run is its first step (the workspace helper is never started).
+        let started = loop {
+            let (run, at) = tokio::time::timeout(Duration::from_secs(60), starts.recv())
+                .await
+                .expect("no container start")
+                .unwrap();
+            if run == id {
+                break at;
+            }
+        };
+        if i > 0 {
+            overheads_ms.push((started - sent) as f64 / 1e6);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ["queued", "running", ""].contains(&run_status(&addr, &id).as_str()) {
+            assert!(Instant::now() < deadline, "run {id} did not end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let peak_kib = rss_kib(server.id(), "VmHWM:");
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+
+    // The bare start of the same container, measured the same way.
+    let mut bare_starts = watch_starts(d.clone(), "bench.id");
+    let mut bare_ms = Vec::new();
+    for i in 0..PUSHES {
+        let name = format!("bench-bare-{}-{i}", std::process::id());
+        let body = ContainerCreateBody {
+            image: Some(BUSYBOX.into()),
+            cmd: Some(vec!["true".into()]),
+            labels: Some(HashMap::from([("bench.id".to_string(), name.clone())])),
+            ..Default::default()
+        };
+        let sent = now_ns();
+        d.create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .unwrap();
+        d.start_container(&name, None).await.unwrap();
+        let started = loop {
+            let (n, at) = tokio::time::timeout(Duration::from_secs(30), bare_starts.recv())
+                .await
+                .expect("no start")
+                .unwrap();
+            if n == name {
+                break at;
+            }
+        };
+        bare_ms.push((started - sent) as f64 / 1e6);
+        d.remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .unwrap();
+    }
+
+    overheads_ms.sort_by(f64::total_cmp);
+    bare_ms.sort_by(f64::total_cmp);
+    let (p50, p95) = (
+        percentile(&overheads_ms, 0.5),
+        percentile(&overheads_ms, 0.95),
+    );
+    let (b50, b95) = (percentile(&bare_ms, 0.5), percentile(&bare_ms, 0.95));
+    println!(
+        "== webhook received -> first step's container started ({PUSHES} pushes, one at a time)"
+    );
+    println!("   through slipway serve:  p50 {p50:.1} ms   p95 {p95:.1} ms");
+    println!("   bare create+start:      p50 {b50:.1} ms   p95 {b95:.1} ms");
+    let over = p50 - b50;
+    println!(
+        "   p50 overhead above bare {over:.1} ms   (target < 100 ms)  {}",
+        if over < 100.0 { "MET" } else { "NOT MET" }
+    );
+    println!("== server memory");
+    println!(
+        "   idle:                   {:.1} MiB",
+        idle_kib as f64 / 1024.0
+    );
+    println!(
+        "   peak under the load:    {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+}
