@@ -6,13 +6,9 @@ use std::time::{Duration, Instant};
 
 use slipway_api::Store;
 use slipway_api::config::Config;
-use slipway_api::executor::Executor;
-use slipway_api::server::{AppState, app};
 use slipway_api::webhook::sign_github;
 use slipway_runner::DockerBackend;
-use slipway_runner::git::Mirrors;
 use slipway_tests::{BUSYBOX, TempDir, docker, git_repo, github_fixture, http_post, leftovers};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "e2e-secret";
@@ -39,48 +35,18 @@ async fn start_with(clone_url: &str, extra: &str) -> Server {
         ),
     )
     .unwrap();
-    let config = Arc::new(config);
     let store = Store::open(&data.path().join("db")).unwrap();
-    let queued = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
-    let control: Arc<slipway_api::control::RunControl> = Arc::default();
-    let reports = slipway_api::report::spawn_reporter(store.clone(), config.clone());
-    let metrics: Arc<slipway_api::metrics::Metrics> = Arc::default();
-    let executor = Arc::new(Executor {
-        control: control.clone(),
-        reports: reports.clone(),
-        metrics: metrics.clone(),
-        config: config.clone(),
-        store: store.clone(),
-        backend: Arc::new(
-            DockerBackend::connect(Duration::from_secs(5))
-                .await
-                .unwrap(),
-        ),
-        mirrors: Arc::new(Mirrors::new(data.path().join("mirrors"))),
-        work_root: data.path().join("work"),
-        queued: queued.clone(),
-        shutdown: shutdown.clone(),
-    });
-    executor.reconcile().await.unwrap();
-    tokio::spawn(executor.run());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let state = AppState {
-        config,
-        store: store.clone(),
-        queued,
-        control,
-        reports,
-        metrics,
-    };
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+    let backend = Arc::new(
+        DockerBackend::connect(Duration::from_secs(5))
             .await
-            .unwrap();
-    });
+            .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = slipway_api::serve::start(config, store.clone(), data.path(), backend, listener)
+        .await
+        .unwrap();
+    let addr = running.addr.to_string();
+    let shutdown = running.shutdown.clone();
     Server {
         addr,
         store,

@@ -11,6 +11,7 @@
 //! - [`api_v1`]: the JSON API under `/api/v1`, with bearer tokens and scopes.
 //! - [`metrics`]: Prometheus counters, gauges and the step duration histogram.
 //! - [`report`]: commit statuses on the forge, retried, never failing a run.
+//! - [`serve`]: starts everything `slipway serve` runs, for the binary and the tests alike.
 //! - [`server`]: the axum app: webhooks in, runs queued durably.
 //! - [`webhook`]: forge webhooks: signatures, delivery ids, what an event asks for.
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
@@ -25,6 +26,7 @@ pub mod ids;
 pub mod metrics;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod webhook;

@@ -1,0 +1,98 @@
+//! Everything `slipway serve` runs, wired in one place so the binary and
+//! the tests start exactly the same server.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use slipway_runner::Backend;
+use slipway_runner::git::Mirrors;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::server::{AppState, app};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the listener has no address: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    /// Runs the last stop interrupted (now marked so).
+    pub interrupted: Vec<String>,
+    /// Cancel to stop: running runs are cancelled, the listener drains.
+    pub shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    executor: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits for the server and the executor to finish after `shutdown`,
+    /// giving running runs at most `grace` to clean up.
+    pub async fn stopped(self, grace: std::time::Duration) {
+        let _ = self.server.await;
+        let _ = tokio::time::timeout(grace, self.executor).await;
+    }
+}
+
+/// Reconciles after the last stop, then starts the executor, the status
+/// reporter and the HTTP server on `listener`.
+pub async fn start<B: Backend>(
+    config: Config,
+    store: Store,
+    data_dir: &Path,
+    backend: Arc<B>,
+    listener: TcpListener,
+) -> Result<Running, ServeError> {
+    let config = Arc::new(config);
+    let queued = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let control: Arc<crate::control::RunControl> = Arc::default();
+    let reports = crate::report::spawn_reporter(store.clone(), config.clone());
+    let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    let executor = Arc::new(Executor {
+        config: config.clone(),
+        store: store.clone(),
+        backend,
+        mirrors: Arc::new(Mirrors::new(data_dir.join("mirrors"))),
+        work_root: data_dir.join("work"),
+        queued: queued.clone(),
+        control: control.clone(),
+        reports: reports.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let interrupted = executor.reconcile().await?;
+    let executor = tokio::spawn(executor.run());
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        config,
+        store,
+        queued,
+        control,
+        reports,
+        metrics,
+    };
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    Ok(Running {
+        addr,
+        interrupted,
+        shutdown,
+        server,
+        executor,
+    })
+}
