@@ -11,7 +11,7 @@
 //! nanosecond timestamps), so neither side times itself.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::ContainerCreateBody;
@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use slipway_api::webhook::sign_github;
 use slipway_tests::{
-    BUSYBOX, TempDir, docker, git_repo, github_fixture, http, http_post, slipway_bin,
+    BUSYBOX, TempDir, docker, git_repo, github_fixture, http, http_post, serve_binary,
 };
 use tokio::sync::mpsc;
 
@@ -78,17 +78,6 @@ fn watch_starts(
     rx
 }
 
-fn serve(config: &std::path::Path, data: &std::path::Path) -> Child {
-    Command::new(slipway_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("SLIPWAY_DATA_DIR", data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 fn run_status(addr: &str, id: &str) -> String {
     let (_, body) = http(
         "GET",
@@ -126,7 +115,7 @@ async fn main() {
             bare.display()
         ),
     );
-    let mut server = serve(&config, &dir.path().join("data"));
+    let mut server = serve_binary(&config, &dir.path().join("data"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while http("GET", &addr, "/healthz", &[], b"").0 != 200 {
         assert!(Instant::now() < deadline, "server did not start");

@@ -205,21 +205,10 @@ async fn on_filters_skip_runs_the_pipeline_does_not_want() {
 /// The real `slipway serve` binary, killed with SIGKILL and restarted.
 mod crash {
     use super::*;
-    use slipway_tests::{http, slipway_bin};
-    use std::process::{Child, Command, Stdio};
+    use slipway_tests::{http, serve_binary};
+    use std::process::{Child, Command};
 
     const TOKEN: &str = "crash-test-token-0123456789";
-
-    fn serve(config: &std::path::Path, data: &std::path::Path) -> Child {
-        Command::new(slipway_bin())
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("SLIPWAY_DATA_DIR", data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
 
     fn kill9(child: &mut Child) {
         assert!(
@@ -324,14 +313,14 @@ mod crash {
 
         // 1. Killed right after answering 202: the run still happens after a restart.
         let config = write_config(&quick_bare);
-        let mut server = serve(&config, &data);
+        let mut server = serve_binary(&config, &data);
         let quick_sha2 = quick_sha.clone();
         let quick =
             tokio::task::spawn_blocking(move || webhook(&addr2, &quick_sha2, "kill-after-202"))
                 .await
                 .unwrap();
         kill9(&mut server);
-        let mut server = serve(&config, &data);
+        let mut server = serve_binary(&config, &data);
         let a = addr.clone();
         let q = quick.clone();
         let run = tokio::task::spawn_blocking(move || {
@@ -344,7 +333,7 @@ mod crash {
 
         // 2. Killed mid-run: after a restart the run is interrupted and its container gone.
         let config = write_config(&bare);
-        let mut server = serve(&config, &data);
+        let mut server = serve_binary(&config, &data);
         let (a, s) = (addr.clone(), sha.clone());
         let slow = tokio::task::spawn_blocking(move || webhook(&a, &s, "kill-mid-run"))
             .await
@@ -365,7 +354,7 @@ mod crash {
             !leftovers(&d, &slow).await.is_empty(),
             "the killed server's container is still there"
         );
-        let mut server = serve(&config, &data);
+        let mut server = serve_binary(&config, &data);
         let (a, id) = (addr.clone(), slow.clone());
         let run = tokio::task::spawn_blocking(move || wait_status(&a, &id, |s| s == "interrupted"))
             .await

@@ -353,3 +353,15 @@ pub fn http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// The real `slipway serve` binary with `config`, keeping its data in `data`.
+pub fn serve_binary(config: &Path, data: &Path) -> std::process::Child {
+    Command::new(slipway_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("SLIPWAY_DATA_DIR", data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start slipway serve")
+}
