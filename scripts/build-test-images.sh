@@ -37,6 +37,7 @@ BUSYBOX_IMAGE="slipway.test/busybox:1"
 CLEANUP=()
 cleanup() { [ "${#CLEANUP[@]}" = 0 ] || rm -rf "${CLEANUP[@]}"; }
 trap cleanup EXIT
+trap 'echo "build-test-images: ERROR: command failed at line $LINENO" >&2' ERR
 
 say() { [ "$QUIET" = 1 ] || echo "build-test-images: $*"; }
 die() {

@@ -467,6 +467,7 @@ mod tests {
                 control: Arc::default(),
                 reports: tokio::sync::mpsc::channel(16).0,
                 metrics: Arc::default(),
+                shutdown: Default::default(),
             },
             dir,
         )

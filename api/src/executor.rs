@@ -301,12 +301,31 @@ impl<B: Backend> Executor<B> {
         let mut recorder = Recorder::new(self.store.clone(), &run.id);
         // sled writes (and the final flush) happen off the async workers.
         let metrics = self.metrics.clone();
+        let handle = tokio::runtime::Handle::current();
         let record = tokio::task::spawn_blocking(move || {
-            while let Some(event) = rx.blocking_recv() {
+            loop {
+                // Waits for the next event, but no longer than buffered log
+                // lines may wait to be seen by followers.
+                let event = match recorder.next_flush() {
+                    None => rx.blocking_recv(),
+                    Some(wait) => match handle.block_on(tokio::time::timeout(wait, rx.recv())) {
+                        Ok(event) => event,
+                        Err(_) => {
+                            if let Err(e) = recorder.flush_logs() {
+                                warn!(error = %e, "cannot record log lines");
+                            }
+                            continue;
+                        }
+                    },
+                };
+                let Some(event) = event else { break };
                 if let RunEvent::StepFinished { duration, .. } = &event {
                     metrics.step_finished(*duration);
                 }
-                if let Err(e) = recorder.apply(&event) {
+                if let Err(e) = recorder
+                    .apply(&event)
+                    .and_then(|()| recorder.flush_if_due())
+                {
                     warn!(error = %e, "cannot record a run event");
                 }
             }

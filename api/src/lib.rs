@@ -28,6 +28,7 @@ pub mod record;
 pub mod report;
 pub mod serve;
 pub mod server;
+pub mod sse;
 pub mod store;
 pub mod webhook;
 

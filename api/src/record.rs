@@ -2,6 +2,7 @@
 //! step states, and log chunks.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use slipway_engine::Pipeline;
 use slipway_runner::{LogStream, RunEvent};
@@ -12,6 +13,10 @@ use crate::store::{RunRecord, StepRecord, Store, StoreError};
 /// Log lines are written in chunks of at most this many bytes per step, so a
 /// chatty step costs a few sled writes per second, not one per line.
 const CHUNK_BYTES: usize = 16 * 1024;
+
+/// Buffered lines reach the store, and whoever follows the run live, at
+/// most this late.
+pub const LIVE_LOG_DELAY: Duration = Duration::from_millis(200);
 
 /// A new run record with every step pending.
 pub fn new_run(
@@ -60,6 +65,8 @@ pub struct Recorder {
     run_id: String,
     /// Lines not yet written, per step.
     pending: HashMap<String, String>,
+    /// When the oldest of those lines arrived.
+    pending_since: Option<Instant>,
 }
 
 impl Recorder {
@@ -68,7 +75,23 @@ impl Recorder {
             store,
             run_id: run_id.into(),
             pending: HashMap::new(),
+            pending_since: None,
         }
+    }
+
+    /// How long until buffered lines are due to be written; `None` when
+    /// nothing is buffered.
+    pub fn next_flush(&self) -> Option<Duration> {
+        self.pending_since
+            .map(|since| LIVE_LOG_DELAY.saturating_sub(since.elapsed()))
+    }
+
+    /// Writes buffered lines if they have waited long enough.
+    pub fn flush_if_due(&mut self) -> Result<(), StoreError> {
+        if self.next_flush() == Some(Duration::ZERO) {
+            self.flush_logs()?;
+        }
+        Ok(())
     }
 
     pub fn apply(&mut self, event: &RunEvent) -> Result<(), StoreError> {
@@ -80,6 +103,7 @@ impl Recorder {
                 }
                 buf.push_str(line);
                 buf.push('\n');
+                self.pending_since.get_or_insert_with(Instant::now);
                 if buf.len() >= CHUNK_BYTES {
                     self.flush_step(step)?;
                 }
@@ -137,6 +161,7 @@ impl Recorder {
         for step in steps {
             self.flush_step(&step)?;
         }
+        self.pending_since = None;
         Ok(())
     }
 

@@ -81,6 +81,7 @@ pub async fn start<B: Backend>(
         control,
         reports,
         metrics,
+        shutdown: shutdown.clone(),
     };
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {

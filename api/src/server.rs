@@ -31,6 +31,8 @@ pub struct AppState {
     /// Run ids whose commit status should be reported.
     pub reports: tokio::sync::mpsc::Sender<String>,
     pub metrics: Arc<Metrics>,
+    /// Ends open event streams when the server stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -45,6 +47,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/rerun", post(crate::api_v1::rerun))
         .route("/api/v1/trigger", post(crate::api_v1::trigger))
         .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
+        .route("/api/v1/runs/{id}/events", get(crate::sse::run_events))
+        .route("/api/v1/events", get(crate::sse::all_events))
         .with_state(state)
 }
 
@@ -299,6 +303,7 @@ mod tests {
             control: Arc::default(),
             reports: tokio::sync::mpsc::channel(16).0,
             metrics: Arc::default(),
+            shutdown: Default::default(),
         };
         (state, dir)
     }

@@ -3,13 +3,23 @@
 //! Key layout (private to this module):
 //! - `runs`:  run id -> [`RunRecord`] as JSON
 //! - `order`: created_ms (big endian) ++ run id -> ()   (newest-first listing)
-//! - `logs`:  run id ++ 0 ++ step ++ 0 ++ seq (big endian) -> chunk of lines
+//! - `logs`:  run id ++ 0 ++ step ++ 0 ++ seq (big endian) -> offset (u64 big
+//!   endian) ++ chunk of lines
+//! - `events`: run id ++ 0 ++ seq (big endian) -> [`Event`] as JSON (a log
+//!   event's text is not repeated: it is the `logs` chunk with the same seq)
+//! - `feed`:  seq (big endian) -> run id, for run-level events of every run
 //! - `deliveries`: provider ++ ":" ++ delivery id -> run id
 //! - `queue`: created_ms (big endian) ++ run id -> ()   (accepted, not started yet)
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// Live events buffered per subscriber; a subscriber that falls further
+/// behind reads the rest back from the store.
+const LIVE_EVENTS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -107,6 +117,63 @@ pub struct StepRecord {
     pub finished_ms: Option<u64>,
 }
 
+/// Something that happened to a run. `seq` grows across the whole store,
+/// so a client that saw event `seq` resumes with what came after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub run: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run was created, or its status or error changed.
+    Run {
+        status: String,
+        pipeline: String,
+        event: String,
+        branch: Option<String>,
+        repo: Option<String>,
+        git_ref: Option<String>,
+        sha: Option<String>,
+        pull_request: Option<u64>,
+        created_ms: u64,
+        finished_ms: Option<u64>,
+        error: Option<String>,
+    },
+    /// A step's state changed.
+    Step {
+        step: String,
+        status: String,
+        exit_code: Option<i64>,
+        attempts: u32,
+        started_ms: Option<u64>,
+        finished_ms: Option<u64>,
+    },
+    /// Lines appended to a step's log at byte `offset`.
+    Log {
+        step: String,
+        offset: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
+    },
+}
+
+impl Event {
+    /// A run-level event with a status the run never leaves.
+    pub fn ends_run(&self) -> bool {
+        matches!(&self.kind, EventKind::Run { status, .. } if run_ended(status))
+    }
+}
+
+/// `queued` and `running` runs may still change; every other status is final.
+pub fn run_ended(status: &str) -> bool {
+    !matches!(status, "queued" | "running")
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
@@ -115,6 +182,12 @@ pub struct Store {
     logs: sled::Tree,
     deliveries: sled::Tree,
     queue: sled::Tree,
+    events: sled::Tree,
+    feed: sled::Tree,
+    live: broadcast::Sender<Arc<Event>>,
+    /// Held while a change is written and its events numbered and sent, so
+    /// events are stored and delivered in the order of the changes.
+    emitting: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -142,8 +215,162 @@ impl Store {
             logs: db.open_tree("logs")?,
             deliveries: db.open_tree("deliveries")?,
             queue: db.open_tree("queue")?,
+            events: db.open_tree("events")?,
+            feed: db.open_tree("feed")?,
+            live: broadcast::channel(LIVE_EVENTS).0,
+            emitting: Arc::default(),
             db,
         })
+    }
+
+    /// Events as they are emitted. Subscribe before reading stored events
+    /// so nothing falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    /// A run's events after `after`, oldest first, log text included.
+    pub fn run_events_after(&self, run: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+        let prefix = event_prefix(run);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut end = prefix;
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.events.range(start..=end) {
+            let (k, v) = item?;
+            out.push(self.decode_event(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Run-level events of every run after `after`, oldest first.
+    pub fn feed_after(&self, after: u64) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.feed.range(after.saturating_add(1).to_be_bytes()..) {
+            let (seq, run) = item?;
+            let mut key = event_prefix(&String::from_utf8_lossy(&run));
+            key.extend_from_slice(&seq);
+            if let Some(v) = self.events.get(&key)? {
+                out.push(self.decode_event(&key, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest event's seq (0 when there is none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.feed.last()? {
+            Some((k, _)) => seq_of(&k),
+            None => 0,
+        })
+    }
+
+    fn decode_event(&self, key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
+        let mut event: Event =
+            serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })?;
+        if let EventKind::Log { step, text, .. } = &mut event.kind {
+            let mut chunk_key = log_prefix(&event.run, step);
+            chunk_key.extend_from_slice(&event.seq.to_be_bytes());
+            if let Some(chunk) = self.logs.get(chunk_key)? {
+                *text = String::from_utf8_lossy(chunk.get(8..).unwrap_or_default()).into_owned();
+            }
+        }
+        Ok(event)
+    }
+
+    /// Numbers, stores and sends one event. Callers hold `emitting`.
+    fn emit(&self, run: &str, kind: EventKind, seq: Option<u64>) -> Result<(), StoreError> {
+        let seq = match seq {
+            Some(s) => s,
+            None => self.next_seq()?,
+        };
+        let event = Event {
+            seq,
+            run: run.into(),
+            kind,
+        };
+        let mut key = event_prefix(run);
+        key.extend_from_slice(&seq.to_be_bytes());
+        // The stored log event points at its chunk instead of copying it.
+        let stored = match &event.kind {
+            EventKind::Log { step, offset, .. } => serde_json::to_vec(&Event {
+                seq,
+                run: run.into(),
+                kind: EventKind::Log {
+                    step: step.clone(),
+                    offset: *offset,
+                    text: String::new(),
+                },
+            }),
+            _ => serde_json::to_vec(&event),
+        }
+        .map_err(|source| StoreError::Corrupt {
+            key: run.into(),
+            source,
+        })?;
+        self.events.insert(key, stored)?;
+        if matches!(event.kind, EventKind::Run { .. }) {
+            self.feed.insert(seq.to_be_bytes(), run.as_bytes())?;
+        }
+        // No subscriber is fine: the event is stored for whoever comes.
+        let _ = self.live.send(Arc::new(event));
+        Ok(())
+    }
+
+    /// Emits what changed between two versions of a run.
+    fn emit_changes(&self, old: Option<&RunRecord>, new: &RunRecord) -> Result<(), StoreError> {
+        if old.is_none_or(|o| o.status != new.status || o.error != new.error) {
+            let source = new.source.as_ref();
+            self.emit(
+                &new.id,
+                EventKind::Run {
+                    status: new.status.clone(),
+                    pipeline: new.pipeline.clone(),
+                    event: new.event.clone(),
+                    branch: new.branch.clone(),
+                    repo: source.map(|s| s.repo.clone()),
+                    git_ref: source.map(|s| s.git_ref.clone()),
+                    sha: source.map(|s| s.sha.clone()),
+                    pull_request: source.and_then(|s| s.pull_request),
+                    created_ms: new.created_ms,
+                    finished_ms: new.finished_ms,
+                    error: new.error.clone(),
+                },
+                None,
+            )?;
+        }
+        for step in &new.steps {
+            let before = old.and_then(|o| o.steps.iter().find(|s| s.name == step.name));
+            if before != Some(step) {
+                self.emit(
+                    &new.id,
+                    EventKind::Step {
+                        step: step.name.clone(),
+                        status: step.status.clone(),
+                        exit_code: step.exit_code,
+                        attempts: step.attempts,
+                        started_ms: step.started_ms,
+                        finished_ms: step.finished_ms,
+                    },
+                    None,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// From 1, so that 0 can mean "from the start" to a resuming client.
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guard protects no data, so a panic elsewhere leaves nothing torn.
+        self.emitting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes everything written so far durable. Called before telling a
@@ -158,10 +385,13 @@ impl Store {
             key: run.id.clone(),
             source,
         })?;
-        if self.runs.insert(run.id.as_bytes(), json)?.is_none() {
+        let _emitting = self.lock();
+        let old = self.runs.insert(run.id.as_bytes(), json)?;
+        if old.is_none() {
             self.order.insert(order_key(run.created_ms, &run.id), &[])?;
         }
-        Ok(())
+        let old = old.and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok());
+        self.emit_changes(old.as_ref(), run)
     }
 
     pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -232,6 +462,7 @@ impl Store {
             source,
         })?;
         let order = order_key(run.created_ms, &run.id);
+        let _emitting = self.lock();
         let outcome = (&self.deliveries, &self.runs, &self.order, &self.queue)
             .transaction(|(deliveries, runs, order_tree, queue)| {
                 if let Some(existing) = deliveries.get(key.as_bytes())? {
@@ -251,6 +482,9 @@ impl Store {
                     StoreError::Sled(sled::Error::Unsupported("aborted".into()))
                 }
             })?;
+        if matches!(outcome, Accepted::New(_)) {
+            self.emit_changes(None, run)?;
+        }
         self.flush()?;
         Ok(outcome)
     }
@@ -266,6 +500,9 @@ impl Store {
     ) -> Result<Option<RunRecord>, StoreError> {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, abort};
+        let _emitting = self.lock();
+        // The version the winning attempt changed, for its events.
+        let before = std::cell::RefCell::new(None);
         let outcome = (&self.runs, &self.queue).transaction(|(runs, queue)| {
             let Some(bytes) = runs.get(id.as_bytes())? else {
                 return Ok(None);
@@ -282,6 +519,7 @@ impl Store {
             if !from.contains(&run.status.as_str()) {
                 return Ok(None);
             }
+            *before.borrow_mut() = Some(run.clone());
             change(&mut run);
             let json = serde_json::to_vec(&run).map_err(|e| {
                 ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -294,7 +532,11 @@ impl Store {
             Ok(Some(run))
         });
         match outcome {
-            Ok(r) => Ok(r),
+            Ok(Some(run)) => {
+                self.emit_changes(before.borrow().as_ref(), &run)?;
+                Ok(Some(run))
+            }
+            Ok(None) => Ok(None),
             Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
             Err(sled::transaction::TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
@@ -309,6 +551,7 @@ impl Store {
             source,
         })?;
         let order = order_key(run.created_ms, &run.id);
+        let _emitting = self.lock();
         (&self.runs, &self.order, &self.queue)
             .transaction(|(runs, order_tree, queue)| {
                 runs.insert(run.id.as_bytes(), json.clone())?;
@@ -322,6 +565,7 @@ impl Store {
                     StoreError::Sled(sled::Error::Unsupported("aborted".into()))
                 }
             })?;
+        self.emit_changes(None, run)?;
         self.flush()
     }
 
@@ -382,31 +626,73 @@ impl Store {
         step: &str,
         offset: usize,
     ) -> Result<(String, usize), StoreError> {
-        let log = self.read_log(run, step)?;
-        let mut start = offset.min(log.len());
-        while !log.is_char_boundary(start) {
+        // Chunks are whole lines of UTF-8, so starting at a chunk boundary
+        // is safe; only the first chunk may need trimming.
+        let mut out: Vec<u8> = Vec::new();
+        let mut end = 0;
+        let mut first = None;
+        for item in self.logs.scan_prefix(log_prefix(run, step)) {
+            let (_, v) = item?;
+            let (at, text) = split_chunk(&v);
+            end = at + text.len() as u64;
+            if end as usize <= offset {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(at as usize);
+            }
+            out.extend_from_slice(text);
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let Some(first) = first else {
+            return Ok((String::new(), end as usize));
+        };
+        let mut start = offset.saturating_sub(first).min(text.len());
+        while !text.is_char_boundary(start) {
             start -= 1;
         }
-        Ok((log[start..].to_string(), log.len()))
+        Ok((text[start..].to_string(), end as usize))
     }
 
-    /// Appends a chunk of log text (whole lines) to a step's log.
+    /// Appends a chunk of log text (whole lines) to a step's log, and emits
+    /// it as a log event.
     pub fn append_log(&self, run: &str, step: &str, chunk: &str) -> Result<(), StoreError> {
-        let seq = self.db.generate_id()?;
-        let mut key = log_prefix(run, step);
+        let _emitting = self.lock();
+        let prefix = log_prefix(run, step);
+        let offset = match self.logs.scan_prefix(&prefix).next_back() {
+            Some(item) => {
+                let (_, v) = item?;
+                let (at, text) = split_chunk(&v);
+                at + text.len() as u64
+            }
+            None => 0,
+        };
+        let seq = self.next_seq()?;
+        let mut key = prefix;
         key.extend_from_slice(&seq.to_be_bytes());
-        self.logs.insert(key, chunk.as_bytes())?;
-        Ok(())
+        let mut value = Vec::with_capacity(8 + chunk.len());
+        value.extend_from_slice(&offset.to_be_bytes());
+        value.extend_from_slice(chunk.as_bytes());
+        self.logs.insert(key, value)?;
+        self.emit(
+            run,
+            EventKind::Log {
+                step: step.into(),
+                offset,
+                text: chunk.into(),
+            },
+            Some(seq),
+        )
     }
 
     /// A step's whole log.
     pub fn read_log(&self, run: &str, step: &str) -> Result<String, StoreError> {
-        let mut out = String::new();
+        let mut out = Vec::new();
         for item in self.logs.scan_prefix(log_prefix(run, step)) {
             let (_, v) = item?;
-            out.push_str(&String::from_utf8_lossy(&v));
+            out.extend_from_slice(split_chunk(&v).1);
         }
-        Ok(out)
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
 
@@ -435,6 +721,25 @@ fn order_key(created_ms: u64, id: &str) -> Vec<u8> {
     let mut key = created_ms.to_be_bytes().to_vec();
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// A stored log chunk: the byte offset it starts at, and its text.
+fn split_chunk(value: &[u8]) -> (u64, &[u8]) {
+    match value.split_first_chunk::<8>() {
+        Some((at, text)) => (u64::from_be_bytes(*at), text),
+        None => (0, value),
+    }
+}
+
+fn event_prefix(run: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run.len() + 9);
+    key.extend_from_slice(run.as_bytes());
+    key.push(0);
+    key
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    key.last_chunk::<8>().map_or(0, |b| u64::from_be_bytes(*b))
 }
 
 fn log_prefix(run: &str, step: &str) -> Vec<u8> {
@@ -605,6 +910,101 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.read_log("r", "build").unwrap(), "one\ntwo\n");
         assert_eq!(store.read_log("r", "build-2").unwrap(), "other\n");
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn changes_become_numbered_events_that_resume_after_any_seq() {
+        let (store, dir) = temp_store();
+        let mut live = store.subscribe();
+        let mut r = run("r1", 1);
+        r.status = "queued".into();
+        r.steps = vec![StepRecord {
+            name: "build".into(),
+            needs: vec![],
+            status: "pending".into(),
+            exit_code: None,
+            attempts: 0,
+            started_ms: None,
+            finished_ms: None,
+        }];
+        store.enqueue(&r).unwrap();
+        store
+            .transition("r1", &["queued"], |r| r.status = "running".into())
+            .unwrap()
+            .unwrap();
+        // A change that touches neither status nor steps says nothing.
+        store
+            .update_run("r1", |r| r.notes.push("x".into()))
+            .unwrap();
+        store
+            .update_run("r1", |r| r.steps[0].status = "running".into())
+            .unwrap();
+        store.append_log("r1", "build", "one\n").unwrap();
+        store.append_log("r1", "build", "two\n").unwrap();
+        store
+            .update_run("r1", |r| {
+                r.steps[0].status = "success".into();
+                r.status = "success".into();
+            })
+            .unwrap();
+        let all = store.run_events_after("r1", 0).unwrap();
+        let kinds: Vec<String> = all
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Run { status, .. } => format!("run {status}"),
+                EventKind::Step { step, status, .. } => format!("{step} {status}"),
+                EventKind::Log { text, offset, .. } => format!("log@{offset} {text:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "run queued",
+                "build pending",
+                "run running",
+                "build running",
+                "log@0 \"one\\n\"",
+                "log@4 \"two\\n\"",
+                "run success",
+                "build success",
+            ]
+        );
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert!(all.last().is_some_and(|e| !e.ends_run()));
+        assert!(all[6].ends_run());
+        // What was sent live is what was stored, in the same order.
+        let mut sent = Vec::new();
+        while let Ok(e) = live.try_recv() {
+            sent.push((*e).clone());
+        }
+        assert_eq!(sent, all);
+        // Resuming after any event gives exactly the ones after it.
+        assert_eq!(store.run_events_after("r1", all[3].seq).unwrap(), all[4..]);
+        // The feed holds the run-level ones only.
+        let feed: Vec<u64> = store.feed_after(0).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(feed, [all[0].seq, all[2].seq, all[6].seq]);
+        assert_eq!(store.feed_after(all[2].seq).unwrap(), [all[6].clone()]);
+        assert_eq!(store.last_seq().unwrap(), all[6].seq);
+        // Another run's events are its own.
+        store.put_run(&run("r2", 2)).unwrap();
+        assert_eq!(store.run_events_after("r1", 0).unwrap(), all);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn logs_read_from_an_offset_across_chunks() {
+        let (store, dir) = temp_store();
+        for line in ["aa\n", "bbb\n", "c\n"] {
+            store.append_log("r", "s", line).unwrap();
+        }
+        let read = |at| store.read_log_from("r", "s", at).unwrap();
+        assert_eq!(read(0), ("aa\nbbb\nc\n".into(), 9));
+        assert_eq!(read(3), ("bbb\nc\n".into(), 9));
+        assert_eq!(read(5), ("b\nc\n".into(), 9));
+        assert_eq!(read(9), (String::new(), 9));
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -1,7 +1,6 @@
 //! The CLI's commands against a server (`--server` / `SLIPWAY_SERVER`,
 //! with `SLIPWAY_TOKEN`).
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,68 +56,95 @@ pub fn runs(server: &str, limit: usize) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a run's logs; with `follow`, keeps printing until the run ends,
-/// then exits 0 only if it succeeded.
+/// Prints a run's logs; with `follow`, streams them until the run ends
+/// (resuming where it left off if the connection drops), then exits 0 only
+/// if it succeeded.
 pub fn logs(server: &str, run: &str, only: Option<&str>, follow: bool) -> anyhow::Result<ExitCode> {
     let (rt, client) = client(server)?;
     rt.block_on(async {
-        let mut offsets: HashMap<String, u64> = HashMap::new();
-        loop {
-            let view = client.get(&format!("/api/v1/runs/{run}")).await?;
-            let id = view["id"].as_str().unwrap_or(run).to_string();
-            let steps: Vec<Value> = view["steps"].as_array().cloned().unwrap_or_default();
-            if let Some(step) = only
-                && !steps.iter().any(|s| s["name"] == step)
-                && ended(view["status"].as_str().unwrap_or("queued"))
-            {
-                anyhow::bail!("run {id} has no step `{step}`");
+        let view = client.get(&format!("/api/v1/runs/{run}")).await?;
+        let id = view["id"].as_str().unwrap_or(run).to_string();
+        let steps: Vec<Value> = view["steps"].as_array().cloned().unwrap_or_default();
+        if let Some(step) = only
+            && !steps.iter().any(|s| s["name"] == step)
+            && ended(view["status"].as_str().unwrap_or("queued"))
+        {
+            anyhow::bail!("run {id} has no step `{step}`");
+        }
+        let width = steps
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let print = |name: &str, text: &str| {
+            for line in text.lines() {
+                if only.is_some() {
+                    println!("{line}");
+                } else {
+                    println!("{name:>width$} | {line}");
+                }
             }
-            let width = steps
-                .iter()
-                .filter_map(|s| s["name"].as_str())
-                .map(str::len)
-                .max()
-                .unwrap_or(0);
-            let mut all_complete = true;
+        };
+        if !follow {
             for step in &steps {
                 let name = step["name"].as_str().unwrap_or_default();
                 if only.is_some_and(|o| o != name) || step["status"] == "pending" {
                     continue;
                 }
-                let offset = offsets.get(name).copied().unwrap_or(0);
-                let chunk = client
-                    .get(&format!("/api/v1/runs/{id}/logs/{name}?offset={offset}"))
+                let log = client
+                    .get(&format!("/api/v1/runs/{id}/logs/{name}"))
                     .await?;
-                for line in chunk["text"].as_str().unwrap_or_default().lines() {
-                    if only.is_some() {
-                        println!("{line}");
-                    } else {
-                        println!("{name:>width$} | {line}");
-                    }
-                }
-                offsets.insert(
-                    name.to_string(),
-                    chunk["next_offset"].as_u64().unwrap_or(offset),
-                );
-                all_complete &= chunk["complete"].as_bool().unwrap_or(true);
+                print(name, log["text"].as_str().unwrap_or_default());
             }
-            let status = view["status"].as_str().unwrap_or("?").to_string();
-            if !follow {
-                return Ok(ExitCode::SUCCESS);
-            }
-            if ended(&status) && all_complete {
-                if let Some(error) = view["error"].as_str() {
-                    println!("run error: {error}");
-                }
-                println!("run {id} {status}");
-                return Ok(if status == "success" {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Ok(ExitCode::SUCCESS);
         }
+        let mut last_id: Option<String> = None;
+        let mut drops = 0;
+        'connect: loop {
+            let mut events = client
+                .events(&format!("/api/v1/runs/{id}/events"), last_id.as_deref())
+                .await?;
+            loop {
+                let message = match events.next().await {
+                    Ok(Some(m)) => m,
+                    // Dropped mid-run: resume after the last event seen.
+                    Ok(None) | Err(_) if drops < 5 => {
+                        drops += 1;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue 'connect;
+                    }
+                    Ok(None) => anyhow::bail!("the server keeps closing the event stream"),
+                    Err(e) => return Err(e.into()),
+                };
+                drops = 0;
+                if message.id.is_some() {
+                    last_id = message.id.clone();
+                }
+                match message.event.as_str() {
+                    "log" => {
+                        let event: Value = serde_json::from_str(&message.data)?;
+                        let name = event["step"].as_str().unwrap_or_default();
+                        if only.is_none_or(|o| o == name) {
+                            print(name, event["text"].as_str().unwrap_or_default());
+                        }
+                    }
+                    "end" => break 'connect,
+                    _ => {}
+                }
+            }
+        }
+        let view = client.get(&format!("/api/v1/runs/{id}")).await?;
+        let status = view["status"].as_str().unwrap_or("?");
+        if let Some(error) = view["error"].as_str() {
+            println!("run error: {error}");
+        }
+        println!("run {id} {status}");
+        Ok(if status == "success" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }
 

@@ -1,0 +1,260 @@
+//! Server-Sent Events: one run's events (status, steps, log lines) and every
+//! run's status changes, both resumable from `Last-Event-ID`.
+//!
+//! Each stream has a producer task that first replays stored events after
+//! the resume point, then forwards live ones from the store's broadcast.
+//! It subscribes before reading the store, and skips any event at or below
+//! the last seq it sent, so nothing falls between replay and live and
+//! nothing is sent twice. A subscriber that lags re-reads the store.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::api_v1::authorize;
+use crate::config::Scope;
+use crate::server::{ApiError, AppState};
+use crate::store::{Event, EventKind, Store, StoreError, run_ended};
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Resume after this event id (for clients that cannot set
+    /// `Last-Event-ID`); the header wins when both are given.
+    after: Option<u64>,
+}
+
+/// `GET /api/v1/runs/{id}/events`: the run's events from the start (or after
+/// `Last-Event-ID`), then live ones; ends with an `end` event once the run
+/// has finished.
+pub async fn run_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let after = resume_point(&headers, &q)?.unwrap_or(0);
+    let live = state.store.subscribe();
+    let run = state.store.find_run(&id)?;
+    let (tx, rx) = mpsc::channel(64);
+    let follow = Follow {
+        store: state.store.clone(),
+        tx,
+        shutdown: state.shutdown.clone(),
+        last: after,
+    };
+    tokio::spawn(follow.run(run.id, run_ended(&run.status), live));
+    Ok(sse(rx))
+}
+
+/// `GET /api/v1/events`: every run's run-level events (created, status
+/// changes), live; with `Last-Event-ID`, those missed since first.
+pub async fn all_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let after = resume_point(&headers, &q)?;
+    let live = state.store.subscribe();
+    let last = match after {
+        Some(a) => a,
+        None => state.store.last_seq()?,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let follow = Follow {
+        store: state.store.clone(),
+        tx,
+        shutdown: state.shutdown.clone(),
+        last,
+    };
+    tokio::spawn(follow.feed(live));
+    Ok(sse(rx))
+}
+
+fn resume_point(headers: &HeaderMap, q: &EventsQuery) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(q.after),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "Last-Event-ID must be the id of an event this server sent",
+                )
+            }),
+    }
+}
+
+fn sse(rx: mpsc::Receiver<SseEvent>) -> Response {
+    let events = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// What a stream's producer needs; it stops when the client goes, the
+/// server shuts down, or (for a run) the run ends.
+struct Follow {
+    store: Store,
+    tx: mpsc::Sender<SseEvent>,
+    shutdown: CancellationToken,
+    last: u64,
+}
+
+/// Whether the stream goes on after a batch.
+enum Next {
+    More,
+    Stop,
+}
+
+impl Follow {
+    async fn run(mut self, run: String, ended: bool, mut live: broadcast::Receiver<Arc<Event>>) {
+        let replay = |store: Store, run: String, last: u64| {
+            tokio::task::spawn_blocking(move || store.run_events_after(&run, last))
+        };
+        if let Next::Stop = self
+            .replay(replay(self.store.clone(), run.clone(), self.last))
+            .await
+        {
+            return;
+        }
+        // Everything of an ended run was stored before we looked.
+        if ended {
+            self.end().await;
+            return;
+        }
+        loop {
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.tx.closed() => return,
+                r = live.recv() => r,
+            };
+            let next = match received {
+                Ok(event) if event.run == run => self.send(&event).await,
+                Ok(_) => Next::More,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.replay(replay(self.store.clone(), run.clone(), self.last))
+                        .await
+                }
+                Err(broadcast::error::RecvError::Closed) => Next::Stop,
+            };
+            if let Next::Stop = next {
+                return;
+            }
+        }
+    }
+
+    async fn feed(mut self, mut live: broadcast::Receiver<Arc<Event>>) {
+        let replay =
+            |store: Store, last: u64| tokio::task::spawn_blocking(move || store.feed_after(last));
+        if let Next::Stop = self.replay(replay(self.store.clone(), self.last)).await {
+            return;
+        }
+        loop {
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.tx.closed() => return,
+                r = live.recv() => r,
+            };
+            let next = match received {
+                Ok(event) if matches!(event.kind, EventKind::Run { .. }) => {
+                    self.send_feed(&event).await
+                }
+                Ok(_) => Next::More,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.replay(replay(self.store.clone(), self.last)).await
+                }
+                Err(broadcast::error::RecvError::Closed) => Next::Stop,
+            };
+            if let Next::Stop = next {
+                return;
+            }
+        }
+    }
+
+    async fn replay(
+        &mut self,
+        read: tokio::task::JoinHandle<Result<Vec<Event>, StoreError>>,
+    ) -> Next {
+        let events = match read.await {
+            Ok(Ok(events)) => events,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read stored events");
+                return Next::Stop;
+            }
+            Err(_) => return Next::Stop,
+        };
+        for event in events {
+            if let Next::Stop = self.send(&event).await {
+                return Next::Stop;
+            }
+        }
+        Next::More
+    }
+
+    /// Sends a run's event; a final status ends the stream.
+    async fn send(&mut self, event: &Event) -> Next {
+        if event.seq <= self.last {
+            return Next::More;
+        }
+        if let Next::Stop = self.forward(event).await {
+            return Next::Stop;
+        }
+        if event.ends_run() {
+            self.end().await;
+            return Next::Stop;
+        }
+        Next::More
+    }
+
+    /// Sends a feed event; the feed never ends by itself.
+    async fn send_feed(&mut self, event: &Event) -> Next {
+        if event.seq <= self.last {
+            return Next::More;
+        }
+        self.forward(event).await
+    }
+
+    async fn forward(&mut self, event: &Event) -> Next {
+        let name = match event.kind {
+            EventKind::Run { .. } => "run",
+            EventKind::Step { .. } => "step",
+            EventKind::Log { .. } => "log",
+        };
+        let Ok(sse) = SseEvent::default()
+            .id(event.seq.to_string())
+            .event(name)
+            .json_data(event)
+        else {
+            return Next::Stop;
+        };
+        self.last = event.seq;
+        match self.tx.send(sse).await {
+            Ok(()) => Next::More,
+            Err(_) => Next::Stop,
+        }
+    }
+
+    /// No id: a client resuming after `end` resumes after the last event.
+    async fn end(&self) {
+        let _ = self
+            .tx
+            .send(SseEvent::default().event("end").data("the run has ended"))
+            .await;
+    }
+}
