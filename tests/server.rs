@@ -248,6 +248,15 @@ mod crash {
         }
     }
 
+    /// The run an interrupted run was queued again as, from its note.
+    fn queued_again_as(run: &serde_json::Value) -> String {
+        run["notes"][0]
+            .as_str()
+            .and_then(|n| n.strip_prefix("queued again as run "))
+            .unwrap_or_else(|| panic!("interrupted but not queued again: {run}"))
+            .to_string()
+    }
+
     fn webhook(addr: &str, sha: &str, delivery: &str) -> String {
         let body = github_fixture("push.branch-created.json")
             .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", sha);
@@ -299,11 +308,11 @@ mod crash {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let write_config = |url: &std::path::Path| {
+        let write_config = |url: &std::path::Path, server: &str| {
             dir.write(
                 "slipway.toml",
                 &format!(
-                    "[server]\nlisten = \"{addr}\"\n[[tokens]]\nuser = \"t\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
+                    "[server]\nlisten = \"{addr}\"\n{server}[[tokens]]\nuser = \"t\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
                     url.display()
                 ),
             )
@@ -311,8 +320,10 @@ mod crash {
         let data = dir.path().join("data");
         let addr2 = addr.clone();
 
-        // 1. Killed right after answering 202: the run still happens after a restart.
-        let config = write_config(&quick_bare);
+        // 1. Killed right after answering 202: the commit is still built
+        //    after a restart, by that run (the kill came before the executor
+        //    claimed it) or by the run it was queued again as (after).
+        let config = write_config(&quick_bare, "requeue_interrupted = true\n");
         let mut server = serve_binary(&config, &data);
         let quick_sha2 = quick_sha.clone();
         let quick =
@@ -328,11 +339,23 @@ mod crash {
         })
         .await
         .unwrap();
-        assert_eq!(run["status"], "success", "{run}");
+        let built = if run["status"] == "interrupted" {
+            let again = queued_again_as(&run);
+            let a = addr.clone();
+            tokio::task::spawn_blocking(move || {
+                wait_status(&a, &again, |s| !["queued", "running"].contains(&s))
+            })
+            .await
+            .unwrap()
+        } else {
+            run
+        };
+        assert_eq!(built["status"], "success", "{built}");
+        assert_eq!(built["sha"], quick_sha.as_str());
         kill9(&mut server);
 
         // 2. Killed mid-run: after a restart the run is interrupted and its container gone.
-        let config = write_config(&bare);
+        let config = write_config(&bare, "");
         let mut server = serve_binary(&config, &data);
         let (a, s) = (addr.clone(), sha.clone());
         let slow = tokio::task::spawn_blocking(move || webhook(&a, &s, "kill-mid-run"))
@@ -364,6 +387,51 @@ mod crash {
             "the server stopped while this run was running"
         );
         assert_eq!(leftovers(&d, &slow).await, Vec::<String>::new());
+        kill9(&mut server);
+
+        // 3. With `requeue_interrupted`, a run killed mid-run is marked and
+        //    queued again as a new run of the same commit, which finishes.
+        let short_dir = TempDir::new("crash-short");
+        let (short_bare, short_sha) = git_repo(
+            &short_dir,
+            "master",
+            &[(
+                ".slipway.yml",
+                &format!("steps:\n  short:\n    image: {BUSYBOX}\n    commands: [sleep 4]\n"),
+            )],
+        );
+        let config = write_config(&short_bare, "requeue_interrupted = true\n");
+        let mut server = serve_binary(&config, &data);
+        let (a, s) = (addr.clone(), short_sha.clone());
+        let short = tokio::task::spawn_blocking(move || webhook(&a, &s, "kill-requeue"))
+            .await
+            .unwrap();
+        let (a, id) = (addr.clone(), short.clone());
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while run_json(&a, &id)["steps"][0]["status"] != "running" {
+                assert!(Instant::now() < deadline, "step never started");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .unwrap();
+        kill9(&mut server);
+        let mut server = serve_binary(&config, &data);
+        let (a, id) = (addr.clone(), short.clone());
+        let old = tokio::task::spawn_blocking(move || wait_status(&a, &id, |s| s == "interrupted"))
+            .await
+            .unwrap();
+        let again = queued_again_as(&old);
+        let (a, id) = (addr.clone(), again.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            wait_status(&a, &id, |s| !["queued", "running"].contains(&s))
+        })
+        .await
+        .unwrap();
+        assert_eq!(run["status"], "success", "{run}");
+        assert_eq!(run["sha"], short_sha.as_str());
+        assert_eq!(leftovers(&d, &short).await, Vec::<String>::new());
         kill9(&mut server);
     }
 }

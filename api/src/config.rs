@@ -81,6 +81,7 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     max_concurrent_runs: Option<usize>,
     cancel_superseded: Option<bool>,
+    requeue_interrupted: Option<bool>,
     public_url: Option<String>,
 }
 
@@ -110,6 +111,9 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// A new push to a ref cancels older queued or running runs of that ref.
     pub cancel_superseded: bool,
+    /// A run a dying server left running is queued again (as a new run of
+    /// the same commit) when the server starts, instead of only marked.
+    pub requeue_interrupted: bool,
     /// How users reach this server; links in commit statuses start with it.
     pub public_url: String,
     pub repos: Vec<Repo>,
@@ -138,6 +142,7 @@ impl Default for Config {
             data_dir: None,
             max_concurrent_runs: 4,
             cancel_superseded: true,
+            requeue_interrupted: false,
             public_url: "http://127.0.0.1:8080".into(),
             repos: Vec::new(),
             tokens: Vec::new(),
@@ -193,6 +198,7 @@ impl Config {
             config.max_concurrent_runs = n.max(1);
         }
         config.cancel_superseded = raw.server.cancel_superseded.unwrap_or(true);
+        config.requeue_interrupted = raw.server.requeue_interrupted.unwrap_or(false);
         config.public_url = raw
             .server
             .public_url

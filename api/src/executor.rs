@@ -71,9 +71,16 @@ pub struct Executor<B> {
 
 impl<B: Backend> Executor<B> {
     /// Runs left `running` by a process that died are `interrupted`, and
-    /// their containers removed; queued runs stay queued and start.
+    /// their containers removed (and, with `requeue_interrupted`, queued
+    /// again as new runs); queued runs stay queued and start.
     pub async fn reconcile(&self) -> Result<Vec<String>, StoreError> {
         let mut interrupted = Vec::new();
+        // Checkouts of runs a dead process left behind; none is in use yet.
+        if let Err(e) = tokio::fs::remove_dir_all(&self.work_root).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %self.work_root.display(), error = %e, "cannot remove stale checkouts");
+        }
         for run in self.store.list_runs(usize::MAX)? {
             if run.status == "running" {
                 if let Err(e) = self.backend.teardown_run(&run.id).await {
@@ -90,6 +97,27 @@ impl<B: Backend> Executor<B> {
                     }
                 })?;
                 self.store.dequeue(&run)?;
+                if self.config.requeue_interrupted
+                    && let Some(source) = run.source.clone()
+                {
+                    let mut again = crate::server::queued_run(
+                        &source.repo.clone(),
+                        &run.file,
+                        &run.event,
+                        run.branch.clone(),
+                        source,
+                    );
+                    again.rerun = Some(crate::store::Rerun {
+                        of: run.id.clone(),
+                        failed_only: false,
+                    });
+                    self.store.enqueue(&again)?;
+                    let again_id = again.id.clone();
+                    self.store.update_run(&run.id, |r| {
+                        r.notes.push(format!("queued again as run {again_id}"));
+                    })?;
+                    info!(run_id = %run.id, again = %again_id, "interrupted run queued again");
+                }
                 interrupted.push(run.id);
             }
         }
@@ -137,6 +165,12 @@ impl<B: Backend> Executor<B> {
                         continue;
                     }
                 };
+                // Durable before any container starts: after a crash the run
+                // must read `running` (and be reconciled as interrupted), not
+                // `queued` (and silently start over).
+                if let Err(e) = self.store.flush_async().await {
+                    warn!(run_id = %id, error = %e, "cannot flush the claim of a run");
+                }
                 let cancel = self.shutdown.child_token();
                 self.control
                     .start(&id, &source.repo, &source.git_ref, cancel.clone());

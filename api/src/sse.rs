@@ -235,6 +235,7 @@ impl Follow {
             EventKind::Run { .. } => "run",
             EventKind::Step { .. } => "step",
             EventKind::Log { .. } => "log",
+            EventKind::Note { .. } => "note",
         };
         let Ok(sse) = SseEvent::default()
             .id(event.seq.to_string())

@@ -153,6 +153,8 @@ pub enum EventKind {
         started_ms: Option<u64>,
         finished_ms: Option<u64>,
     },
+    /// Something went wrong around the run without failing it (reporting).
+    Note { text: String },
     /// Lines appended to a step's log at byte `offset`.
     Log {
         step: String,
@@ -343,6 +345,10 @@ impl Store {
                 None,
             )?;
         }
+        let noted = old.map_or(0, |o| o.notes.len());
+        for text in new.notes.iter().skip(noted) {
+            self.emit(&new.id, EventKind::Note { text: text.clone() }, None)?;
+        }
         for step in &new.steps {
             let before = old.and_then(|o| o.steps.iter().find(|s| s.name == step.name));
             if before != Some(step) {
@@ -377,6 +383,12 @@ impl Store {
     /// user something is kept.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] without blocking an async worker.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
         Ok(())
     }
 
@@ -934,7 +946,8 @@ mod tests {
             .transition("r1", &["queued"], |r| r.status = "running".into())
             .unwrap()
             .unwrap();
-        // A change that touches neither status nor steps says nothing.
+        // A change that touches neither status, steps nor notes says nothing.
+        store.update_run("r1", |r| r.pipeline = "q".into()).unwrap();
         store
             .update_run("r1", |r| r.notes.push("x".into()))
             .unwrap();
@@ -956,6 +969,7 @@ mod tests {
                 EventKind::Run { status, .. } => format!("run {status}"),
                 EventKind::Step { step, status, .. } => format!("{step} {status}"),
                 EventKind::Log { text, offset, .. } => format!("log@{offset} {text:?}"),
+                EventKind::Note { text } => format!("note {text}"),
             })
             .collect();
         assert_eq!(
@@ -964,6 +978,7 @@ mod tests {
                 "run queued",
                 "build pending",
                 "run running",
+                "note x",
                 "build running",
                 "log@0 \"one\\n\"",
                 "log@4 \"two\\n\"",
@@ -973,7 +988,7 @@ mod tests {
         );
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
         assert!(all.last().is_some_and(|e| !e.ends_run()));
-        assert!(all[6].ends_run());
+        assert!(all[7].ends_run());
         // What was sent live is what was stored, in the same order.
         let mut sent = Vec::new();
         while let Ok(e) = live.try_recv() {
@@ -984,9 +999,9 @@ mod tests {
         assert_eq!(store.run_events_after("r1", all[3].seq).unwrap(), all[4..]);
         // The feed holds the run-level ones only.
         let feed: Vec<u64> = store.feed_after(0).unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(feed, [all[0].seq, all[2].seq, all[6].seq]);
-        assert_eq!(store.feed_after(all[2].seq).unwrap(), [all[6].clone()]);
-        assert_eq!(store.last_seq().unwrap(), all[6].seq);
+        assert_eq!(feed, [all[0].seq, all[2].seq, all[7].seq]);
+        assert_eq!(store.feed_after(all[2].seq).unwrap(), [all[7].clone()]);
+        assert_eq!(store.last_seq().unwrap(), all[7].seq);
         // Another run's events are its own.
         store.put_run(&run("r2", 2)).unwrap();
         assert_eq!(store.run_events_after("r1", 0).unwrap(), all);
