@@ -48,6 +48,8 @@ fn options(jobs: usize) -> RunOptions {
         workspace: Workspace::Empty,
         env: Vec::new(),
         skip: Vec::new(),
+        files: Default::default(),
+        credentials: Default::default(),
     }
 }
 

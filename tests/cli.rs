@@ -267,3 +267,46 @@ fn server_commands_say_they_need_a_server() {
         text(&out)
     );
 }
+
+#[test]
+fn a_local_run_saves_its_cache_which_the_cache_commands_list_and_remove() {
+    let data = TempDir::new("cli-cache");
+    let dir = TempDir::new("cli-cache-src");
+    let file = dir.write(
+        ".slipway.yml",
+        &format!(
+            "steps:\n  deps:\n    image: {BUSYBOX}\n    cache: [{{ key: \"deps-v1\", paths: [deps] }}]\n    commands: ['mkdir -p deps', 'echo x > deps/x']\n"
+        ),
+    );
+    let out = slipway(data.path()).arg("run").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("cache `deps-v1` saved"),
+        "{}",
+        text(&out)
+    );
+    let ls = slipway(data.path()).args(["cache", "ls"]).output().unwrap();
+    assert!(
+        text(&ls).lines().any(|l| l.starts_with("deps-v1 ")),
+        "{}",
+        text(&ls)
+    );
+    assert!(text(&ls).contains("1 entries"), "{}", text(&ls));
+    let rm = slipway(data.path())
+        .args(["cache", "rm", "deps-v1"])
+        .output()
+        .unwrap();
+    assert_eq!(rm.status.code(), Some(0), "{}", text(&rm));
+    let again = slipway(data.path())
+        .args(["cache", "rm", "deps-v1"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again).contains("no cache entry `deps-v1`"),
+        "{}",
+        text(&again)
+    );
+    let ls = slipway(data.path()).args(["cache", "ls"]).output().unwrap();
+    assert!(text(&ls).contains("no cache entries"), "{}", text(&ls));
+}

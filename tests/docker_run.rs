@@ -33,6 +33,8 @@ fn options(workspace: Workspace) -> RunOptions {
         workspace,
         env: vec![("SLIPWAY_COMMIT_SHA".into(), "abc123".into())],
         skip: Vec::new(),
+        files: Default::default(),
+        credentials: Default::default(),
     }
 }
 
@@ -322,4 +324,227 @@ async fn a_missing_image_is_pulled_from_its_registry_with_progress() {
             .any(|s| s.contains("Pull complete") || s.contains("Downloaded newer image")),
         "{pulls:?}"
     );
+}
+
+/// Removes the images a build test made and the daemon's whole build
+/// cache, as on a fresh builder that shares only the registry.
+async fn forget_local_builds(references: &[String]) {
+    let d = docker().await;
+    for r in references {
+        let _ = d
+            .remove_image(
+                r,
+                Some(
+                    bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+                None,
+            )
+            .await;
+    }
+    d.prune_build(Some(
+        bollard::query_parameters::PruneBuildOptionsBuilder::default()
+            .all(true)
+            .build(),
+    ))
+    .await
+    .expect("prune the build cache");
+}
+
+fn output_of(o: &Outcome, step: &str) -> Option<String> {
+    o.events.iter().find_map(|e| match e {
+        RunEvent::StepOutput { step: s, image } if s == step => Some(image.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_pushes_by_digest_and_a_fresh_builder_reuses_layers_from_the_registry() {
+    let registry = slipway_tests::Registry::start();
+    let host = registry.host.clone();
+    let src = TempDir::new("build");
+    src.write(
+        "app/Dockerfile",
+        &format!(
+            "FROM {BUSYBOX}\nARG VERSION\nRUN echo slow-dependency-layer && sleep 1 && echo deps > /deps\nCOPY hello.txt /hello.txt\nRUN echo \"$VERSION\" > /version\n"
+        ),
+    );
+    src.write("app/hello.txt", "hello\n");
+    let p = pipeline(&format!(
+        "steps:
+  prepare:
+    image: BUSYBOX
+    commands: ['echo generated > app/generated.txt']
+  image:
+    needs: [prepare]
+    build:
+      context: app
+      args: {{ VERSION: \"${{SLIPWAY_COMMIT_SHA}}\" }}
+      tags: [\"{host}/acme/web:${{SLIPWAY_RUN_ID}}\"]
+      push: true
+      cache_from: [\"{host}/acme/web:cache\"]
+      cache_to: \"{host}/acme/web:cache\"
+"
+    ));
+    let first_opts = options(Workspace::Copy(src.path().to_path_buf()));
+    let first_id = first_opts.run_id.clone();
+    let first = run(&p, first_opts).await;
+    assert_eq!(
+        first.report.status,
+        RunStatus::Success,
+        "{:#?}",
+        first.log("image")
+    );
+    let pushed = output_of(&first, "image").expect("the build step records what it pushed");
+    let (repo, digest) = pushed.split_once('@').unwrap();
+    assert_eq!(repo, format!("{host}/acme/web"));
+    assert_eq!(
+        registry.manifest_digest("acme/web", &first_id).as_deref(),
+        Some(digest),
+        "the recorded digest is the registry's"
+    );
+    assert!(
+        first.log("image").iter().any(|l| l.contains("BuildKit")),
+        "{:#?}",
+        first.log("image")
+    );
+
+    // A builder with nothing local: only the registry's cache image helps.
+    let refs = vec![
+        format!("{host}/acme/web:{first_id}"),
+        format!("{host}/acme/web:cache"),
+    ];
+    forget_local_builds(&refs).await;
+    let second_opts = options(Workspace::Copy(src.path().to_path_buf()));
+    let second_id = second_opts.run_id.clone();
+    let second = run(&p, second_opts).await;
+    assert_eq!(
+        second.report.status,
+        RunStatus::Success,
+        "{:#?}",
+        second.log("image")
+    );
+    let log = second.log("image");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("CACHED") && l.contains("slow-dependency-layer")),
+        "the slow layer came from the registry cache: {log:#?}"
+    );
+    let again = output_of(&second, "image").unwrap();
+    assert_eq!(
+        registry.manifest_digest("acme/web", &second_id).as_deref(),
+        again.split_once('@').map(|(_, d)| d)
+    );
+    forget_local_builds(&[
+        format!("{host}/acme/web:{second_id}"),
+        format!("{host}/acme/web:cache"),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_to_an_unreachable_registry_names_it_and_fails_the_step() {
+    let src = TempDir::new("build-fail");
+    src.write("Dockerfile", &format!("FROM {BUSYBOX}\n"));
+    let p = pipeline(
+        "steps:
+  image:
+    build: { tags: [\"127.0.0.1:9/acme/web:x\"], push: true }
+",
+    );
+    let o = run(&p, options(Workspace::Copy(src.path().to_path_buf()))).await;
+    assert!(
+        matches!(o.status("image"), StepStatus::Failed),
+        "{:?}",
+        o.status("image")
+    );
+    let log = o.log("image").join("\n");
+    assert!(
+        log.contains("cannot push `127.0.0.1:9/acme/web:x` to 127.0.0.1:9"),
+        "{log}"
+    );
+    let _ = docker()
+        .await
+        .remove_image(
+            "127.0.0.1:9/acme/web:x",
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn directory_caches_restore_by_exact_key_then_by_prefix_and_artifacts_are_kept() {
+    let data = TempDir::new("cache-data");
+    let store = Arc::new(
+        slipway_runner::cache::CacheStore::open(&data.path().join("cache"), u64::MAX).unwrap(),
+    );
+    let src = TempDir::new("cache-src");
+    src.write("lock.txt", "v1\n");
+    let p = pipeline(
+        "steps:
+  deps:
+    image: BUSYBOX
+    cache:
+      - key: \"deps-{{ hash 'lock.txt' }}\"
+        paths: [vendor/lib]
+        restore_keys: [deps-]
+    artifacts: [\"vendor/**\"]
+    commands:
+      - if [ -f vendor/lib/data ]; then echo \"HIT $(cat vendor/lib/data)\"; else echo MISS; fi
+      - mkdir -p vendor/lib && cp lock.txt vendor/lib/data
+",
+    );
+    let go = |src: &TempDir| {
+        let mut o = options(Workspace::Copy(src.path().to_path_buf()));
+        o.files = slipway_runner::StepFiles {
+            cache: Some(store.clone()),
+            artifacts: Some(data.path().join("artifacts").join(&o.run_id)),
+        };
+        o
+    };
+    let first = run(&p, go(&src)).await;
+    let log = first.log("deps").join("\n");
+    assert!(log.contains("MISS") && log.contains("saved"), "{log}");
+    let second = run(&p, go(&src)).await;
+    let log = second.log("deps").join("\n");
+    assert!(
+        log.contains("restored (exact key)") && log.contains("HIT v1"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("saved"),
+        "an exact hit is not saved again: {log}"
+    );
+    // A new lock file: a new key, restored from the newest `deps-` entry.
+    src.write("lock.txt", "v2\n");
+    let third_opts = go(&src);
+    let third_id = third_opts.run_id.clone();
+    let third = run(&p, third_opts).await;
+    let log = third.log("deps").join("\n");
+    assert!(
+        log.contains("restored (restore key, from `deps-") && log.contains("HIT v1"),
+        "{log}"
+    );
+    assert!(log.contains("saved"), "{log}");
+    let keys: Vec<String> = store.list().unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("deps-") && k.len() == 5 + 16),
+        "{keys:?}"
+    );
+    // Artifacts: the files under vendor/, kept on disk with the run.
+    let kept = third.events.iter().find_map(|e| match e {
+        RunEvent::Artifacts { files, .. } => Some(files.clone()),
+        _ => None,
+    });
+    assert_eq!(kept, Some(vec![("vendor/lib/data".to_string(), 3)]));
+    let file = data
+        .path()
+        .join("artifacts")
+        .join(&third_id)
+        .join("deps/vendor/lib/data");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "v2\n");
 }

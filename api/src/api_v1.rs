@@ -92,6 +92,16 @@ pub struct StepView {
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub duration_ms: Option<u64>,
+    /// What a build step pushed: `repository@sha256:...`.
+    pub output: Option<String>,
+    /// Download each at `/api/v1/runs/{id}/artifacts/{step}/{path}`.
+    pub artifacts: Vec<ArtifactView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArtifactView {
+    pub path: String,
+    pub size: u64,
 }
 
 impl From<RunRecord> for RunView {
@@ -115,6 +125,12 @@ impl From<RunRecord> for RunView {
                         .started_ms
                         .zip(s.finished_ms)
                         .map(|(a, b)| b.saturating_sub(a)),
+                    output: s.output,
+                    artifacts: s
+                        .artifacts
+                        .into_iter()
+                        .map(|(path, size)| ArtifactView { path, size })
+                        .collect(),
                     name: s.name,
                     status: s.status,
                     exit_code: s.exit_code,
@@ -376,6 +392,46 @@ pub async fn get_log(
     }))
 }
 
+/// `GET /api/v1/runs/{id}/artifacts/{step}/{path}`: the file's bytes.
+pub async fn get_artifact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, step, path)): Path<(String, String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    authorize(&state, &headers, Scope::Read)?;
+    let run = state.store.find_run(&id)?;
+    // Only what the run recorded is served: no path reaches outside it.
+    let known = run
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .is_some_and(|s| s.artifacts.iter().any(|(p, _)| *p == path));
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("run {} has no artifact `{path}` from step `{step}`", run.id),
+        ));
+    }
+    let file = state.artifacts_root.join(&run.id).join(&step).join(&path);
+    let bytes = tokio::fs::read(&file).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            format!(
+                "artifact `{path}` of run {} is no longer stored: {e}",
+                run.id
+            ),
+        )
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -430,6 +486,7 @@ mod tests {
                             attempts: 1,
                             started_ms: Some(1100),
                             finished_ms: Some(1300),
+                            ..Default::default()
                         },
                         StepRecord {
                             name: "test".into(),
@@ -439,6 +496,7 @@ mod tests {
                             attempts: 1,
                             started_ms: Some(1300),
                             finished_ms: Some(1900),
+                            ..Default::default()
                         },
                     ],
                     source: Some(SourceRecord {
@@ -468,6 +526,7 @@ mod tests {
                 reports: tokio::sync::mpsc::channel(16).0,
                 metrics: Arc::default(),
                 shutdown: Default::default(),
+                artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
             },
             dir,
         )

@@ -173,6 +173,15 @@ impl Client {
         api_error(status, &bytes)
     }
 
+    /// A raw download (artifacts).
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        let (status, body) = self.exchange(Method::GET, path, None).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        Ok(body)
+    }
+
     pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
         self.send(Method::POST, path, body).await
     }
@@ -183,6 +192,22 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
+        let (status, body) = self.exchange(method, path, body).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            server: self.base.clone(),
+            message: format!("{status}: {e}"),
+        })
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -215,13 +240,7 @@ impl Client {
                 message: e.to_string(),
             })?
             .to_bytes();
-        if !status.is_success() {
-            return Err(api_error(status, &body));
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
-            server: self.base.clone(),
-            message: format!("{status}: {e}"),
-        })
+        Ok((status, body))
     }
 }
 

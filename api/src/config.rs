@@ -47,6 +47,18 @@ struct RawConfig {
     repos: Vec<RawRepo>,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    #[serde(default)]
+    registries: Vec<RawRegistry>,
+}
+
+/// A registry login, or a Docker `config.json` holding several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    host: Option<String>,
+    username: Option<String>,
+    password: Option<SecretSource>,
+    docker_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +95,7 @@ struct RawServer {
     cancel_superseded: Option<bool>,
     requeue_interrupted: Option<bool>,
     public_url: Option<String>,
+    cache_max_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,7 +132,14 @@ pub struct Config {
     pub repos: Vec<Repo>,
     /// With none configured the API is closed: every call answers 401.
     pub tokens: Vec<ApiToken>,
+    /// Registry logins for image builds and pushes, by host.
+    pub registries: slipway_runner::Credentials,
+    /// Directory caches above this are evicted, least recently used first.
+    pub cache_max_bytes: u64,
 }
+
+/// 5 GB of directory caches unless configured.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -146,6 +166,8 @@ impl Default for Config {
             public_url: "http://127.0.0.1:8080".into(),
             repos: Vec::new(),
             tokens: Vec::new(),
+            registries: Default::default(),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -199,6 +221,47 @@ impl Config {
         }
         config.cancel_superseded = raw.server.cancel_superseded.unwrap_or(true);
         config.requeue_interrupted = raw.server.requeue_interrupted.unwrap_or(false);
+        if let Some(size) = &raw.server.cache_max_size {
+            match slipway_runner::cache::parse_size(size) {
+                Some(n) => config.cache_max_bytes = n,
+                None => problems.push(format!(
+                    "{file}: server.cache_max_size: `{size}` is not a size (e.g. `10GB`, `500MiB`)"
+                )),
+            }
+        }
+        for (i, r) in raw.registries.iter().enumerate() {
+            let key = |k: &str| format!("{file}: registries[{i}].{k}");
+            match (&r.docker_config, &r.host) {
+                (Some(path), None) => match std::fs::read_to_string(path) {
+                    Ok(json) => match slipway_runner::credentials::parse_docker_config(&json) {
+                        Ok(creds) => config.registries.extend(creds),
+                        Err(e) => problems.push(format!("{}: {}: {e}", key("docker_config"), path.display())),
+                    },
+                    Err(e) => problems.push(format!("{}: cannot read {}: {e}", key("docker_config"), path.display())),
+                },
+                (None, Some(host)) => {
+                    let password = resolve(r.password.as_ref())
+                        .map_err(|m| problems.push(format!("{}: {m}", key("password"))))
+                        .ok()
+                        .flatten();
+                    match (&r.username, password) {
+                        (Some(username), Some(password)) => {
+                            config.registries.insert(
+                                host.clone(),
+                                slipway_runner::RegistryAuth {
+                                    username: username.clone(),
+                                    password,
+                                },
+                            );
+                        }
+                        _ => problems.push(format!("{}: give `username` and `password`", key("host"))),
+                    }
+                }
+                _ => problems.push(format!(
+                    "{file}: registries[{i}]: give either `host` with `username` and `password`, or `docker_config`"
+                )),
+            }
+        }
         config.public_url = raw
             .server
             .public_url

@@ -67,6 +67,10 @@ pub struct Executor<B> {
     pub metrics: Arc<Metrics>,
     /// Cancels every run (server shutdown).
     pub shutdown: CancellationToken,
+    /// Directory caches shared by every run; `None` turns them off.
+    pub cache: Option<Arc<slipway_runner::cache::CacheStore>>,
+    /// Runs' artifacts live in `<artifacts_root>/<run id>/<step>/`.
+    pub artifacts_root: PathBuf,
 }
 
 impl<B: Backend> Executor<B> {
@@ -330,6 +334,11 @@ impl<B: Backend> Executor<B> {
             workspace: Workspace::Copy(checkout.to_path_buf()),
             env,
             skip,
+            files: slipway_runner::StepFiles {
+                cache: self.cache.clone(),
+                artifacts: Some(self.artifacts_root.join(&run.id)),
+            },
+            credentials: self.config.registries.clone(),
         };
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
         let mut recorder = Recorder::new(self.store.clone(), &run.id);
@@ -417,6 +426,7 @@ mod tests {
                     attempts: 1,
                     started_ms: None,
                     finished_ms: None,
+                    ..Default::default()
                 })
                 .collect(),
             source: None,

@@ -75,12 +75,43 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Directory caches kept under the data dir.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// List a run's artifacts, or download one (with --server).
+    Artifacts {
+        run: String,
+        /// `STEP/PATH` of the artifact to download.
+        artifact: Option<String>,
+        /// Where to write the download (default: the artifact's file name).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Start a run of what a branch, tag or ref points at now (with --server).
     Trigger {
         /// owner/name
         repo: String,
         #[arg(name = "REF")]
         git_ref: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Every entry, most recently used first.
+    Ls,
+    /// Remove entries by key.
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove least recently used entries until the rest fit.
+    Prune {
+        /// e.g. `2GB`; `0` removes everything.
+        #[arg(long, default_value = "0")]
+        max_size: String,
     },
 }
 
@@ -110,6 +141,18 @@ fn main() -> ExitCode {
         }),
         Command::Rerun { run, failed } => with_server(cli.server.as_deref(), "rerun", |s| {
             cmd::remote::rerun(s, &run, failed)
+        }),
+        Command::Cache { action } => match action {
+            CacheAction::Ls => cmd::cache::ls(&data_dir),
+            CacheAction::Rm { keys } => cmd::cache::rm(&data_dir, &keys),
+            CacheAction::Prune { max_size } => cmd::cache::prune(&data_dir, &max_size),
+        },
+        Command::Artifacts {
+            run,
+            artifact,
+            output,
+        } => with_server(cli.server.as_deref(), "artifacts", |s| {
+            cmd::remote::artifacts(s, &run, artifact.as_deref(), output.as_deref())
         }),
         Command::Trigger { repo, git_ref } => with_server(cli.server.as_deref(), "trigger", |s| {
             cmd::remote::trigger(s, &repo, &git_ref)

@@ -56,6 +56,8 @@ pub fn step_records(pipeline: &Pipeline) -> Vec<StepRecord> {
             attempts: 0,
             started_ms: None,
             finished_ms: None,
+            output: None,
+            artifacts: Vec::new(),
         })
         .collect()
 }
@@ -147,6 +149,14 @@ impl Recorder {
                     r.finished_ms = Some(now_ms());
                 })?;
                 self.store.flush()?;
+            }
+            RunEvent::StepOutput { step, image } => {
+                let image = image.clone();
+                self.update_step(step, |s| s.output = Some(image))?;
+            }
+            RunEvent::Artifacts { step, files } => {
+                let files = files.clone();
+                self.update_step(step, |s| s.artifacts = files)?;
             }
             RunEvent::RunStarted { .. }
             | RunEvent::ImagePull { .. }

@@ -70,6 +70,17 @@ pub async fn start<B: Backend>(
         reports: reports.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        cache: match slipway_runner::cache::CacheStore::open(
+            &data_dir.join("cache"),
+            config.cache_max_bytes,
+        ) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(error = %e, "directory caches are off");
+                None
+            }
+        },
+        artifacts_root: data_dir.join("artifacts"),
     });
     let interrupted = executor.reconcile().await?;
     let executor = tokio::spawn(executor.run());
@@ -82,6 +93,7 @@ pub async fn start<B: Backend>(
         reports,
         metrics,
         shutdown: shutdown.clone(),
+        artifacts_root: data_dir.join("artifacts"),
     };
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {

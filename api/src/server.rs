@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Ends open event streams when the server stops.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Runs' artifacts: `<artifacts_root>/<run id>/<step>/<path>`.
+    pub artifacts_root: std::path::PathBuf,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -49,6 +51,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
         .route("/api/v1/runs/{id}/events", get(crate::sse::run_events))
         .route("/api/v1/events", get(crate::sse::all_events))
+        .route(
+            "/api/v1/runs/{id}/artifacts/{step}/{*path}",
+            get(crate::api_v1::get_artifact),
+        )
         .with_state(state)
 }
 
@@ -304,6 +310,7 @@ mod tests {
             reports: tokio::sync::mpsc::channel(16).0,
             metrics: Arc::default(),
             shutdown: Default::default(),
+            artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
         };
         (state, dir)
     }

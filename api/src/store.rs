@@ -106,7 +106,7 @@ pub enum Accepted {
     Duplicate(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub name: String,
     pub needs: Vec<String>,
@@ -115,6 +115,12 @@ pub struct StepRecord {
     pub attempts: u32,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
+    /// What a build step pushed: `repository@sha256:...`.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Files the step kept: workspace-relative path and size.
+    #[serde(default)]
+    pub artifacts: Vec<(String, u64)>,
 }
 
 /// Something that happened to a run. `seq` grows across the whole store,
@@ -940,6 +946,8 @@ mod tests {
             attempts: 0,
             started_ms: None,
             finished_ms: None,
+            output: None,
+            artifacts: Vec::new(),
         }];
         store.enqueue(&r).unwrap();
         store

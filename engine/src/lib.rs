@@ -10,6 +10,7 @@
 //! - [`dag`]: the [`Plan`] (dependency graph of steps) and its text, DOT and Mermaid renderings.
 //! - [`state`]: [`RunState`], the state machine that says which steps may start next.
 //! - [`pattern`]: the glob patterns used by `when: { branch: [...] }`.
+//! - [`template`]: `${VAR}` in build args and tags, and cache key templates.
 
 pub mod dag;
 pub mod diagnostic;
@@ -19,9 +20,10 @@ pub mod parse;
 pub mod pattern;
 pub mod state;
 mod suggest;
+pub mod template;
 
 pub use dag::{GraphFormat, Plan};
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{On, Pipeline, RefFilter, Service, Step, Trigger, When};
+pub use model::{Build, Cache, On, Pipeline, RefFilter, Service, Step, Trigger, When};
 pub use parse::{Parsed, parse};
 pub use state::{RunState, RunStatus, SkipReason, StepOutcome, StepStatus};

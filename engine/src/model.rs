@@ -48,8 +48,16 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub name: String,
+    /// Empty for a build step.
     pub image: String,
+    /// Empty for a build step.
     pub commands: Vec<String>,
+    /// Builds an image instead of running commands.
+    pub build: Option<Build>,
+    /// Directories restored before the step and saved after it succeeds.
+    pub cache: Vec<Cache>,
+    /// Globs of workspace files kept with the run after the step succeeds.
+    pub artifacts: Vec<String>,
     pub needs: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Names of secrets given to the step as variables; their values are masked in logs.
@@ -62,6 +70,36 @@ pub struct Step {
     pub when: When,
     /// Where the step is declared, for messages about it at run time.
     pub line: usize,
+}
+
+/// `build:` of a step: an image built by the daemon from the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// Directory of the workspace sent as the build context.
+    pub context: String,
+    /// Relative to the context.
+    pub dockerfile: String,
+    pub target: Option<String>,
+    /// Values may use `${VAR}`.
+    pub args: Vec<(String, String)>,
+    /// May use `${VAR}`; the first is the one pushed and recorded.
+    pub tags: Vec<String>,
+    pub push: bool,
+    /// Images whose layers may be reused (inline cache in a registry).
+    pub cache_from: Vec<String>,
+    /// A tag the image is also pushed to, with inline cache metadata, so a
+    /// builder with an empty local cache can reuse its layers.
+    pub cache_to: Option<String>,
+}
+
+/// One `cache:` entry of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    pub key: crate::template::KeyTemplate,
+    /// Workspace-relative directories or files.
+    pub paths: Vec<String>,
+    /// Prefixes: on a miss, the newest entry whose key starts with one.
+    pub restore_keys: Vec<String>,
 }
 
 /// Conditions under which a step runs; an empty list places no condition.

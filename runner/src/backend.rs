@@ -13,8 +13,9 @@
 //! for a run that was never set up, or by another process after a crash
 //! (everything a backend creates carries the run id, so it can be found).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -68,6 +69,46 @@ pub enum StepExit {
 /// A piece of a container's output, as it arrived (not split in lines).
 pub type LogChunk = (LogStream, Bytes);
 
+/// A registry login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// Logins by registry host (`127.0.0.1:5000`, `ghcr.io`, `docker.io`).
+pub type Credentials = HashMap<String, RegistryAuth>;
+
+/// An image to build from the run's workspace; `${VAR}`s already expanded.
+#[derive(Debug, Clone)]
+pub struct ImageBuild {
+    pub step: String,
+    /// Workspace-relative directory.
+    pub context: String,
+    /// Relative to the context.
+    pub dockerfile: String,
+    pub target: Option<String>,
+    pub args: Vec<(String, String)>,
+    pub tags: Vec<String>,
+    pub push: bool,
+    pub cache_from: Vec<String>,
+    pub cache_to: Option<String>,
+    pub credentials: Credentials,
+}
+
+/// What a build made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    pub image_id: String,
+    /// `repository@sha256:...` of the first tag, once pushed.
+    pub pushed: Option<String>,
+    /// Build steps answered from cache, of all steps.
+    pub cached: usize,
+    pub steps: usize,
+    /// False when the classic builder was used instead of BuildKit.
+    pub buildkit: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("cannot pull image `{image}`: {message}")]
@@ -85,6 +126,14 @@ pub enum BackendError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot build the image of step `{step}`: {message}")]
+    Build { step: String, message: String },
+    #[error("cannot push `{image}` to {registry}: {message}")]
+    Push {
+        image: String,
+        registry: String,
+        message: String,
     },
     #[error("{0}")]
     Other(String),
@@ -115,6 +164,36 @@ pub trait Backend: Send + Sync + 'static {
         logs: mpsc::Sender<LogChunk>,
         stop: CancellationToken,
     ) -> impl Future<Output = Result<StepExit, BackendError>> + Send;
+
+    /// Builds (and pushes, if asked) an image from the workspace; build
+    /// output goes to `log` line by line.
+    fn build_image(
+        &self,
+        run: &RunSpec,
+        build: &ImageBuild,
+        log: mpsc::Sender<String>,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Result<BuiltImage, BackendError>> + Send;
+
+    /// Writes a tar of these workspace paths (entries relative to the
+    /// workspace) to `out`. Returns the paths that did not exist.
+    fn export_workspace(
+        &self,
+        run: &RunSpec,
+        paths: &[String],
+        out: &Path,
+    ) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send;
+
+    /// Unpacks a tar made by [`Backend::export_workspace`] into the workspace.
+    fn import_workspace(
+        &self,
+        run: &RunSpec,
+        archive: &Path,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// An image any never-started helper container can be created from
+    /// (to reach the workspace), made locally if need be.
+    fn scratch_image(&self) -> impl Future<Output = Result<String, BackendError>> + Send;
 
     /// Removes every container, network and volume of the run.
     fn teardown_run(&self, run_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;

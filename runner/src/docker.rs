@@ -28,10 +28,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::backend::{
-    Backend, BackendError, ContainerSpec, LogChunk, RunSpec, StepExit, Workspace,
+    Backend, BackendError, BuiltImage, ContainerSpec, ImageBuild, LogChunk, RunSpec, StepExit,
+    Workspace,
 };
 use crate::event::LogStream;
 use crate::workspace;
+
+mod build;
+pub use build::{registry_of, split_tag};
 
 pub const LABEL_RUN: &str = "slipway.run";
 pub const LABEL_OWNER: &str = "slipway.owner";
@@ -188,6 +192,8 @@ impl DockerBackend {
         let helper = format!("slipway-{}-workspace-init", run.run_id);
         let body = ContainerCreateBody {
             image: Some(run.helper_image.clone()),
+            // Never run; the scratch image has no command of its own.
+            cmd: Some(vec!["/none".into()]),
             labels: Some(self.labels(&run.run_id, &[])),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Self::workspace_mount(run)]),
@@ -492,6 +498,56 @@ impl Backend for DockerBackend {
         let result = self.start_and_wait(&name, logs, &stop).await;
         self.remove_container(&name).await;
         result
+    }
+
+    async fn build_image(
+        &self,
+        run: &RunSpec,
+        build: &ImageBuild,
+        log: mpsc::Sender<String>,
+        stop: CancellationToken,
+    ) -> Result<BuiltImage, BackendError> {
+        self.build(run, build, log, stop).await
+    }
+
+    async fn export_workspace(
+        &self,
+        run: &RunSpec,
+        paths: &[String],
+        out: &std::path::Path,
+    ) -> Result<Vec<String>, BackendError> {
+        self.export(run, paths, out, false).await
+    }
+
+    async fn import_workspace(
+        &self,
+        run: &RunSpec,
+        archive: &std::path::Path,
+    ) -> Result<(), BackendError> {
+        self.import(run, archive).await
+    }
+
+    async fn scratch_image(&self) -> Result<String, BackendError> {
+        const SCRATCH: &str = "slipway.local/scratch:1";
+        match self.docker.inspect_image(SCRATCH).await {
+            Ok(_) => return Ok(SCRATCH.into()),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(docker_err("inspect the scratch image")(e)),
+        }
+        // An empty file system: enough to create (never start) a container.
+        let empty = Bytes::from(vec![0u8; 1024]);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo("slipway.local/scratch")
+            .tag("1")
+            .build();
+        let mut stream =
+            self.docker
+                .create_image(Some(opts), Some(bollard::body_full(empty)), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(docker_err("make the scratch image"))?;
+        }
+        Ok(SCRATCH.into())
     }
 
     async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {

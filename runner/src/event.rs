@@ -44,6 +44,16 @@ pub enum RunEvent {
         duration: Duration,
         attempts: u32,
     },
+    /// What a build step pushed: `repository@sha256:...`.
+    StepOutput {
+        step: String,
+        image: String,
+    },
+    /// Files a step kept with the run (workspace-relative paths, sizes).
+    Artifacts {
+        step: String,
+        files: Vec<(String, u64)>,
+    },
     /// A step that ended without running: skipped or cancelled.
     StepSettled {
         step: String,

@@ -3,6 +3,7 @@
 //! cancellation, cleanup) is tested in milliseconds, without Docker.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, BackendError, ContainerSpec, LogChunk, RunSpec, StepExit};
+use crate::backend::{
+    Backend, BackendError, BuiltImage, ContainerSpec, ImageBuild, LogChunk, RunSpec, StepExit,
+};
 use crate::event::LogStream;
 
 /// What a step does on the fake backend.
@@ -144,6 +147,51 @@ impl Backend for FakeBackend {
         };
         self.running.fetch_sub(1, Ordering::SeqCst);
         Ok(exit)
+    }
+
+    async fn build_image(
+        &self,
+        _run: &RunSpec,
+        build: &ImageBuild,
+        log: mpsc::Sender<String>,
+        _stop: CancellationToken,
+    ) -> Result<BuiltImage, BackendError> {
+        self.record(format!("build {} {}", build.step, build.tags.join(",")));
+        let _ = log.send(format!("building {}", build.context)).await;
+        Ok(BuiltImage {
+            image_id: "sha256:fake".into(),
+            pushed: build
+                .push
+                .then(|| build.tags.first().map(|t| format!("{t}@sha256:fake")))
+                .flatten(),
+            cached: 0,
+            steps: 1,
+            buildkit: true,
+        })
+    }
+
+    /// Writes an empty archive: the fake has no workspace contents.
+    async fn export_workspace(
+        &self,
+        _run: &RunSpec,
+        paths: &[String],
+        out: &Path,
+    ) -> Result<Vec<String>, BackendError> {
+        self.record(format!("export {}", paths.join(",")));
+        std::fs::write(out, []).map_err(|source| BackendError::Workspace {
+            path: out.to_path_buf(),
+            source,
+        })?;
+        Ok(Vec::new())
+    }
+
+    async fn import_workspace(&self, _run: &RunSpec, archive: &Path) -> Result<(), BackendError> {
+        self.record(format!("import {}", archive.display()));
+        Ok(())
+    }
+
+    async fn scratch_image(&self) -> Result<String, BackendError> {
+        Ok("scratch".into())
     }
 
     async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {

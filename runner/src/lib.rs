@@ -11,8 +11,11 @@
 //! - [`script`], [`mask`]: the shell script a step runs, and secret masking of its output.
 //! - [`git`]: mirrors and checkouts of the commit a server run builds.
 //! - [`workspace`]: what of the user's tree goes into a run's workspace.
+//! - [`cache`]: directory caches on disk, content-addressed, with LRU eviction.
 
 pub mod backend;
+pub mod cache;
+pub mod credentials;
 pub mod docker;
 pub mod event;
 pub mod fake;
@@ -20,10 +23,15 @@ pub mod git;
 pub mod mask;
 pub mod scheduler;
 pub mod script;
+pub mod step_files;
 pub mod workspace;
 
-pub use backend::{Backend, BackendError, ContainerSpec, LogChunk, RunSpec, StepExit, Workspace};
+pub use backend::{
+    Backend, BackendError, BuiltImage, ContainerSpec, Credentials, ImageBuild, LogChunk,
+    RegistryAuth, RunSpec, StepExit, Workspace,
+};
 pub use docker::DockerBackend;
 pub use event::{LogStream, RunEvent};
 pub use fake::FakeBackend;
 pub use scheduler::{RunError, RunOptions, RunReport, StepReport, execute};
+pub use step_files::StepFiles;

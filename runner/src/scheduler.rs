@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use crate::backend::{Backend, ContainerSpec, LogChunk, RunSpec, StepExit, Workspace};
+use crate::backend::{Backend, ContainerSpec, ImageBuild, LogChunk, RunSpec, StepExit, Workspace};
 use crate::event::{LogStream, RunEvent};
 use crate::mask::{LineSplitter, Masker};
 use crate::script::step_script;
@@ -33,6 +33,10 @@ pub struct RunOptions {
     /// Steps not to run, each with the reason shown in its log (e.g. a
     /// rerun of failed steps skips what passed). They count as satisfied.
     pub skip: Vec<(String, String)>,
+    /// Directory caches and artifacts; off where `None`.
+    pub files: crate::step_files::StepFiles,
+    /// Registry logins for image builds and pushes.
+    pub credentials: crate::backend::Credentials,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +84,7 @@ struct Shared<B> {
     run: RunSpec,
     events: mpsc::Sender<RunEvent>,
     masker: Masker,
+    files: crate::step_files::StepFiles,
 }
 
 pub async fn execute<B: Backend>(
@@ -132,7 +137,14 @@ async fn run<B: Backend>(
     )
     .await;
 
-    let (image_errors, good_image) = prepare_images(&backend, pipeline, &events).await;
+    let (image_errors, mut good_image) = prepare_images(&backend, pipeline, &events).await;
+    // A pipeline of build steps only still needs a workspace to build from.
+    if good_image.is_none() && pipeline.steps.iter().any(|s| s.build.is_some()) {
+        match backend.scratch_image().await {
+            Ok(image) => good_image = Some(image),
+            Err(e) => warn!(error = %e, "no image to set the workspace up with"),
+        }
+    }
     let run = RunSpec {
         run_id: run_id.clone(),
         workspace: options.workspace.clone(),
@@ -239,6 +251,7 @@ async fn run<B: Backend>(
         run,
         events: events.clone(),
         masker,
+        files: options.files.clone(),
     });
     let jobs = options.jobs.max(1);
     let mut tasks: JoinSet<StepResult> = JoinSet::new();
@@ -258,19 +271,30 @@ async fn run<B: Backend>(
             && let Some(i) = state.pop_ready()
         {
             let step = &pipeline.steps[i];
+            let env = step_env(&base_env, pipeline, step, &options.secrets);
+            let (build, build_error) = match &step.build {
+                None => (None, None),
+                Some(b) => match image_build(step, b, &env, &options.credentials) {
+                    Ok(b) => (Some(b), None),
+                    Err(e) => (None, Some(e)),
+                },
+            };
             let spec = ContainerSpec {
                 name: step.name.clone(),
                 attempt: 1,
                 image: step.image.clone(),
                 script: Some(step_script(&step.commands)),
-                env: step_env(&base_env, pipeline, step, &options.secrets),
+                env,
             };
             let task = StepTask {
                 index: i,
                 spec,
                 retries: step.retries,
                 timeout: step.timeout,
-                image_error: image_errors.get(&step.image).cloned(),
+                image_error: build_error.or_else(|| image_errors.get(&step.image).cloned()),
+                build,
+                caches: step.cache.clone(),
+                artifacts: step.artifacts.clone(),
             };
             let span = info_span!("step", run_id = %run_id, step = %step.name);
             tasks.spawn(
@@ -398,7 +422,7 @@ async fn prepare_images<B: Backend>(
         .iter()
         .map(|s| s.image.clone())
         .chain(pipeline.services.iter().map(|s| s.image.clone()))
-        .filter(|i| seen.insert(i.clone()))
+        .filter(|i| !i.is_empty() && seen.insert(i.clone()))
         .collect();
     let pulls = images.iter().map(|image| {
         let backend = backend.clone();
@@ -487,12 +511,61 @@ fn merge_env<const N: usize>(lists: [&[(String, String)]; N]) -> Vec<(String, St
     out
 }
 
+/// A build step's spec with `${VAR}`s replaced by the step's variables.
+fn image_build(
+    step: &slipway_engine::Step,
+    b: &slipway_engine::Build,
+    env: &[(String, String)],
+    credentials: &crate::backend::Credentials,
+) -> Result<ImageBuild, String> {
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let expand = |field: &str, text: &str| {
+        slipway_engine::template::expand(text, lookup).map_err(|e| format!("build.{field}: {e}"))
+    };
+    Ok(ImageBuild {
+        step: step.name.clone(),
+        context: b.context.clone(),
+        dockerfile: b.dockerfile.clone(),
+        target: b.target.clone(),
+        args: b
+            .args
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), expand("args", v)?)))
+            .collect::<Result<_, String>>()?,
+        tags: b
+            .tags
+            .iter()
+            .map(|t| expand("tags", t))
+            .collect::<Result<_, _>>()?,
+        push: b.push,
+        cache_from: b
+            .cache_from
+            .iter()
+            .map(|t| expand("cache_from", t))
+            .collect::<Result<_, _>>()?,
+        cache_to: b
+            .cache_to
+            .as_deref()
+            .map(|t| expand("cache_to", t))
+            .transpose()?,
+        credentials: credentials.clone(),
+    })
+}
+
 struct StepTask {
     index: usize,
     spec: ContainerSpec,
     retries: u32,
     timeout: Option<Duration>,
     image_error: Option<String>,
+    build: Option<ImageBuild>,
+    caches: Vec<slipway_engine::Cache>,
+    artifacts: Vec<String>,
 }
 
 impl StepTask {
@@ -527,6 +600,94 @@ impl StepTask {
             emit(&shared.events, log(message.clone())).await;
             return result(StepOutcome::Failed, None, 1);
         }
+        let system = |lines: Vec<String>| {
+            let shared = shared.clone();
+            let step = step.clone();
+            async move {
+                for line in lines {
+                    emit(
+                        &shared.events,
+                        RunEvent::Log {
+                            step: step.clone(),
+                            stream: LogStream::System,
+                            line,
+                        },
+                    )
+                    .await;
+                }
+            }
+        };
+        let mut prepared = Vec::new();
+        if let Some(store) = &shared.files.cache
+            && !self.caches.is_empty()
+        {
+            let mut lines = Vec::new();
+            prepared = crate::step_files::restore_caches(
+                shared.backend.as_ref(),
+                &shared.run,
+                store,
+                &self.caches,
+                &mut lines,
+            )
+            .await;
+            system(lines).await;
+        }
+        let succeeded = |attempt: u32| {
+            let shared = shared.clone();
+            let (caches, artifacts, step) =
+                (self.caches.clone(), self.artifacts.clone(), step.clone());
+            let prepared = &prepared;
+            async move {
+                let mut lines = Vec::new();
+                if let Some(store) = &shared.files.cache {
+                    crate::step_files::save_caches(
+                        shared.backend.as_ref(),
+                        &shared.run,
+                        store,
+                        &caches,
+                        prepared,
+                        &mut lines,
+                    )
+                    .await;
+                }
+                if let Some(dir) = &shared.files.artifacts
+                    && !artifacts.is_empty()
+                {
+                    let dir = dir.clone();
+                    let files = crate::step_files::collect_artifacts(
+                        shared.backend.as_ref(),
+                        &shared.run,
+                        &step,
+                        &artifacts,
+                        &dir,
+                        &mut lines,
+                    )
+                    .await;
+                    if !files.is_empty() {
+                        emit(
+                            &shared.events,
+                            RunEvent::Artifacts {
+                                step: step.clone(),
+                                files,
+                            },
+                        )
+                        .await;
+                    }
+                }
+                for line in lines {
+                    emit(
+                        &shared.events,
+                        RunEvent::Log {
+                            step: step.clone(),
+                            stream: LogStream::System,
+                            line,
+                        },
+                    )
+                    .await;
+                }
+                attempt
+            }
+        };
         let mut attempt = 1;
         loop {
             self.spec.attempt = attempt;
@@ -541,10 +702,19 @@ impl StepTask {
             let stop = cancel.child_token();
             let (tx, rx) = mpsc::channel::<LogChunk>(64);
             let pump = pump_logs(rx, step.clone(), shared.clone());
+            let build = self.build.clone();
             let exec = async {
-                let fut = shared
-                    .backend
-                    .run_step(&shared.run, &self.spec, tx, stop.clone());
+                let fut = async {
+                    match &build {
+                        None => {
+                            shared
+                                .backend
+                                .run_step(&shared.run, &self.spec, tx, stop.clone())
+                                .await
+                        }
+                        Some(b) => self.build_step(&shared, b, tx, stop.clone()).await,
+                    }
+                };
                 tokio::pin!(fut);
                 match self.timeout {
                     None => (fut.await, false),
@@ -559,7 +729,12 @@ impl StepTask {
             };
             let ((exit, timed_out), ()) = tokio::join!(exec, pump);
             match exit {
-                Ok(StepExit::Exited(0)) => return result(StepOutcome::Success, Some(0), attempt),
+                Ok(StepExit::Exited(0)) => {
+                    if !self.caches.is_empty() || !self.artifacts.is_empty() {
+                        succeeded(attempt).await;
+                    }
+                    return result(StepOutcome::Success, Some(0), attempt);
+                }
                 Ok(StepExit::Exited(code)) => {
                     emit(&shared.events, log(format!("exit code {code}"))).await;
                     if attempt <= self.retries && !cancel.is_cancelled() {
@@ -591,6 +766,72 @@ impl StepTask {
                     };
                     return result(outcome, None, attempt);
                 }
+            }
+        }
+    }
+}
+
+impl StepTask {
+    /// A build step: the build's output is the step's log, and what it
+    /// pushed is the step's output.
+    async fn build_step<B: Backend>(
+        &self,
+        shared: &Arc<Shared<B>>,
+        build: &ImageBuild,
+        logs: mpsc::Sender<LogChunk>,
+        stop: CancellationToken,
+    ) -> Result<StepExit, crate::backend::BackendError> {
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        let forward = async {
+            while let Some(line) = rx.recv().await {
+                let _ = logs
+                    .send((LogStream::Stdout, bytes::Bytes::from(line + "\n")))
+                    .await;
+            }
+        };
+        let (built, ()) = tokio::join!(
+            shared
+                .backend
+                .build_image(&shared.run, build, tx, stop.clone()),
+            forward
+        );
+        let say = |line: String| RunEvent::Log {
+            step: build.step.clone(),
+            stream: LogStream::System,
+            line,
+        };
+        match built {
+            Ok(image) => {
+                let builder = if image.buildkit {
+                    "BuildKit"
+                } else {
+                    "classic builder"
+                };
+                emit(
+                    &shared.events,
+                    say(format!(
+                        "built {} with {builder}: {} of {} build steps from cache",
+                        image.image_id, image.cached, image.steps
+                    )),
+                )
+                .await;
+                if let Some(pushed) = image.pushed {
+                    emit(&shared.events, say(format!("pushed {pushed}"))).await;
+                    emit(
+                        &shared.events,
+                        RunEvent::StepOutput {
+                            step: build.step.clone(),
+                            image: pushed,
+                        },
+                    )
+                    .await;
+                }
+                Ok(StepExit::Exited(0))
+            }
+            Err(_) if stop.is_cancelled() => Ok(StepExit::Stopped),
+            Err(e) => {
+                emit(&shared.events, say(format!("error: {e}"))).await;
+                Ok(StepExit::Exited(1))
             }
         }
     }
@@ -662,6 +903,8 @@ mod tests {
             workspace: Workspace::Empty,
             env: Vec::new(),
             skip: Vec::new(),
+            files: Default::default(),
+            credentials: Default::default(),
         }
     }
 

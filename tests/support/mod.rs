@@ -209,6 +209,28 @@ impl Registry {
             && answer.starts_with("HTTP/1.1 200")
     }
 
+    /// The digest the registry itself gives for `repo:tag`'s manifest
+    /// (`Docker-Content-Digest` of a HEAD), or `None` if it has none.
+    pub fn manifest_digest(&self, repo: &str, tag: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.host).ok()?;
+        let req = format!(
+            "HEAD /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json\r\n\r\n",
+            self.host
+        );
+        s.write_all(req.as_bytes()).ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        answer.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_string())
+        })
+    }
+
     /// Pushes a local image under `repo:tag` and returns the full reference.
     pub fn push(&self, local: &str, repo_tag: &str) -> String {
         let reference = format!("{}/{repo_tag}", self.host);

@@ -179,3 +179,45 @@ pub fn trigger(server: &str, repo: &str, git_ref: &str) -> anyhow::Result<ExitCo
     println!("{}", answer["run"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }
+
+/// Lists a run's artifacts, or downloads `STEP/PATH`.
+pub fn artifacts(
+    server: &str,
+    run: &str,
+    artifact: Option<&str>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let (rt, client) = client(server)?;
+    let view = rt.block_on(client.get(&format!("/api/v1/runs/{run}")))?;
+    let id = view["id"].as_str().unwrap_or(run).to_string();
+    let Some(wanted) = artifact else {
+        let mut any = false;
+        for step in view["steps"].as_array().into_iter().flatten() {
+            for a in step["artifacts"].as_array().into_iter().flatten() {
+                any = true;
+                println!(
+                    "{}/{}  {} bytes",
+                    step["name"].as_str().unwrap_or("?"),
+                    a["path"].as_str().unwrap_or("?"),
+                    a["size"]
+                );
+            }
+        }
+        if !any {
+            println!("run {id} kept no artifacts");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (step, path) = wanted.split_once('/').ok_or_else(|| {
+        anyhow::anyhow!("name the artifact as STEP/PATH (see `slipway artifacts {id}`)")
+    })?;
+    let bytes =
+        rt.block_on(client.get_bytes(&format!("/api/v1/runs/{id}/artifacts/{step}/{path}")))?;
+    let target = output
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from(path.rsplit('/').next().unwrap_or(path)));
+    std::fs::write(&target, &bytes)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    println!("{} ({} bytes)", target.display(), bytes.len());
+    Ok(ExitCode::SUCCESS)
+}

@@ -125,6 +125,17 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         },
         env,
         skip: Vec::new(),
+        files: slipway_runner::StepFiles {
+            cache: slipway_runner::cache::CacheStore::open(
+                &data_dir.join("cache"),
+                slipway_api::config::DEFAULT_CACHE_MAX_BYTES,
+            )
+            .map(Arc::new)
+            .map_err(|e| eprintln!("slipway: directory caches are off: {e}"))
+            .ok(),
+            artifacts: Some(data_dir.join("artifacts").join(&run_id)),
+        },
+        credentials: docker_logins(),
     };
     let cancel = CancellationToken::new();
     rt.spawn(watch_signals(cancel.clone()));
@@ -341,7 +352,30 @@ impl Printer {
                 self.line(step, true, &why)
             }
             RunEvent::RunError { message } => eprintln!("slipway: {message}"),
+            RunEvent::StepOutput { step, image } => {
+                self.line(step, true, &format!("output {image}"))
+            }
+            RunEvent::Artifacts { .. } => {}
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
         }
+    }
+}
+
+/// The user's own Docker logins (`~/.docker/config.json`), if any, so a
+/// local build can push where `docker push` could.
+fn docker_logins() -> slipway_runner::Credentials {
+    let path = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    let Some(path) = path else {
+        return Default::default();
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(json) => slipway_runner::credentials::parse_docker_config(&json).unwrap_or_else(|e| {
+            eprintln!("slipway: ignoring {}: {e}", path.display());
+            Default::default()
+        }),
+        Err(_) => Default::default(),
     }
 }
