@@ -1095,3 +1095,127 @@ async fn events_stream_live_and_resume_from_last_event_id() {
     assert_eq!(again, seen[1..]);
     server.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_image_and_artifacts_are_on_the_run_in_the_api_and_cli() {
+    docker().await;
+    let registry = slipway_tests::Registry::start();
+    let host = registry.host.clone();
+    let repo_dir = TempDir::new("origin-build");
+    let pipeline = format!(
+        "steps:
+  compile:
+    image: {BUSYBOX}
+    artifacts: [\"dist/**\"]
+    commands: ['mkdir -p dist/sub', 'echo binary > dist/app', 'echo notes > dist/sub/notes.txt']
+  image:
+    needs: [compile]
+    build:
+      tags: [\"{host}/acme/hello:${{SLIPWAY_COMMIT_SHA}}\"]
+      push: true
+"
+    );
+    let dockerfile = format!("FROM {BUSYBOX}\nCOPY dist/app /app\n");
+    let (bare, sha) = git_repo(
+        &repo_dir,
+        "master",
+        &[(".slipway.yml", &pipeline), ("Dockerfile", &dockerfile)],
+    );
+    let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
+    let (status, json) = push(&server, &sha, "build-1").await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &id).await;
+    assert_eq!(
+        run.status,
+        "success",
+        "{}",
+        server.store.read_log(&id, "image").unwrap()
+    );
+    let client =
+        slipway_api::client::Client::new(&format!("http://{}", server.addr), Some(READER.into()))
+            .unwrap();
+    let view = client.get(&format!("/api/v1/runs/{id}")).await.unwrap();
+    let image = view["steps"][1]["output"].as_str().unwrap().to_string();
+    let digest = registry.manifest_digest("acme/hello", &sha).unwrap();
+    assert_eq!(image, format!("{host}/acme/hello@{digest}"));
+    let artifacts = &view["steps"][0]["artifacts"];
+    assert_eq!(
+        artifacts,
+        &serde_json::json!([
+            {"path": "dist/app", "size": 7},
+            {"path": "dist/sub/notes.txt", "size": 6}
+        ])
+    );
+    let bytes = client
+        .get_bytes(&format!(
+            "/api/v1/runs/{id}/artifacts/compile/dist/sub/notes.txt"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], b"notes\n");
+    // Only recorded artifacts are served: no way out of the run's directory.
+    for path in ["dist/nope", "..%2F..%2Fdb", "../../conf"] {
+        let missing = client
+            .get_bytes(&format!("/api/v1/runs/{id}/artifacts/compile/{path}"))
+            .await;
+        assert!(
+            matches!(&missing, Err(slipway_api::client::ClientError::Api { status, .. }) if *status == 404),
+            "{path}: {missing:?}"
+        );
+    }
+    // The CLI lists and downloads them.
+    let out_dir = TempDir::new("artifact-download");
+    let (addr, id2, target) = (
+        server.addr.clone(),
+        id.clone(),
+        out_dir.path().join("app.bin"),
+    );
+    let (list, get) = tokio::task::spawn_blocking(move || {
+        let cli = |args: &[&str]| {
+            std::process::Command::new(slipway_tests::slipway_bin())
+                .args(args)
+                .env("SLIPWAY_SERVER", format!("http://{addr}"))
+                .env("SLIPWAY_TOKEN", READER)
+                .output()
+                .unwrap()
+        };
+        (
+            cli(&["artifacts", &id2]),
+            cli(&[
+                "artifacts",
+                &id2,
+                "compile/dist/app",
+                "-o",
+                target.to_str().unwrap(),
+            ]),
+        )
+    })
+    .await
+    .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains("compile/dist/app  7 bytes")
+            && listed.contains("compile/dist/sub/notes.txt"),
+        "{listed}"
+    );
+    assert_eq!(
+        get.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("app.bin")).unwrap(),
+        "binary\n"
+    );
+    let _ = docker()
+        .await
+        .remove_image(
+            &format!("{host}/acme/hello:{sha}"),
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+    server.shutdown.cancel();
+}

@@ -274,7 +274,7 @@ async fn run<B: Backend>(
             let env = step_env(&base_env, pipeline, step, &options.secrets);
             let (build, build_error) = match &step.build {
                 None => (None, None),
-                Some(b) => match image_build(step, b, &env, &options.credentials) {
+                Some(b) => match image_build(step, b, &env, &step_credentials(step, &options)) {
                     Ok(b) => (Some(b), None),
                     Err(e) => (None, Some(e)),
                 },
@@ -509,6 +509,23 @@ fn merge_env<const N: usize>(lists: [&[(String, String)]; N]) -> Vec<(String, St
         }
     }
     out
+}
+
+/// The run's registry logins, plus any secret of the step that holds a
+/// Docker `config.json` (so a pipeline can bring its own push login).
+fn step_credentials(
+    step: &slipway_engine::Step,
+    options: &RunOptions,
+) -> crate::backend::Credentials {
+    let mut creds = options.credentials.clone();
+    for name in &step.secrets {
+        if let Some(value) = options.secrets.get(name)
+            && let Ok(more) = crate::credentials::parse_docker_config(value)
+        {
+            creds.extend(more);
+        }
+    }
+    creds
 }
 
 /// A build step's spec with `${VAR}`s replaced by the step's variables.
@@ -938,6 +955,23 @@ mod tests {
     }
 
     const FOUR: &str = "steps:\n  a: {image: i, commands: [x]}\n  b: {image: i, commands: [x]}\n  c: {image: i, commands: [x]}\n  d: {image: i, commands: [x]}\n";
+
+    #[test]
+    fn a_build_step_takes_registry_logins_from_docker_config_secrets() {
+        let p = pipeline(
+            "steps:\n  image:\n    secrets: [PUSH_LOGIN, OTHER]\n    build: { tags: [r/x] }\n",
+        );
+        let mut o = options(1);
+        o.secrets.insert(
+            "PUSH_LOGIN".into(),
+            r#"{"auths": {"reg.example:5000": {"auth": "dTpw"}}}"#.into(),
+        );
+        o.secrets.insert("OTHER".into(), "not json".into());
+        let creds = step_credentials(&p.steps[0], &o);
+        assert_eq!(creds.len(), 1);
+        assert_eq!(creds["reg.example:5000"].username, "u");
+        assert_eq!(creds["reg.example:5000"].password, "p");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn runs_at_most_jobs_steps_at_once() {
