@@ -56,6 +56,15 @@ impl RunControl {
             .and_then(|r| r.reason)
     }
 
+    /// Why a running run was cancelled, if it was (it stays registered).
+    pub fn reason(&self, id: &str) -> Option<String> {
+        self.running
+            .lock()
+            .expect("run control")
+            .get(id)
+            .and_then(|r| r.reason.clone())
+    }
+
     pub fn running(&self) -> usize {
         self.running.lock().expect("run control").len()
     }

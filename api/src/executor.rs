@@ -344,6 +344,7 @@ impl<B: Backend> Executor<B> {
         let mut recorder = Recorder::new(self.store.clone(), &run.id);
         // sled writes (and the final flush) happen off the async workers.
         let metrics = self.metrics.clone();
+        let (control, run_id) = (self.control.clone(), run.id.clone());
         let handle = tokio::runtime::Handle::current();
         let record = tokio::task::spawn_blocking(move || {
             loop {
@@ -364,6 +365,9 @@ impl<B: Backend> Executor<B> {
                 let Some(event) = event else { break };
                 if let RunEvent::StepFinished { duration, .. } = &event {
                     metrics.step_finished(*duration);
+                }
+                if let RunEvent::RunFinished { .. } = &event {
+                    recorder.set_final_error(control.reason(&run_id));
                 }
                 if let Err(e) = recorder
                     .apply(&event)

@@ -69,6 +69,9 @@ pub struct Recorder {
     pending: HashMap<String, String>,
     /// When the oldest of those lines arrived.
     pending_since: Option<Instant>,
+    /// Written with the final status, in the same update, so nobody sees
+    /// the run ended without it (e.g. who cancelled it).
+    final_error: Option<String>,
 }
 
 impl Recorder {
@@ -78,7 +81,13 @@ impl Recorder {
             run_id: run_id.into(),
             pending: HashMap::new(),
             pending_since: None,
+            final_error: None,
         }
+    }
+
+    /// An error to record together with the final status.
+    pub fn set_final_error(&mut self, error: Option<String>) {
+        self.final_error = error;
     }
 
     /// How long until buffered lines are due to be written; `None` when
@@ -144,7 +153,11 @@ impl Recorder {
             }
             RunEvent::RunFinished { status, .. } => {
                 self.flush_logs()?;
+                let error = self.final_error.take();
                 self.store.update_run(&self.run_id, |r| {
+                    if error.is_some() {
+                        r.error = error;
+                    }
                     r.status = status.as_str().into();
                     r.finished_ms = Some(now_ms());
                 })?;
