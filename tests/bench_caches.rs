@@ -24,7 +24,7 @@ use slipway_runner::{
     Backend, ContainerSpec, DockerBackend, RunEvent, RunOptions, RunSpec, StepFiles, Workspace,
     execute,
 };
-use slipway_tests::{BUSYBOX, Registry, TempDir, docker};
+use slipway_tests::{BUSYBOX, Registry, TempDir};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -75,30 +75,6 @@ async fn timed(
     (took, lines)
 }
 
-async fn forget_local_builds(references: &[String]) {
-    let d = docker().await;
-    for r in references {
-        let _ = d
-            .remove_image(
-                r,
-                Some(
-                    bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
-                None,
-            )
-            .await;
-    }
-    d.prune_build(Some(
-        bollard::query_parameters::PruneBuildOptionsBuilder::default()
-            .all(true)
-            .build(),
-    ))
-    .await
-    .expect("prune the build cache");
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -136,10 +112,10 @@ async fn image_section(backend: &Arc<DockerBackend>) {
         made.push(format!("{host}/bench/web:{}", o.run_id));
         o
     };
-    forget_local_builds(&[]).await;
+    slipway_tests::forget_local_builds(&[]).await;
     let (cold, _) = timed(backend, &p, build(1, &mut made)).await;
     let (warm, warm_log) = timed(backend, &p, build(2, &mut made)).await;
-    forget_local_builds(&made).await;
+    slipway_tests::forget_local_builds(&made).await;
     let (remote, remote_log) = timed(backend, &p, build(3, &mut made)).await;
     let cached = |log: &[String]| {
         log.iter()
@@ -162,7 +138,7 @@ async fn image_section(backend: &Arc<DockerBackend>) {
         cold.as_secs_f64() / remote.as_secs_f64(),
         remote.as_secs_f64() / warm.as_secs_f64()
     );
-    forget_local_builds(&made).await;
+    slipway_tests::forget_local_builds(&made).await;
 }
 
 async fn dirs_section(backend: &Arc<DockerBackend>) {

@@ -326,32 +326,6 @@ async fn a_missing_image_is_pulled_from_its_registry_with_progress() {
     );
 }
 
-/// Removes the images a build test made and the daemon's whole build
-/// cache, as on a fresh builder that shares only the registry.
-async fn forget_local_builds(references: &[String]) {
-    let d = docker().await;
-    for r in references {
-        let _ = d
-            .remove_image(
-                r,
-                Some(
-                    bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
-                None,
-            )
-            .await;
-    }
-    d.prune_build(Some(
-        bollard::query_parameters::PruneBuildOptionsBuilder::default()
-            .all(true)
-            .build(),
-    ))
-    .await
-    .expect("prune the build cache");
-}
-
 fn output_of(o: &Outcome, step: &str) -> Option<String> {
     o.events.iter().find_map(|e| match e {
         RunEvent::StepOutput { step: s, image } if s == step => Some(image.clone()),
@@ -415,7 +389,7 @@ async fn a_build_pushes_by_digest_and_a_fresh_builder_reuses_layers_from_the_reg
         format!("{host}/acme/web:{first_id}"),
         format!("{host}/acme/web:cache"),
     ];
-    forget_local_builds(&refs).await;
+    slipway_tests::forget_local_builds(&refs).await;
     let second_opts = options(Workspace::Copy(src.path().to_path_buf()));
     let second_id = second_opts.run_id.clone();
     let second = run(&p, second_opts).await;
@@ -436,7 +410,7 @@ async fn a_build_pushes_by_digest_and_a_fresh_builder_reuses_layers_from_the_reg
         registry.manifest_digest("acme/web", &second_id).as_deref(),
         again.split_once('@').map(|(_, d)| d)
     );
-    forget_local_builds(&[
+    slipway_tests::forget_local_builds(&[
         format!("{host}/acme/web:{second_id}"),
         format!("{host}/acme/web:cache"),
     ])

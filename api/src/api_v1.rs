@@ -511,15 +511,22 @@ mod tests {
                     }),
                     notes: vec![],
                     rerun: None,
+                    deploy: None,
                 })
                 .unwrap();
         }
         store
             .append_log("0abc0", "build", "line one\nline two\n")
             .unwrap();
+        let config = Arc::new(config);
         (
             AppState {
-                config: Arc::new(config),
+                promoter: crate::promote::Promoter::new(
+                    config.clone(),
+                    store.clone(),
+                    Arc::default(),
+                ),
+                config,
                 store,
                 queued: Arc::new(Notify::new()),
                 control: Arc::default(),

@@ -124,30 +124,13 @@ impl Client {
         path: &str,
         last_event_id: Option<&str>,
     ) -> Result<EventStream, ClientError> {
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{}{path}", self.base))
-            .header("accept", "text/event-stream");
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
+        let mut headers = vec![("accept", "text/event-stream".to_string())];
         if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
+            headers.push(("last-event-id", id.to_string()));
         }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Decode {
-                server: self.base.clone(),
-                message: e.to_string(),
-            })?;
         let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connect {
-                server: self.base.clone(),
-                message: e.to_string(),
-            })?;
+            .dispatch(Method::GET, path, &headers, Bytes::new())
+            .await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = Body::new(resp.into_body());
@@ -208,28 +191,9 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let req = req
-            .body(Full::new(bytes))
-            .map_err(|e| ClientError::Decode {
-                server: self.base.clone(),
-                message: e.to_string(),
-            })?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connect {
-                server: self.base.clone(),
-                message: e.to_string(),
-            })?;
+        let headers = [("content-type", "application/json".to_string())];
+        let resp = self.dispatch(method, path, &headers, bytes).await?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -241,6 +205,38 @@ impl Client {
             })?
             .to_bytes();
         Ok((status, body))
+    }
+}
+
+impl Client {
+    /// Sends one request with the token and `headers`.
+    async fn dispatch(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<axum::http::Response<hyper::body::Incoming>, ClientError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(body)).map_err(|e| ClientError::Decode {
+            server: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        self.http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect {
+                server: self.base.clone(),
+                message: e.to_string(),
+            })
     }
 }
 

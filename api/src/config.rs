@@ -110,7 +110,60 @@ struct RawRepo {
     api_url: Option<String>,
     api_token: Option<SecretSource>,
     max_concurrent_runs: Option<usize>,
+    default_branch: Option<String>,
+    #[serde(default)]
+    environments: Vec<RawEnvironment>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    name: String,
+    image: String,
+    tag: String,
+    #[serde(default)]
+    auto: bool,
+    from: Option<String>,
+    #[serde(default)]
+    approvals: usize,
+    #[serde(default)]
+    approvers: Vec<String>,
+    #[serde(default)]
+    prevent_self_approval: bool,
+    expires_after: Option<String>,
+}
+
+/// A stage images are promoted to, and the gate in front of it. Kept in
+/// the server's config, not the repository, so a pull request cannot
+/// weaken it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    /// Repository the environment's tag lives in (`127.0.0.1:5000/acme/web`).
+    pub image: String,
+    pub tag: String,
+    /// Green runs on the default branch promote here without approval.
+    pub auto: bool,
+    /// Where promoted digests must come from.
+    pub from: Option<String>,
+    /// Distinct approvers needed.
+    pub approvals: usize,
+    pub approvers: Vec<String>,
+    /// The requester (and the commit's author) cannot approve.
+    pub prevent_self_approval: bool,
+    /// Pending requests expire after this long.
+    pub expires_after: std::time::Duration,
+}
+
+impl Environment {
+    /// `image:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.image, self.tag)
+    }
+}
+
+/// Unanswered promotion requests expire after three days unless configured.
+pub const DEFAULT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
 
 fn default_pipeline() -> String {
     ".slipway.yml".into()
@@ -153,6 +206,16 @@ pub struct Repo {
     pub api_url: Option<String>,
     pub api_token: Option<String>,
     pub max_concurrent_runs: Option<usize>,
+    /// Runs on it promote to the `auto` environment (default `main`, or
+    /// what the webhook says the repository's default branch is).
+    pub default_branch: Option<String>,
+    pub environments: Vec<Environment>,
+}
+
+impl Repo {
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
 }
 
 impl Default for Config {
@@ -299,7 +362,75 @@ impl Config {
                 .map_err(|m| problems.push(format!("{}: {m}", key("api_token"))))
                 .ok()
                 .flatten();
+            let mut environments: Vec<Environment> = Vec::new();
+            for (j, e) in r.environments.iter().enumerate() {
+                let ekey = |k: &str| {
+                    format!(
+                        "{file}: repos[{i}] ({}).environments[{j}] ({}).{k}",
+                        r.name, e.name
+                    )
+                };
+                if environments.iter().any(|o| o.name == e.name) {
+                    problems.push(format!("{}: declared twice", ekey("name")));
+                }
+                if e.image.contains('@')
+                    || e.image.rsplit('/').next().is_some_and(|l| l.contains(':'))
+                {
+                    problems.push(format!("{}: `{}` must be a repository without tag or digest (the tag goes in `tag`)", ekey("image"), e.image));
+                }
+                if let Some(from) = &e.from
+                    && !environments.iter().any(|o| &o.name == from)
+                {
+                    problems.push(format!(
+                        "{}: `{from}` is not an environment declared before this one",
+                        ekey("from")
+                    ));
+                }
+                if e.auto && e.from.is_some() {
+                    problems.push(format!("{}: an `auto` environment takes green builds, not another environment's images", ekey("from")));
+                }
+                if !e.auto && e.from.is_none() {
+                    problems.push(format!(
+                        "{}: say where images come from (`from = \"dev\"`), or make it `auto`",
+                        ekey("from")
+                    ));
+                }
+                if e.approvals > e.approvers.len() {
+                    problems.push(format!(
+                        "{}: needs {} approvals but lists {} approvers",
+                        ekey("approvals"),
+                        e.approvals,
+                        e.approvers.len()
+                    ));
+                }
+                let expires_after = match &e.expires_after {
+                    None => DEFAULT_EXPIRY,
+                    Some(t) => match slipway_engine::duration::parse_duration(t) {
+                        Some(d) if !d.is_zero() => d,
+                        _ => {
+                            problems.push(format!(
+                                "{}: `{t}` is not a duration (e.g. `72h`)",
+                                ekey("expires_after")
+                            ));
+                            DEFAULT_EXPIRY
+                        }
+                    },
+                };
+                environments.push(Environment {
+                    name: e.name.clone(),
+                    image: e.image.clone(),
+                    tag: e.tag.clone(),
+                    auto: e.auto,
+                    from: e.from.clone(),
+                    approvals: e.approvals,
+                    approvers: e.approvers.clone(),
+                    prevent_self_approval: e.prevent_self_approval,
+                    expires_after,
+                });
+            }
             config.repos.push(Repo {
+                default_branch: r.default_branch.clone(),
+                environments,
                 name: r.name,
                 provider: r.provider,
                 clone_url: r.clone_url,
@@ -470,5 +601,41 @@ webhook_secret = "inline"
             err.to_string(),
             "s.toml: tokens[0] (x).token: shorter than 16 characters"
         );
+    }
+
+    #[test]
+    fn environments_carry_their_gates_and_bad_ones_are_named() {
+        let base =
+            "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n";
+        let c = Config::parse(
+            "s.toml",
+            &format!("{base}[[repos.environments]]\nname = \"dev\"\nimage = \"r/acme/web\"\ntag = \"dev\"\nauto = true\n[[repos.environments]]\nname = \"prod\"\nimage = \"r/acme/web\"\ntag = \"prod\"\nfrom = \"dev\"\napprovals = 2\napprovers = [\"a\", \"b\"]\nprevent_self_approval = true\nexpires_after = \"1h\"\n"),
+        )
+        .unwrap();
+        let prod = c.repos[0].environment("prod").unwrap();
+        assert_eq!(prod.approvals, 2);
+        assert_eq!(prod.expires_after, std::time::Duration::from_secs(3600));
+        assert_eq!(prod.reference(), "r/acme/web:prod");
+        assert_eq!(
+            c.repos[0].environment("dev").unwrap().expires_after,
+            DEFAULT_EXPIRY
+        );
+        let Err(ConfigError::Invalid(problems)) = Config::parse(
+            "s.toml",
+            &format!(
+                "{base}[[repos.environments]]\nname = \"qa\"\nimage = \"r/web:1\"\ntag = \"qa\"\nfrom = \"nope\"\napprovals = 1\nexpires_after = \"soon\"\n"
+            ),
+        ) else {
+            panic!("accepted");
+        };
+        let all = problems.join("\n");
+        for expected in [
+            "environments[0] (qa).image: `r/web:1` must be a repository without tag or digest",
+            "environments[0] (qa).from: `nope` is not an environment declared before this one",
+            "environments[0] (qa).approvals: needs 1 approvals but lists 0 approvers",
+            "environments[0] (qa).expires_after: `soon` is not a duration",
+        ] {
+            assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+        }
     }
 }

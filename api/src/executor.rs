@@ -71,6 +71,8 @@ pub struct Executor<B> {
     pub cache: Option<Arc<slipway_runner::cache::CacheStore>>,
     /// Runs' artifacts live in `<artifacts_root>/<run id>/<step>/`.
     pub artifacts_root: PathBuf,
+    /// Hears about finished runs (automatic promotion).
+    pub promoter: Option<Arc<crate::promote::Promoter>>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -187,6 +189,9 @@ impl<B: Backend> Executor<B> {
                         }
                         if let Ok(Some(done)) = this.store.get_run(&id) {
                             this.metrics.run_finished(&done.status);
+                            if let Some(promoter) = &this.promoter {
+                                promoter.after_run(&done);
+                            }
                         }
                         let _ = this.reports.send(id).await;
                         drop(permit);
@@ -269,11 +274,32 @@ impl<B: Backend> Executor<B> {
             tag: source.tag.clone(),
             target_branch: source.pr_target_branch.clone(),
         };
-        if let Some(on) = &pipeline.on
-            && let Err(reason) = on.accepts(&trigger)
-        {
-            return Err(("skipped", reason));
-        }
+        // A deploy run runs the environment's deploy steps; any other run
+        // everything else, as its `on:` allows.
+        let pipeline = match &run.deploy {
+            Some(d) => match pipeline.deploy_steps(&d.environment) {
+                Some(p) => p,
+                None => {
+                    self.store
+                        .update_run(&run.id, |r| {
+                            r.notes.push(format!(
+                                "the pipeline has no deploy steps for `{}`",
+                                d.environment
+                            ));
+                        })
+                        .map_err(|e| ("failed", e.to_string()))?;
+                    return Err(("success", "nothing to deploy".into()));
+                }
+            },
+            None => {
+                if let Some(on) = &pipeline.on
+                    && let Err(reason) = on.accepts(&trigger)
+                {
+                    return Err(("skipped", reason));
+                }
+                pipeline.without_deploy_steps()
+            }
+        };
         self.mirrors
             .checkout(&repo.name, &source.sha, checkout)
             .await
@@ -303,6 +329,11 @@ impl<B: Backend> Executor<B> {
         }
         if let Some(rerun) = &run.rerun {
             env.push(("SLIPWAY_RERUN_OF".into(), rerun.of.clone()));
+        }
+        if let Some(d) = &run.deploy {
+            env.push(("SLIPWAY_ENVIRONMENT".into(), d.environment.clone()));
+            env.push(("SLIPWAY_IMAGE".into(), d.image.clone()));
+            env.push(("SLIPWAY_PROMOTION".into(), d.promotion.clone()));
         }
         let skip = match &run.rerun {
             Some(Rerun {
@@ -439,6 +470,7 @@ mod tests {
                 of: of.into(),
                 failed_only: true,
             }),
+            deploy: None,
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
+pub mod api_promote;
 pub mod api_v1;
 pub mod client;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod control;
 pub mod executor;
 pub mod ids;
 pub mod metrics;
+pub mod promote;
 pub mod record;
 pub mod report;
 pub mod serve;

@@ -75,6 +75,33 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// A repository's environments, the digest each holds, and pending promotions (with --server).
+    Envs {
+        /// owner/name
+        repo: String,
+    },
+    /// Ask to promote an image into an environment (with --server).
+    Promote {
+        /// owner/name
+        repo: String,
+        #[arg(long)]
+        to: String,
+        /// Default: the digest the environment's `from` holds now.
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// Approve a promotion (with --server; you must be one of its environment's approvers).
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a promotion (with --server).
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// Directory caches kept under the data dir.
     Cache {
         #[command(subcommand)]
@@ -141,6 +168,20 @@ fn main() -> ExitCode {
         }),
         Command::Rerun { run, failed } => with_server(cli.server.as_deref(), "rerun", |s| {
             cmd::remote::rerun(s, &run, failed)
+        }),
+        Command::Envs { repo } => with_server(cli.server.as_deref(), "envs", |s| {
+            cmd::remote::envs(s, &repo)
+        }),
+        Command::Promote { repo, to, digest } => {
+            with_server(cli.server.as_deref(), "promote", |s| {
+                cmd::remote::promote(s, &repo, &to, digest.as_deref())
+            })
+        }
+        Command::Approve { id, comment } => with_server(cli.server.as_deref(), "approve", |s| {
+            cmd::remote::decide(s, &id, "approve", comment.as_deref())
+        }),
+        Command::Reject { id, comment } => with_server(cli.server.as_deref(), "reject", |s| {
+            cmd::remote::decide(s, &id, "reject", comment.as_deref())
         }),
         Command::Cache { action } => match action {
             CacheAction::Ls => cmd::cache::ls(&data_dir),

@@ -40,6 +40,7 @@ pub fn new_run(
         source: None,
         notes: Vec::new(),
         rerun: None,
+        deploy: None,
     }
 }
 

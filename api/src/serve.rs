@@ -59,6 +59,12 @@ pub async fn start<B: Backend>(
     let control: Arc<crate::control::RunControl> = Arc::default();
     let reports = crate::report::spawn_reporter(store.clone(), config.clone());
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    let promoter = Arc::new(crate::promote::Promoter {
+        config: config.clone(),
+        store: store.clone(),
+        queued: queued.clone(),
+        shutdown: shutdown.clone(),
+    });
     let executor = Arc::new(Executor {
         config: config.clone(),
         store: store.clone(),
@@ -81,8 +87,23 @@ pub async fn start<B: Backend>(
             }
         },
         artifacts_root: data_dir.join("artifacts"),
+        promoter: Some(promoter.clone()),
     });
     let interrupted = executor.reconcile().await?;
+    promoter.reconcile()?;
+    {
+        let (promoter, stop) = (promoter.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let p = promoter.clone();
+                let _ = tokio::task::spawn_blocking(move || p.expire_due()).await;
+            }
+        });
+    }
     let executor = tokio::spawn(executor.run());
     let addr = listener.local_addr()?;
     let state = AppState {
@@ -94,6 +115,7 @@ pub async fn start<B: Backend>(
         metrics,
         shutdown: shutdown.clone(),
         artifacts_root: data_dir.join("artifacts"),
+        promoter,
     };
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {

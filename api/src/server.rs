@@ -35,6 +35,7 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Runs' artifacts: `<artifacts_root>/<run id>/<step>/<path>`.
     pub artifacts_root: std::path::PathBuf,
+    pub promoter: Arc<crate::promote::Promoter>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -51,6 +52,29 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
         .route("/api/v1/runs/{id}/events", get(crate::sse::run_events))
         .route("/api/v1/events", get(crate::sse::all_events))
+        .route(
+            "/api/v1/repos/{owner}/{name}/environments",
+            get(crate::api_promote::environments),
+        )
+        .route(
+            "/api/v1/repos/{owner}/{name}/promotions",
+            post(crate::api_promote::request),
+        )
+        .route("/api/v1/promotions", get(crate::api_promote::list))
+        .route("/api/v1/promotions/{id}", get(crate::api_promote::get))
+        .route(
+            "/api/v1/promotions/{id}/approve",
+            post(crate::api_promote::approve),
+        )
+        .route(
+            "/api/v1/promotions/{id}/reject",
+            post(crate::api_promote::reject),
+        )
+        .route(
+            "/api/v1/promotions/{id}/retry",
+            post(crate::api_promote::retry),
+        )
+        .route("/api/v1/audit", get(crate::api_promote::audit))
         .route(
             "/api/v1/runs/{id}/artifacts/{step}/{*path}",
             get(crate::api_v1::get_artifact),
@@ -265,6 +289,7 @@ pub(crate) fn queued_run(
         source: Some(source),
         notes: Vec::new(),
         rerun: None,
+        deploy: None,
     }
 }
 
@@ -302,9 +327,12 @@ mod tests {
                 .concat(),
         )
         .unwrap();
+        let config = Arc::new(config);
+        let store = Store::open(&dir).unwrap();
         let state = AppState {
-            config: Arc::new(config),
-            store: Store::open(&dir).unwrap(),
+            promoter: crate::promote::Promoter::new(config.clone(), store.clone(), Arc::default()),
+            config,
+            store,
             queued: Arc::new(Notify::new()),
             control: Arc::default(),
             reports: tokio::sync::mpsc::channel(16).0,

@@ -8,6 +8,7 @@
 //! - `events`: run id ++ 0 ++ seq (big endian) -> [`Event`] as JSON (a log
 //!   event's text is not repeated: it is the `logs` chunk with the same seq)
 //! - `feed`:  seq (big endian) -> run id, for run-level events of every run
+//! - promotions, environments and the audit log: see [`promotions`]
 //! - `deliveries`: provider ++ ":" ++ delivery id -> run id
 //! - `queue`: created_ms (big endian) ++ run id -> ()   (accepted, not started yet)
 
@@ -16,6 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+
+mod promotions;
+pub use promotions::{AuditEntry, Decision, EnvState, Promotion, Refused};
 
 /// Live events buffered per subscriber; a subscriber that falls further
 /// behind reads the rest back from the store.
@@ -75,6 +79,18 @@ pub struct RunRecord {
     /// The run this one reruns, if it is a rerun.
     #[serde(default)]
     pub rerun: Option<Rerun>,
+    /// A promotion's deploy run: only the pipeline's deploy steps for
+    /// this environment run.
+    #[serde(default)]
+    pub deploy: Option<Deploy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deploy {
+    pub environment: String,
+    /// `repository@sha256:...` as promoted (`SLIPWAY_IMAGE`).
+    pub image: String,
+    pub promotion: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +208,11 @@ pub struct Store {
     queue: sled::Tree,
     events: sled::Tree,
     feed: sled::Tree,
+    promotions: sled::Tree,
+    open_promotions: sled::Tree,
+    environments: sled::Tree,
+    env_history: sled::Tree,
+    audit: sled::Tree,
     live: broadcast::Sender<Arc<Event>>,
     /// Held while a change is written and its events numbered and sent, so
     /// events are stored and delivered in the order of the changes.
@@ -225,6 +246,11 @@ impl Store {
             queue: db.open_tree("queue")?,
             events: db.open_tree("events")?,
             feed: db.open_tree("feed")?,
+            promotions: db.open_tree("promotions")?,
+            open_promotions: db.open_tree("open_promotions")?,
+            environments: db.open_tree("environments")?,
+            env_history: db.open_tree("env_history")?,
+            audit: db.open_tree("audit")?,
             live: broadcast::channel(LIVE_EVENTS).0,
             emitting: Arc::default(),
             db,
@@ -793,6 +819,7 @@ mod tests {
             source: None,
             notes: vec![],
             rerun: None,
+            deploy: None,
         }
     }
 

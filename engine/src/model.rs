@@ -58,6 +58,9 @@ pub struct Step {
     pub cache: Vec<Cache>,
     /// Globs of workspace files kept with the run after the step succeeds.
     pub artifacts: Vec<String>,
+    /// A deploy step: runs only when an image is promoted to this
+    /// environment, never in the pipeline's own runs.
+    pub environment: Option<String>,
     pub needs: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Names of secrets given to the step as variables; their values are masked in logs.
@@ -230,6 +233,34 @@ impl Pipeline {
     }
 
     /// For each step, whether its `when:` excludes it from a run with this trigger.
+    /// The pipeline a run executes: without deploy steps.
+    pub fn without_deploy_steps(&self) -> Pipeline {
+        Pipeline {
+            steps: self
+                .steps
+                .iter()
+                .filter(|s| s.environment.is_none())
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// What a promotion to `environment` runs: its deploy steps only
+    /// (`None` when it has none).
+    pub fn deploy_steps(&self, environment: &str) -> Option<Pipeline> {
+        let steps: Vec<Step> = self
+            .steps
+            .iter()
+            .filter(|s| s.environment.as_deref() == Some(environment))
+            .cloned()
+            .collect();
+        (!steps.is_empty()).then(|| Pipeline {
+            steps,
+            ..self.clone()
+        })
+    }
+
     pub fn excluded(&self, trigger: &Trigger) -> Vec<bool> {
         self.steps
             .iter()

@@ -46,6 +46,7 @@ const STEP_KEYS: &[&str] = &[
     "build",
     "cache",
     "artifacts",
+    "environment",
 ];
 const BUILD_KEYS: &[&str] = &[
     "context",
@@ -235,6 +236,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
     };
     check_graph(cx, map);
     let steps = steps?;
+    check_environments(cx, &steps);
     let pipeline = Pipeline {
         name: name.unwrap_or_else(|| "pipeline".into()),
         env,
@@ -515,6 +517,7 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
     let mut build = None;
     let mut cache = Vec::new();
     let mut artifacts = Vec::new();
+    let mut environment = None;
     for (fk, fv) in fields.iter() {
         let Some(field) = scalar_text(fk) else {
             cx.error(fk, "keys must be plain words", None);
@@ -590,6 +593,11 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
             },
             "when" => when = parse_when(cx, fv),
             "build" => build = parse_build(cx, name, fv),
+            "environment" => match expect_string(cx, fv, "environment") {
+                Some(e) if is_valid_name(&e) => environment = Some(e),
+                Some(e) => cx.error(fv, format!("`{e}` is not a valid environment name"), None),
+                None => {}
+            },
             "cache" => cache = parse_caches(cx, name, fv),
             "artifacts" => {
                 for (glob, at) in expect_string_list(cx, fv, "artifacts") {
@@ -659,6 +667,7 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
         build,
         cache,
         artifacts,
+        environment,
         needs: needs.into_iter().map(|(n, _)| n).collect(),
         env,
         secrets,
@@ -668,6 +677,40 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
         when,
         line: pos(key).0,
     })
+}
+
+/// Deploy steps run only at promotion, without the rest of the pipeline,
+/// so they may need only deploy steps of the same environment, and no
+/// ordinary step may need them.
+fn check_environments(cx: &mut Cx, steps: &[Step]) {
+    for step in steps {
+        for need in &step.needs {
+            let Some(needed) = steps.iter().find(|s| &s.name == need) else {
+                continue;
+            };
+            match (&step.environment, &needed.environment) {
+                (Some(env), other) if other.as_ref() != Some(env) => cx.error_at(
+                    step.line,
+                    3,
+                    format!(
+                        "deploy step `{}` (environment `{env}`) needs `{need}`, which does not run at promotions to `{env}`",
+                        step.name
+                    ),
+                    Some("deploy steps run only when their environment is promoted; they may need only deploy steps of the same environment".into()),
+                ),
+                (None, Some(env)) => cx.error_at(
+                    step.line,
+                    3,
+                    format!(
+                        "step `{}` needs deploy step `{need}`, which runs only at promotions to `{env}`",
+                        step.name
+                    ),
+                    None,
+                ),
+                _ => {}
+            }
+        }
+    }
 }
 
 fn parse_build(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Option<Build> {
@@ -1391,5 +1434,51 @@ steps:
         ] {
             assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
         }
+    }
+
+    #[test]
+    fn deploy_steps_belong_to_their_environment_only() {
+        let src = "steps:
+  build:
+    image: x
+    commands: [make]
+  migrate:
+    image: x
+    environment: staging
+    commands: [migrate]
+  deploy:
+    image: x
+    environment: staging
+    needs: [migrate]
+    commands: [deploy]
+";
+        let p = parse("p.yml", src).pipeline.unwrap();
+        let normal = p.without_deploy_steps();
+        let run: Vec<&str> = normal.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(run, ["build"]);
+        let staging = p.deploy_steps("staging").unwrap();
+        assert_eq!(staging.steps.len(), 2);
+        assert!(p.deploy_steps("prod").is_none());
+        let errs = errors(
+            "steps:
+  build:
+    image: x
+    commands: [make]
+    needs: [deploy]
+  deploy:
+    image: x
+    environment: prod
+    needs: [build]
+    commands: [deploy]
+",
+        )
+        .join("\n");
+        assert!(errs.contains("p.yml:2:3: error: step `build` needs deploy step `deploy`, which runs only at promotions to `prod`"), "{errs}");
+        assert!(
+            errs.contains(
+                "p.yml:6:3: error: deploy step `deploy` (environment `prod`) needs `build`"
+            ),
+            "{errs}"
+        );
     }
 }

@@ -189,20 +189,8 @@ impl DockerBackend {
     }
 
     async fn copy_into_workspace(&self, run: &RunSpec, root: PathBuf) -> Result<(), BackendError> {
-        let helper = format!("slipway-{}-workspace-init", run.run_id);
-        let body = ContainerCreateBody {
-            image: Some(run.helper_image.clone()),
-            // Never run; the scratch image has no command of its own.
-            cmd: Some(vec!["/none".into()]),
-            labels: Some(self.labels(&run.run_id, &[])),
-            host_config: Some(HostConfig {
-                mounts: Some(vec![Self::workspace_mount(run)]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         // Created, never started: the archive API writes into its volume.
-        self.create(&helper, body).await?;
+        let helper = self.workspace_helper(run).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let packer = {
             let root = root.clone();

@@ -21,6 +21,7 @@ pub mod event;
 pub mod fake;
 pub mod git;
 pub mod mask;
+pub mod registry;
 pub mod scheduler;
 pub mod script;
 pub mod step_files;

@@ -163,21 +163,48 @@ impl Registry {
                 dir.path().join("data").display()
             ),
         );
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect(
-                "docker-registry must be installed (apt-get install docker-registry; .ci/run does)",
-            );
+        let child = Self::spawn(&dir, &config);
         let mut registry = Registry {
             child,
             host,
             _dir: dir,
         };
+        registry.wait_until_up();
+        registry
+    }
+
+    fn spawn(dir: &TempDir, config: &std::path::Path) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("registry.log"))
+            .expect("log file");
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect(
+                "docker-registry must be installed (apt-get install docker-registry; .ci/run does)",
+            )
+    }
+
+    /// Stops the registry (its data stays), as an outage.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self._dir, &self._dir.path().join("config.yml"));
+        self.wait_until_up();
+    }
+
+    fn wait_until_up(&mut self) {
+        let registry = self;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !registry.answers() {
             if let Ok(Some(status)) = registry.child.try_wait() {
@@ -190,7 +217,6 @@ impl Registry {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        registry
     }
 
     /// `GET /v2/` answers 200: the registry is serving.
@@ -377,13 +403,52 @@ pub fn http(
 }
 
 /// The real `slipway serve` binary with `config`, keeping its data in `data`.
+/// Its output is appended to `<data>.log`; see [`serve_log`].
 pub fn serve_binary(config: &Path, data: &Path) -> std::process::Child {
+    let log_path = data.with_extension("log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("server log");
     Command::new(slipway_bin())
         .args(["serve", "--config"])
         .arg(config)
         .env("SLIPWAY_DATA_DIR", data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("server log"))
+        .stderr(log)
         .spawn()
         .expect("start slipway serve")
+}
+
+/// What the servers started by [`serve_binary`] on `data` printed, for
+/// failure messages.
+pub fn serve_log(data: &Path) -> String {
+    std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+}
+
+/// Removes these images and the daemon's whole build cache, as on a fresh
+/// builder that shares only the registry.
+pub async fn forget_local_builds(references: &[String]) {
+    let d = docker().await;
+    for r in references {
+        let _ = d
+            .remove_image(
+                r,
+                Some(
+                    bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+                None,
+            )
+            .await;
+    }
+    d.prune_build(Some(
+        bollard::query_parameters::PruneBuildOptionsBuilder::default()
+            .all(true)
+            .build(),
+    ))
+    .await
+    .expect("prune the build cache");
 }

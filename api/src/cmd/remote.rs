@@ -221,3 +221,82 @@ pub fn artifacts(
     println!("{} ({} bytes)", target.display(), bytes.len());
     Ok(ExitCode::SUCCESS)
 }
+
+fn short(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+/// Environments of a repository, what each holds, and what waits.
+pub fn envs(server: &str, repo: &str) -> anyhow::Result<ExitCode> {
+    let (rt, client) = client(server)?;
+    let envs = rt.block_on(client.get(&format!("/api/v1/repos/{repo}/environments")))?;
+    println!(
+        "{:<12}  {:<22}  {:<12}  {:<10}  PENDING",
+        "ENVIRONMENT", "DIGEST", "RUN", "COMMIT"
+    );
+    for e in envs.as_array().into_iter().flatten() {
+        let cur = &e["current"];
+        let pending = match e["pending"].as_object() {
+            Some(p) => format!(
+                "{} {} ({}/{} approvals)",
+                p["id"].as_str().unwrap_or("?"),
+                p["status"].as_str().unwrap_or("?"),
+                p["approvals"].as_array().map_or(0, Vec::len),
+                e["approvals"]
+            ),
+            None => "-".into(),
+        };
+        println!(
+            "{:<12}  {:<22}  {:<12}  {:<10}  {pending}",
+            e["name"].as_str().unwrap_or("?"),
+            cur["digest"].as_str().map_or("-", short),
+            cur["run"].as_str().unwrap_or("-"),
+            cur["sha"]
+                .as_str()
+                .map_or("-", |s| s.get(..10).unwrap_or(s)),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_promotion(p: &Value) {
+    println!(
+        "promotion {} to {}: {} ({}, {} approval(s))",
+        p["id"].as_str().unwrap_or("?"),
+        p["environment"].as_str().unwrap_or("?"),
+        p["status"].as_str().unwrap_or("?"),
+        p["digest"].as_str().unwrap_or("?"),
+        p["approvals"].as_array().map_or(0, Vec::len)
+    );
+}
+
+pub fn promote(
+    server: &str,
+    repo: &str,
+    to: &str,
+    digest: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (rt, client) = client(server)?;
+    let p = rt.block_on(client.post(
+        &format!("/api/v1/repos/{repo}/promotions"),
+        Some(serde_json::json!({ "to": to, "digest": digest })),
+    ))?;
+    print_promotion(&p);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `approve` or `reject`.
+pub fn decide(
+    server: &str,
+    id: &str,
+    verb: &str,
+    comment: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (rt, client) = client(server)?;
+    let p = rt.block_on(client.post(
+        &format!("/api/v1/promotions/{id}/{verb}"),
+        Some(serde_json::json!({ "comment": comment })),
+    ))?;
+    print_promotion(&p);
+    Ok(ExitCode::SUCCESS)
+}

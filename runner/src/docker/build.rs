@@ -138,7 +138,7 @@ fn buildkit_unavailable(message: &str) -> bool {
 impl DockerBackend {
     /// A never-started container mounting the run's workspace, for the
     /// archive API. Labelled with the run, so teardown removes it too.
-    async fn workspace_helper(&self, run: &RunSpec) -> Result<String, BackendError> {
+    pub(super) async fn workspace_helper(&self, run: &RunSpec) -> Result<String, BackendError> {
         let n = HELPERS.fetch_add(1, Ordering::Relaxed);
         let name = format!("slipway-{}-ws-{}-{n}", run.run_id, std::process::id());
         let body = ContainerCreateBody {

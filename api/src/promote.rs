@@ -1,0 +1,663 @@
+//! Promotions: the exact digest a green run built moves from environment
+//! to environment, each move gated by the environment's policy from the
+//! server config. Every decision is one store transaction with its audit
+//! entry; the copy is done by digest with oci-client, then the pipeline's
+//! deploy steps for the environment run as a run of their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_runner::registry::Copier;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, Environment, Repo};
+use crate::ids::{new_run_id, now_ms};
+use crate::store::{Deploy, EnvState, Promotion, Refused, RunRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Refused by policy or state (the reason says which).
+    #[error("{0}")]
+    Refused(String),
+    #[error("promotion {0} of this environment is still open; approve, reject or wait for it")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Promoter {
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// Wakes the executor for deploy runs.
+    pub queued: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+fn refused(r: Refused, id: &str) -> PromoteError {
+    match r {
+        Refused::Busy(other) => PromoteError::Busy(other),
+        Refused::No(why) => PromoteError::Refused(why),
+        Refused::NotFound => PromoteError::NotFound(format!("no promotion `{id}`")),
+    }
+}
+
+/// `repository@sha256:...` -> `sha256:...`
+fn digest_of(image: &str) -> Option<&str> {
+    image.split_once('@').map(|(_, d)| d)
+}
+
+impl Promoter {
+    pub fn new(config: Arc<Config>, store: Store, queued: Arc<Notify>) -> Arc<Promoter> {
+        Arc::new(Promoter {
+            config,
+            store,
+            queued,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn repo(&self, name: &str) -> Result<&Repo, PromoteError> {
+        self.config
+            .repo(name)
+            .ok_or_else(|| PromoteError::NotFound(format!("repository `{name}` is not configured")))
+    }
+
+    fn environment<'a>(&self, repo: &'a Repo, name: &str) -> Result<&'a Environment, PromoteError> {
+        repo.environment(name).ok_or_else(|| {
+            let names: Vec<&str> = repo.environments.iter().map(|e| e.name.as_str()).collect();
+            PromoteError::NotFound(format!(
+                "`{}` has no environment `{name}` (environments: {})",
+                repo.name,
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The run of `repo` whose build step pushed `digest`.
+    fn building_run(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<(RunRecord, String)>, StoreError> {
+        for run in self.store.list_runs(usize::MAX)? {
+            if run.source.as_ref().is_none_or(|s| s.repo != repo) || run.deploy.is_some() {
+                continue;
+            }
+            if let Some(image) = run
+                .steps
+                .iter()
+                .filter_map(|s| s.output.as_deref())
+                .find(|o| digest_of(o) == Some(digest))
+            {
+                return Ok(Some((run.clone(), image.to_string())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A request to move `digest` (default: what the `from` environment
+    /// holds) into `env`. Starts at once when the environment needs no
+    /// approval.
+    pub fn request(
+        self: &Arc<Self>,
+        repo_name: &str,
+        env_name: &str,
+        digest: Option<&str>,
+        user: &str,
+    ) -> Result<Promotion, PromoteError> {
+        let repo = self.repo(repo_name)?;
+        let env = self.environment(repo, env_name)?;
+        let (digest, source) = match &env.from {
+            Some(from) => {
+                let from_env = self.environment(repo, from)?;
+                let held = self.store.environment_state(&repo.name, from)?;
+                let digest = match (digest, &held) {
+                    (Some(d), _) => d.to_string(),
+                    (None, Some(h)) => h.digest.clone(),
+                    (None, None) => {
+                        return Err(PromoteError::Refused(format!(
+                            "`{from}` holds no image yet, so there is nothing to promote to `{env_name}`"
+                        )));
+                    }
+                };
+                let reached = self
+                    .store
+                    .environment_history(&repo.name, from)?
+                    .iter()
+                    .any(|h| h.digest == digest);
+                if !reached {
+                    return Err(PromoteError::Refused(format!(
+                        "{digest} never reached `{from}`; only digests that did can be promoted to `{env_name}`"
+                    )));
+                }
+                (digest.clone(), format!("{}@{digest}", from_env.image))
+            }
+            None => {
+                let digest = digest.ok_or_else(|| {
+                    PromoteError::Refused(format!(
+                        "name the digest to promote to `{env_name}` (--digest sha256:...)"
+                    ))
+                })?;
+                let (_, image) = self.building_run(&repo.name, digest)?.ok_or_else(|| {
+                    PromoteError::Refused(format!("no run of `{}` built {digest}", repo.name))
+                })?;
+                (digest.to_string(), image)
+            }
+        };
+        let (run, sha) = match self.building_run(&repo.name, &digest)? {
+            Some((run, _)) => {
+                if run.status != "success" {
+                    return Err(PromoteError::Refused(format!(
+                        "run {} that built {digest} did not succeed ({})",
+                        run.id, run.status
+                    )));
+                }
+                let sha = run.source.as_ref().map(|s| s.sha.clone());
+                (Some(run.id), sha)
+            }
+            None => {
+                return Err(PromoteError::Refused(format!(
+                    "no run of `{}` built {digest}",
+                    repo.name
+                )));
+            }
+        };
+        let now = now_ms();
+        let promotion = Promotion {
+            id: format!("p{}", new_run_id()),
+            repo: repo.name.clone(),
+            environment: env.name.clone(),
+            from: env.from.clone(),
+            digest,
+            source,
+            run,
+            sha,
+            author: None,
+            requested_by: user.into(),
+            created_ms: now,
+            expires_ms: now + env.expires_after.as_millis() as u64,
+            status: if env.approvals == 0 {
+                "approved"
+            } else {
+                "pending"
+            }
+            .into(),
+            approvals: Vec::new(),
+            rejection: None,
+            error: None,
+            finished_ms: None,
+            attempts: 0,
+        };
+        self.store
+            .create_promotion(&promotion)?
+            .map_err(|r| refused(r, &promotion.id))?;
+        info!(promotion = %promotion.id, env = env_name, digest = %promotion.digest, "promotion requested");
+        if promotion.status == "approved" {
+            self.start(&promotion.id);
+        }
+        Ok(promotion)
+    }
+
+    /// An approver's yes. The approval that completes the count starts the
+    /// promotion; any later one is refused, so it starts exactly once.
+    pub fn approve(
+        self: &Arc<Self>,
+        id: &str,
+        user: &str,
+        comment: Option<String>,
+    ) -> Result<Promotion, PromoteError> {
+        let (env, _) = self.gate(id, user)?;
+        let changed = self
+            .store
+            .change_promotion(id, |p| {
+                if p.status != "pending" {
+                    return Err(format!("promotion {} is {}, not pending", p.id, p.status));
+                }
+                if now_ms() > p.expires_ms {
+                    return Err(format!("promotion {} has expired", p.id));
+                }
+                if env.prevent_self_approval
+                    && (p.requested_by == user || p.author.as_deref() == Some(user))
+                {
+                    return Err(format!(
+                        "{user} requested promotion {} (or wrote its commit) and `{}` forbids approving one's own",
+                        p.id, env.name
+                    ));
+                }
+                if p.approvals.iter().any(|a| a.user == user) {
+                    return Err(format!("{user} already approved promotion {}", p.id));
+                }
+                p.approvals.push(crate::store::Decision {
+                    user: user.into(),
+                    comment: comment.clone(),
+                    at_ms: now_ms(),
+                });
+                if p.approvals.len() >= env.approvals {
+                    p.status = "approved".into();
+                }
+                Ok((user.into(), "approved".into(), comment.clone()))
+            })?
+            .map_err(|r| refused(r, id))?;
+        if changed.status == "approved" {
+            self.start(id);
+        }
+        Ok(changed)
+    }
+
+    /// An approver's no: the request is closed.
+    pub fn reject(
+        &self,
+        id: &str,
+        user: &str,
+        comment: Option<String>,
+    ) -> Result<Promotion, PromoteError> {
+        self.gate(id, user)?;
+        self.store
+            .change_promotion(id, |p| {
+                if p.status != "pending" {
+                    return Err(format!("promotion {} is {}, not pending", p.id, p.status));
+                }
+                p.status = "rejected".into();
+                p.rejection = Some(crate::store::Decision {
+                    user: user.into(),
+                    comment: comment.clone(),
+                    at_ms: now_ms(),
+                });
+                p.finished_ms = Some(now_ms());
+                Ok((user.into(), "rejected".into(), comment.clone()))
+            })?
+            .map_err(|r| refused(r, id))
+    }
+
+    /// A failed promotion, tried again (its approvals stand).
+    pub fn retry(self: &Arc<Self>, id: &str, user: &str) -> Result<Promotion, PromoteError> {
+        let changed = self
+            .store
+            .change_promotion(id, |p| {
+                if p.status != "failed" {
+                    return Err(format!(
+                        "promotion {} is {}; only failed ones are retried",
+                        p.id, p.status
+                    ));
+                }
+                p.status = "approved".into();
+                p.error = None;
+                p.finished_ms = None;
+                Ok((user.into(), "retried".into(), None))
+            })?
+            .map_err(|r| refused(r, id))?;
+        self.start(id);
+        Ok(changed)
+    }
+
+    /// The environment of promotion `id`, if `user` approves for it.
+    fn gate(&self, id: &str, user: &str) -> Result<(Environment, Promotion), PromoteError> {
+        let p = self
+            .store
+            .promotion(id)?
+            .ok_or_else(|| PromoteError::NotFound(format!("no promotion `{id}`")))?;
+        let repo = self.repo(&p.repo)?;
+        let env = self.environment(repo, &p.environment)?.clone();
+        if !env.approvers.iter().any(|a| a == user) {
+            return Err(PromoteError::Forbidden(format!(
+                "{user} is not an approver of `{}` (approvers: {})",
+                env.name,
+                env.approvers.join(", ")
+            )));
+        }
+        Ok((env, p))
+    }
+
+    fn start(self: &Arc<Self>, id: &str) {
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.execute(&id).await {
+                warn!(promotion = %id, error = %e, "promotion could not be recorded");
+            }
+        });
+    }
+
+    fn fail(&self, id: &str, why: String) -> Result<(), StoreError> {
+        warn!(promotion = id, error = %why, "promotion failed");
+        self.store
+            .change_promotion(id, |p| {
+                p.status = "failed".into();
+                p.error = Some(why.clone());
+                p.finished_ms = Some(now_ms());
+                Ok(("slipway".into(), "failed".into(), Some(why.clone())))
+            })?
+            .ok();
+        Ok(())
+    }
+
+    /// Copies the digest to the environment's tag, runs the deploy steps,
+    /// and records the environment's new digest; on any failure the
+    /// environment keeps (and its tag points back at) what it had.
+    async fn execute(&self, id: &str) -> Result<(), StoreError> {
+        let Ok(p) = self.store.change_promotion(id, |p| {
+            if p.status != "approved" {
+                return Err(format!("promotion {} is {}", p.id, p.status));
+            }
+            p.status = "promoting".into();
+            p.attempts += 1;
+            Ok(("slipway".into(), "promoting".into(), None))
+        })?
+        else {
+            return Ok(());
+        };
+        let Some((repo, env)) = self.config.repo(&p.repo).and_then(|r| {
+            r.environment(&p.environment)
+                .map(|e| (r.clone(), e.clone()))
+        }) else {
+            return self.fail(id, "the environment is no longer configured".into());
+        };
+        let copier = Copier::new(self.config.registries.clone(), Vec::new());
+        let target = env.reference();
+        let previous = self.store.environment_state(&repo.name, &env.name)?;
+        if let Err(e) = copier.copy(&p.source, &target).await {
+            return self.fail(id, format!("copying {} to {target} failed: {e}", p.source));
+        }
+        let image = format!("{}@{}", env.image, p.digest);
+        if let Err(why) = self.deploy(&repo, &env, &p, &image).await {
+            // The tag moved; put it back where the environment still is.
+            if let Some(prev) = &previous
+                && let Err(e) = copier.copy(&prev.image, &target).await
+            {
+                warn!(promotion = id, error = %e, "cannot move the tag back");
+            }
+            return self.fail(id, why);
+        }
+        let state = EnvState {
+            digest: p.digest.clone(),
+            image,
+            run: p.run.clone(),
+            sha: p.sha.clone(),
+            promotion: p.id.clone(),
+            promoted_ms: now_ms(),
+        };
+        self.store.complete_promotion(id, &state)?.ok();
+        info!(promotion = id, env = %env.name, "promoted");
+        Ok(())
+    }
+
+    /// Runs the deploy steps for the environment as a run of their own
+    /// and waits for it.
+    async fn deploy(
+        &self,
+        repo: &Repo,
+        env: &Environment,
+        p: &Promotion,
+        image: &str,
+    ) -> Result<(), String> {
+        let Some(built) = p
+            .run
+            .as_ref()
+            .and_then(|r| self.store.get_run(r).ok().flatten())
+        else {
+            return Err("the run that built the image is gone".into());
+        };
+        let Some(source) = built.source.clone() else {
+            return Err("the run that built the image has no commit".into());
+        };
+        let mut run = crate::server::queued_run(
+            &repo.name,
+            &repo.pipeline,
+            "promotion",
+            built.branch.clone(),
+            source,
+        );
+        run.deploy = Some(Deploy {
+            environment: env.name.clone(),
+            image: image.into(),
+            promotion: p.id.clone(),
+        });
+        let run_id = run.id.clone();
+        let mut live = self.store.subscribe();
+        self.store.enqueue(&run).map_err(|e| e.to_string())?;
+        self.queued.notify_one();
+        loop {
+            if let Some(r) = self.store.get_run(&run_id).map_err(|e| e.to_string())?
+                && crate::store::run_ended(&r.status)
+            {
+                return if r.status == "success" {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "deploy run {run_id} {}{}",
+                        r.status,
+                        r.error.map(|e| format!(": {e}")).unwrap_or_default()
+                    ))
+                };
+            }
+            tokio::select! {
+                _ = live.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.shutdown.cancelled() => return Err("the server stopped during the deploy".into()),
+            }
+        }
+    }
+
+    /// After a green run on the default branch: its image goes to the
+    /// repository's `auto` environment.
+    pub fn after_run(self: &Arc<Self>, run: &RunRecord) {
+        let Some(source) = &run.source else { return };
+        if run.status != "success" || run.deploy.is_some() || source.pull_request.is_some() {
+            return;
+        }
+        let Some(repo) = self.config.repo(&source.repo) else {
+            return;
+        };
+        let Some(env) = repo.environments.iter().find(|e| e.auto) else {
+            return;
+        };
+        let default = repo.default_branch.as_deref().unwrap_or("main");
+        if run.branch.as_deref() != Some(default) {
+            return;
+        }
+        let Some(digest) = run
+            .steps
+            .iter()
+            .filter_map(|s| s.output.as_deref())
+            .find_map(digest_of)
+        else {
+            return;
+        };
+        if let Err(e) = self.request(&repo.name, &env.name, Some(digest), "slipway") {
+            warn!(run_id = %run.id, error = %e, "automatic promotion not started");
+            let note = format!("automatic promotion to `{}` not started: {e}", env.name);
+            let _ = self.store.update_run(&run.id, |r| r.notes.push(note));
+        }
+    }
+
+    /// After a restart: promotions cut off mid-way fail (retryable);
+    /// approved ones start.
+    pub fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
+        for p in self.store.promotions()? {
+            match p.status.as_str() {
+                "promoting" => self.fail(
+                    &p.id,
+                    "the server stopped during the promotion; retry it".into(),
+                )?,
+                "approved" => self.start(&p.id),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes requests nobody answered in time; run periodically.
+    pub fn expire_due(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for p in self.store.promotions()? {
+            if p.status == "pending" && now > p.expires_ms {
+                self.store
+                    .change_promotion(&p.id, |p| {
+                        if p.status != "pending" {
+                            return Err("answered meanwhile".into());
+                        }
+                        p.status = "expired".into();
+                        p.finished_ms = Some(now_ms());
+                        Ok(("slipway".into(), "expired".into(), None))
+                    })?
+                    .ok();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SourceRecord, StepRecord};
+
+    fn promoter(dir: &std::path::Path) -> Arc<Promoter> {
+        let config = Config::parse(
+            "t.toml",
+            "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n\
+             [[repos.environments]]\nname = \"dev\"\nimage = \"r/acme/web\"\ntag = \"dev\"\nauto = true\n\
+             [[repos.environments]]\nname = \"prod\"\nimage = \"r/acme/web\"\ntag = \"prod\"\nfrom = \"dev\"\n\
+             approvals = 1\napprovers = [\"alice\"]\nexpires_after = \"1ms\"\n",
+        )
+        .unwrap();
+        Promoter::new(Arc::new(config), Store::open(dir).unwrap(), Arc::default())
+    }
+
+    fn built(store: &Store, id: &str, status: &str, digest: &str) {
+        store
+            .put_run(&RunRecord {
+                id: id.into(),
+                pipeline: "p".into(),
+                file: ".slipway.yml".into(),
+                event: "push".into(),
+                branch: Some("main".into()),
+                status: status.into(),
+                created_ms: now_ms(),
+                finished_ms: Some(now_ms()),
+                error: None,
+                steps: vec![StepRecord {
+                    name: "image".into(),
+                    output: Some(format!("r/acme/web@{digest}")),
+                    ..Default::default()
+                }],
+                source: Some(SourceRecord {
+                    repo: "acme/web".into(),
+                    git_ref: "refs/heads/main".into(),
+                    sha: "abc".into(),
+                    tag: None,
+                    pull_request: None,
+                    pr_target_branch: None,
+                    from_fork: false,
+                    delivery: None,
+                }),
+                notes: vec![],
+                rerun: None,
+                deploy: None,
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unanswered_requests_expire_and_unbuilt_or_failed_digests_are_refused() {
+        let dir = std::env::temp_dir().join(format!("slipway-promote-{}", new_run_id()));
+        let p = promoter(&dir);
+        let good = format!("sha256:{}", "a".repeat(64));
+        let bad = format!("sha256:{}", "b".repeat(64));
+        built(&p.store, "r1", "success", &good);
+        built(&p.store, "r2", "failed", &bad);
+        // Requests to dev need a digest from a green run of the repo.
+        let e = p
+            .request("acme/web", "dev", Some(&bad), "dave")
+            .unwrap_err();
+        assert!(e.to_string().contains("run r2 that built"), "{e}");
+        assert!(e.to_string().contains("did not succeed (failed)"), "{e}");
+        let e = p
+            .request(
+                "acme/web",
+                "dev",
+                Some(&format!("sha256:{}", "c".repeat(64))),
+                "dave",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no run of `acme/web` built"), "{e}");
+        // Prod takes only what dev holds, and dev holds nothing yet.
+        let e = p.request("acme/web", "prod", None, "dave").unwrap_err();
+        assert!(e.to_string().contains("`dev` holds no image yet"), "{e}");
+        let e = p.request("acme/web", "qa", None, "dave").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no environment `qa` (environments: dev, prod)"),
+            "{e}"
+        );
+
+        // A request nobody answers in time expires, on the audit log too.
+        p.store
+            .complete_promotion(
+                "none",
+                &EnvState {
+                    digest: good.clone(),
+                    image: format!("r/acme/web@{good}"),
+                    run: Some("r1".into()),
+                    sha: Some("abc".into()),
+                    promotion: "none".into(),
+                    promoted_ms: now_ms(),
+                },
+            )
+            .unwrap()
+            .unwrap_err();
+        let pending = Promotion {
+            id: "p1".into(),
+            repo: "acme/web".into(),
+            environment: "prod".into(),
+            from: Some("dev".into()),
+            digest: good.clone(),
+            source: format!("r/acme/web@{good}"),
+            run: Some("r1".into()),
+            sha: Some("abc".into()),
+            author: None,
+            requested_by: "dave".into(),
+            created_ms: now_ms(),
+            expires_ms: now_ms(),
+            status: "pending".into(),
+            approvals: vec![],
+            rejection: None,
+            error: None,
+            finished_ms: None,
+            attempts: 0,
+        };
+        p.store.create_promotion(&pending).unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let e = p.approve("p1", "alice", None).unwrap_err();
+        assert!(e.to_string().contains("has expired"), "{e}");
+        p.expire_due().unwrap();
+        assert_eq!(p.store.promotion("p1").unwrap().unwrap().status, "expired");
+        let actions: Vec<String> = p
+            .store
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(actions, ["requested", "expired"]);
+        // The environment is free again.
+        let again = Promotion {
+            id: "p2".into(),
+            expires_ms: now_ms() + 60_000,
+            ..pending
+        };
+        p.store.create_promotion(&again).unwrap().unwrap();
+        drop(p);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
