@@ -50,7 +50,18 @@ async fn start_in(data: TempDir, clone_url: &str, extra: &str) -> Server {
         ),
     )
     .unwrap();
-    let store = Store::open(&data.path().join("db")).unwrap();
+    // After a restart, background tasks of the stopped server may hold the
+    // store for a moment longer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let store = loop {
+        match Store::open(&data.path().join("db")) {
+            Ok(store) => break store,
+            Err(slipway_api::store::StoreError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let backend = Arc::new(
         DockerBackend::connect(Duration::from_secs(5))
             .await
