@@ -1736,3 +1736,338 @@ from = \"staging\"
         server.shutdown.cancel();
     }
 }
+
+/// Previews: a fake GitHub that keeps the pull request's comments.
+mod previews {
+    use super::*;
+    use serde_json::{Value, json};
+
+    type Comments = Arc<std::sync::Mutex<Vec<(String, u64, String)>>>;
+
+    /// Records `POST .../issues/{n}/comments` and edits of `.../issues/comments/{id}`.
+    async fn fake_github() -> (String, Comments) {
+        use axum::extract::{Path, State};
+        let seen: Comments = Arc::default();
+        let user: Value = serde_json::from_str::<Value>(&github_fixture(
+            "pull_request.opened.json",
+        ))
+        .unwrap()["sender"]
+            .clone();
+        let comment = move |id: u64, body: &str| {
+            json!({
+                "id": id, "node_id": "IC_test", "url": format!("http://fake/comments/{id}"),
+                "html_url": format!("http://fake/comments/{id}"), "body": body, "user": user,
+                "created_at": "2026-11-21T00:00:00Z", "updated_at": "2026-11-21T00:00:00Z"
+            })
+        };
+        let (c1, c2) = (comment.clone(), comment);
+        let app = axum::Router::new()
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                axum::routing::post(
+                    move |State(seen): State<Comments>,
+                          Path((_, _, n)): Path<(String, String, u64)>,
+                          body: axum::Json<Value>| async move {
+                        let text = body["body"].as_str().unwrap_or_default().to_string();
+                        let id = {
+                            let mut s = seen.lock().unwrap();
+                            let id = 1000 + s.len() as u64;
+                            s.push((format!("create #{n}"), id, text.clone()));
+                            id
+                        };
+                        (axum::http::StatusCode::CREATED, axum::Json(c1(id, &text)))
+                    },
+                ),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                // GitHub takes PATCH; octocrab sends POST.
+                axum::routing::any(
+                    move |State(seen): State<Comments>,
+                          Path((_, _, id)): Path<(String, String, u64)>,
+                          body: axum::Json<Value>| async move {
+                        let text = body["body"].as_str().unwrap_or_default().to_string();
+                        seen.lock().unwrap().push(("edit".into(), id, text.clone()));
+                        axum::Json(c2(id, &text))
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    async fn pr_event(server: &Server, fixture: &str, sha: &str, delivery: &str) -> (u16, Value) {
+        let body = github_fixture(fixture).replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", sha);
+        let sig = sign_github(SECRET, body.as_bytes());
+        let (addr, delivery) = (server.addr.clone(), delivery.to_string());
+        let (status, text) = tokio::task::spawn_blocking(move || {
+            http_post(
+                &addr,
+                "/hooks/github",
+                &[
+                    ("X-GitHub-Event", "pull_request"),
+                    ("X-GitHub-Delivery", &delivery),
+                    ("X-Hub-Signature-256", &sig),
+                ],
+                body.as_bytes(),
+            )
+        })
+        .await
+        .unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET through the preview proxy, by host name.
+    fn get(proxy: &str, host: &str, path: &str) -> (u16, String) {
+        slipway_tests::http("GET", proxy, path, &[("Host", host)], b"")
+    }
+
+    async fn wait_preview(server: &Server, sha: &str) -> slipway_api::store::PreviewRecord {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(p) = server.store.preview(REPO, 2).unwrap()
+                && p.sha == sha
+            {
+                return p;
+            }
+            let notes: Vec<String> = server
+                .store
+                .list_runs(10)
+                .unwrap()
+                .into_iter()
+                .flat_map(|r| r.notes.into_iter().chain(r.error))
+                .collect();
+            assert!(Instant::now() < deadline, "no preview of {sha}: {notes:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_on_close() {
+        let d = docker().await;
+        let registry = slipway_tests::Registry::start();
+        let host = registry.host.clone();
+        let (github, comments) = fake_github().await;
+        let repo_dir = TempDir::new("origin-preview");
+        let pipeline = format!(
+            "steps:
+  page:
+    image: {BUSYBOX}
+    commands: ['mkdir -p www', 'echo \"commit $SLIPWAY_COMMIT_SHA\" > www/index.html']
+  image:
+    needs: [page]
+    build:
+      tags: [\"{host}/acme/preview:${{SLIPWAY_COMMIT_SHA}}\"]
+      push: true
+preview:
+  image: image
+  port: 8080
+  health: /index.html
+"
+        );
+        let dockerfile = format!(
+            "FROM {BUSYBOX}\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+        );
+        let (bare, _) = git_repo(
+            &repo_dir,
+            "master",
+            &[(".slipway.yml", &pipeline), ("Dockerfile", &dockerfile)],
+        );
+        let first =
+            slipway_tests::git_commit(&repo_dir, &["refs/heads/changes", "refs/pull/2/head"], &[]);
+        let server = start_with(
+            &format!("file://{}", bare.display()),
+            &format!(
+                "api_url = \"{github}\"\napi_token = \"gh-token\"\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n"
+            ),
+        )
+        .await;
+        let proxy = server
+            .running
+            .as_ref()
+            .and_then(|r| r.preview_addr)
+            .expect("previews are on")
+            .to_string();
+        let site = "pr-2--codertocat-hello-world.preview.test";
+
+        // Opened: the preview serves the head commit, by host and by path.
+        let (status, body) =
+            pr_event(&server, "pull_request.opened.json", &first, "pr-opened").await;
+        assert_eq!(status, 202, "{body}");
+        let live = wait_preview(&server, &first).await;
+        assert_eq!(
+            live.url,
+            format!("http://{site}:{}/", proxy.rsplit(':').next().unwrap())
+        );
+        let p = proxy.clone();
+        let (status, page) = tokio::task::spawn_blocking(move || get(&p, site, "/"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, page.trim()),
+            (200, format!("commit {first}").as_str())
+        );
+        let p = proxy.clone();
+        let (status, page) = tokio::task::spawn_blocking(move || {
+            get(
+                &p,
+                "127.0.0.1",
+                "/previews/Codertocat/Hello-World/2/index.html",
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (status, page.trim()),
+            (200, format!("commit {first}").as_str())
+        );
+        let p = proxy.clone();
+        let (status, page) = tokio::task::spawn_blocking(move || {
+            get(&p, "pr-9--codertocat-hello-world.preview.test", "/")
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 404);
+        assert!(
+            page.contains("Codertocat/Hello-World #2"),
+            "the 404 names what exists: {page}"
+        );
+
+        // Synchronize: a client polling every 20 ms through the swap sees
+        // no failed request, and then the new commit.
+        let second = slipway_tests::git_commit(
+            &repo_dir,
+            &["refs/heads/changes", "refs/pull/2/head"],
+            &[("NOTE", "two")],
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let (p, stop, second) = (proxy.clone(), stop.clone(), second.clone());
+            tokio::task::spawn_blocking(move || {
+                let (mut failures, mut seen_new, mut polls) = (Vec::new(), false, 0);
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    let (status, page) = get(&p, site, "/");
+                    polls += 1;
+                    if status != 200 {
+                        failures.push(format!("{status}: {page}"));
+                    } else if page.contains(&second) {
+                        seen_new = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (failures, seen_new, polls)
+            })
+        };
+        let (status, body) =
+            pr_event(&server, "pull_request.synchronize.json", &second, "pr-sync").await;
+        assert_eq!(status, 202, "{body}");
+        let updated = wait_preview(&server, &second).await;
+        // Let the old container drain and go while the client keeps polling.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (failures, seen_new, polls) = poller.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} of {polls} polls failed: {failures:?}",
+            failures.len()
+        );
+        assert!(seen_new, "the new commit was served ({polls} polls)");
+        assert_ne!(updated.container, live.container);
+        let containers = d
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&std::collections::HashMap::from([(
+                        "label".to_string(),
+                        vec!["slipway.preview".to_string()],
+                    )]))
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(containers.len(), 1, "the old container is gone");
+
+        // One comment, edited in place.
+        {
+            let seen = comments.lock().unwrap();
+            let creates = seen
+                .iter()
+                .filter(|(k, _, _)| k.starts_with("create"))
+                .count();
+            assert_eq!(creates, 1, "{seen:?}");
+            assert!(
+                seen.iter()
+                    .any(|(k, id, body)| k == "edit" && *id == 1000 && body.contains(&second)),
+                "{seen:?}"
+            );
+        }
+
+        // Closed: 404, and no container or network left.
+        let (status, body) =
+            pr_event(&server, "pull_request.closed.json", &second, "pr-closed").await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("closed")),
+            "{body}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.store.preview(REPO, 2).unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the preview was not removed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let p = proxy.clone();
+        let (status, _) = tokio::task::spawn_blocking(move || get(&p, site, "/"))
+            .await
+            .unwrap();
+        assert_eq!(status, 404);
+        let filters = std::collections::HashMap::from([(
+            "label".to_string(),
+            vec!["slipway.preview".to_string()],
+        )]);
+        let left = d
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+        let nets = d
+            .list_networks(Some(
+                bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        assert!(nets.is_empty(), "{nets:?}");
+        assert!(
+            d.inspect_image(&updated.image).await.is_err(),
+            "the preview image is removed"
+        );
+        assert!(
+            comments
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|(k, _, b)| k == "edit" && b.contains("removed"))
+        );
+        for sha in [&first, &second] {
+            let _ = d
+                .remove_image(
+                    &format!("{host}/acme/preview:{sha}"),
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+        server.shutdown.cancel();
+    }
+}

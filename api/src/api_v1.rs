@@ -534,6 +534,7 @@ mod tests {
                 metrics: Arc::default(),
                 shutdown: Default::default(),
                 artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
+                previews: None,
             },
             dir,
         )

@@ -156,6 +156,15 @@ impl Client {
         api_error(status, &bytes)
     }
 
+    /// A DELETE; the answer has no body.
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let (status, body) = self.exchange(Method::DELETE, path, None).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        Ok(())
+    }
+
     /// A raw download (artifacts).
     pub async fn get_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
         let (status, body) = self.exchange(Method::GET, path, None).await?;

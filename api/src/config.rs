@@ -96,6 +96,9 @@ struct RawServer {
     requeue_interrupted: Option<bool>,
     public_url: Option<String>,
     cache_max_size: Option<String>,
+    preview_listen: Option<String>,
+    preview_domain: Option<String>,
+    preview_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +116,9 @@ struct RawRepo {
     default_branch: Option<String>,
     #[serde(default)]
     environments: Vec<RawEnvironment>,
+    max_previews: Option<usize>,
+    #[serde(default)]
+    previews_for_forks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +195,12 @@ pub struct Config {
     pub registries: slipway_runner::Credentials,
     /// Directory caches above this are evicted, least recently used first.
     pub cache_max_bytes: u64,
+    /// The preview proxy's own listener.
+    pub preview_listen: SocketAddr,
+    /// Previews answer at `pr-<n>--<owner>-<name>.<domain>`.
+    pub preview_domain: String,
+    /// Previews nobody requested for this long are removed.
+    pub preview_ttl: std::time::Duration,
 }
 
 /// 5 GB of directory caches unless configured.
@@ -210,6 +222,10 @@ pub struct Repo {
     /// what the webhook says the repository's default branch is).
     pub default_branch: Option<String>,
     pub environments: Vec<Environment>,
+    /// Open previews kept at most; the oldest go first.
+    pub max_previews: usize,
+    /// Pull requests from forks get previews (never secrets).
+    pub previews_for_forks: bool,
 }
 
 impl Repo {
@@ -231,6 +247,9 @@ impl Default for Config {
             tokens: Vec::new(),
             registries: Default::default(),
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            preview_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            preview_domain: "preview.localhost".into(),
+            preview_ttl: std::time::Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -284,6 +303,25 @@ impl Config {
         }
         config.cancel_superseded = raw.server.cancel_superseded.unwrap_or(true);
         config.requeue_interrupted = raw.server.requeue_interrupted.unwrap_or(false);
+        if let Some(listen) = &raw.server.preview_listen {
+            match listen.parse() {
+                Ok(addr) => config.preview_listen = addr,
+                Err(_) => problems.push(format!(
+                    "{file}: server.preview_listen: `{listen}` is not an address (e.g. `127.0.0.1:8081`)"
+                )),
+            }
+        }
+        if let Some(domain) = &raw.server.preview_domain {
+            config.preview_domain = domain.trim_start_matches('.').to_ascii_lowercase();
+        }
+        if let Some(ttl) = &raw.server.preview_ttl {
+            match slipway_engine::duration::parse_duration(ttl) {
+                Some(d) if !d.is_zero() => config.preview_ttl = d,
+                _ => problems.push(format!(
+                    "{file}: server.preview_ttl: `{ttl}` is not a duration (e.g. `48h`)"
+                )),
+            }
+        }
         if let Some(size) = &raw.server.cache_max_size {
             match slipway_runner::cache::parse_size(size) {
                 Some(n) => config.cache_max_bytes = n,
@@ -428,7 +466,12 @@ impl Config {
                     expires_after,
                 });
             }
+            if r.max_previews == Some(0) {
+                problems.push(format!("{}: must be at least 1", key("max_previews")));
+            }
             config.repos.push(Repo {
+                max_previews: r.max_previews.unwrap_or(10).max(1),
+                previews_for_forks: r.previews_for_forks,
                 default_branch: r.default_branch.clone(),
                 environments,
                 name: r.name,

@@ -73,6 +73,8 @@ pub struct Executor<B> {
     pub artifacts_root: PathBuf,
     /// Hears about finished runs (automatic promotion).
     pub promoter: Option<Arc<crate::promote::Promoter>>,
+    /// Deploys green pull request builds whose pipeline has `preview:`.
+    pub previews: Option<Arc<crate::preview::Previews>>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -413,10 +415,63 @@ impl<B: Backend> Executor<B> {
         match result {
             Ok(report) => {
                 info!(status = %report.status, "run finished");
+                if report.status == slipway_engine::RunStatus::Success {
+                    self.deploy_preview(run, &pipeline);
+                }
                 Ok(())
             }
             Err(e) => Err(("error", e.to_string())),
         }
+    }
+
+    /// A green pull request build with `preview:` becomes (or updates) the
+    /// pull request's preview, in the background; trouble becomes a note.
+    fn deploy_preview(&self, run: &RunRecord, pipeline: &slipway_engine::Pipeline) {
+        let (Some(previews), Some(spec), Some(source)) =
+            (&self.previews, &pipeline.preview, &run.source)
+        else {
+            return;
+        };
+        let Some(number) = source.pull_request else {
+            return;
+        };
+        let image = self
+            .store
+            .get_run(&run.id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.steps.into_iter().find(|s| s.name == spec.step))
+            .and_then(|s| s.output);
+        let store = self.store.clone();
+        let run_id = run.id.clone();
+        let Some(image) = image else {
+            let _ = store.update_run(&run_id, |r| {
+                r.notes
+                    .push(format!("no preview: step `{}` pushed no image", spec.step))
+            });
+            return;
+        };
+        let req = crate::preview::DeployRequest {
+            repo: source.repo.clone(),
+            number,
+            sha: source.sha.clone(),
+            run: run.id.clone(),
+            image,
+            spec: spec.clone(),
+            from_fork: source.from_fork,
+        };
+        let previews = previews.clone();
+        tokio::spawn(async move {
+            match previews.deploy(req).await {
+                Ok(p) => {
+                    let _ =
+                        store.update_run(&run_id, |r| r.notes.push(format!("preview: {}", p.url)));
+                }
+                Err(e) => {
+                    let _ = store.update_run(&run_id, |r| r.notes.push(format!("no preview: {e}")));
+                }
+            }
+        });
     }
 
     fn finish_with_error(

@@ -17,6 +17,7 @@
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
+pub mod api_preview;
 pub mod api_promote;
 pub mod api_v1;
 pub mod client;
@@ -25,6 +26,7 @@ pub mod control;
 pub mod executor;
 pub mod ids;
 pub mod metrics;
+pub mod preview;
 pub mod promote;
 pub mod record;
 pub mod report;

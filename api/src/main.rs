@@ -102,6 +102,12 @@ enum Command {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Open pull request previews, or remove one (with --server).
+    Previews {
+        /// Remove this preview: owner/name#NUMBER.
+        #[arg(long)]
+        rm: Option<String>,
+    },
     /// Directory caches kept under the data dir.
     Cache {
         #[command(subcommand)]
@@ -182,6 +188,9 @@ fn main() -> ExitCode {
         }),
         Command::Reject { id, comment } => with_server(cli.server.as_deref(), "reject", |s| {
             cmd::remote::decide(s, &id, "reject", comment.as_deref())
+        }),
+        Command::Previews { rm } => with_server(cli.server.as_deref(), "previews", |s| {
+            cmd::remote::previews(s, rm.as_deref())
         }),
         Command::Cache { action } => match action {
             CacheAction::Ls => cmd::cache::ls(&data_dir),

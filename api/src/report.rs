@@ -41,6 +41,27 @@ fn first_line(s: &str) -> String {
 
 /// Reports a run's status for its commit, if the repository has an API to
 /// report to; returns an error message only when every attempt failed.
+/// An API client for the repository's forge and its base URL; `None`
+/// when no token is configured, or the forge does not speak GitHub's API
+/// (GitLab).
+pub fn forge_client(repo: &Repo) -> Result<Option<(Octocrab, String)>, String> {
+    let Some(token) = &repo.api_token else {
+        return Ok(None);
+    };
+    if repo.provider == Provider::Gitlab {
+        return Ok(None);
+    }
+    let base = repo
+        .api_url
+        .clone()
+        .unwrap_or_else(|| "https://api.github.com".into());
+    let client = Octocrab::builder()
+        .base_uri(base.as_str())
+        .and_then(|b| b.personal_token(token.clone()).build())
+        .map_err(|e| format!("cannot set up the API client for {base}: {e}"))?;
+    Ok(Some((client, base)))
+}
+
 pub async fn report(
     repo: &Repo,
     sha: &str,
@@ -48,24 +69,12 @@ pub async fn report(
     error: Option<&str>,
     target_url: &str,
 ) -> Result<(), String> {
-    let Some(token) = &repo.api_token else {
+    let Some((client, base)) = forge_client(repo)? else {
         return Ok(());
     };
-    if repo.provider == Provider::Gitlab {
-        // GitLab's commit status API differs; not supported yet.
-        return Ok(());
-    }
-    let base = repo
-        .api_url
-        .clone()
-        .unwrap_or_else(|| "https://api.github.com".into());
     let Some((owner, name)) = repo.name.split_once('/') else {
         return Ok(());
     };
-    let client = Octocrab::builder()
-        .base_uri(base.as_str())
-        .and_then(|b| b.personal_token(token.clone()).build())
-        .map_err(|e| format!("cannot set up the API client for {base}: {e}"))?;
     let (state, description) = status_for(run_status, error);
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();

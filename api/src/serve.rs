@@ -27,6 +27,8 @@ pub enum ServeError {
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// The preview proxy's address, when previews are on.
+    pub preview_addr: Option<SocketAddr>,
     /// Runs the last stop interrupted (now marked so).
     pub interrupted: Vec<String>,
     /// Cancel to stop: running runs are cancelled, the listener drains.
@@ -59,6 +61,9 @@ pub async fn start<B: Backend>(
     let control: Arc<crate::control::RunControl> = Arc::default();
     let reports = crate::report::spawn_reporter(store.clone(), config.clone());
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    // Previews need Docker and a listener of their own; without either the
+    // server still runs pipelines.
+    let (previews, preview_listener) = start_previews(&config, &store).await;
     let promoter = Arc::new(crate::promote::Promoter {
         config: config.clone(),
         store: store.clone(),
@@ -88,8 +93,14 @@ pub async fn start<B: Backend>(
         },
         artifacts_root: data_dir.join("artifacts"),
         promoter: Some(promoter.clone()),
+        previews: previews.clone(),
     });
     let interrupted = executor.reconcile().await?;
+    if let Some(previews) = &previews
+        && let Err(e) = previews.reconcile().await
+    {
+        tracing::warn!(error = %e, "cannot reconcile previews");
+    }
     promoter.reconcile()?;
     {
         let (promoter, stop) = (promoter.clone(), shutdown.clone());
@@ -116,7 +127,28 @@ pub async fn start<B: Backend>(
         shutdown: shutdown.clone(),
         artifacts_root: data_dir.join("artifacts"),
         promoter,
+        previews: previews.clone(),
     };
+    let preview_addr = preview_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let (Some(previews), Some(listener)) = (previews, preview_listener) {
+        let stop = shutdown.clone();
+        let app = crate::preview::proxy_app(previews.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+        let stop = shutdown.clone();
+        let every = (config_ttl_half(&previews)).min(std::time::Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => previews.expire_idle().await,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app(state))
@@ -125,9 +157,40 @@ pub async fn start<B: Backend>(
     });
     Ok(Running {
         addr,
+        preview_addr,
         interrupted,
         shutdown,
         server,
         executor,
     })
+}
+
+fn config_ttl_half(previews: &crate::preview::Previews) -> std::time::Duration {
+    previews.ttl() / 2
+}
+
+async fn start_previews(
+    config: &Arc<Config>,
+    store: &Store,
+) -> (Option<Arc<crate::preview::Previews>>, Option<TcpListener>) {
+    let docker =
+        match slipway_runner::DockerBackend::connect(std::time::Duration::from_secs(5)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "previews are off: no Docker");
+                return (None, None);
+            }
+        };
+    let listener = match TcpListener::bind(config.preview_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(addr = %config.preview_listen, error = %e, "previews are off: cannot listen");
+            return (None, None);
+        }
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return (None, None);
+    };
+    let previews = crate::preview::Previews::new(config.clone(), store.clone(), docker, addr);
+    (Some(previews), Some(listener))
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Runs' artifacts: `<artifacts_root>/<run id>/<step>/<path>`.
     pub artifacts_root: std::path::PathBuf,
     pub promoter: Arc<crate::promote::Promoter>,
+    /// `None` when previews are off (no Docker or no listener).
+    pub previews: Option<Arc<crate::preview::Previews>>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -75,6 +77,11 @@ pub fn app(state: AppState) -> Router {
             post(crate::api_promote::retry),
         )
         .route("/api/v1/audit", get(crate::api_promote::audit))
+        .route("/api/v1/previews", get(crate::api_preview::list))
+        .route(
+            "/api/v1/previews/{owner}/{name}/{number}",
+            get(crate::api_preview::get).delete(crate::api_preview::delete),
+        )
         .route(
             "/api/v1/runs/{id}/artifacts/{step}/{*path}",
             get(crate::api_v1::get_artifact),
@@ -222,6 +229,32 @@ async fn accept_hook(
             );
             return Ok(("ignored", answer.into_response()));
         }
+        Verdict::Closed { number } => {
+            // Runs of the closed request are of no use any more.
+            let reason = match &state.previews {
+                Some(previews) => {
+                    let (previews, repo_name) = (previews.clone(), repo.name.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = previews
+                            .close(&repo_name, number, "the pull request was closed")
+                            .await
+                        {
+                            warn!(repo = %repo_name, pr = number, error = %e, "cannot remove the preview");
+                        }
+                    });
+                    format!(
+                        "pull request #{number} closed: nothing to build; its preview is being removed"
+                    )
+                }
+                None => format!("pull request #{number} closed: nothing to build"),
+            };
+            info!(repo = %repo.name, %event, %reason, "webhook: closed");
+            let answer = (
+                StatusCode::OK,
+                Json(json!({ "status": "closed", "reason": reason })),
+            );
+            return Ok(("closed", answer.into_response()));
+        }
         Verdict::Build(build) => build,
     };
     let run = queued_run(
@@ -339,6 +372,7 @@ mod tests {
             metrics: Arc::default(),
             shutdown: Default::default(),
             artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
+            previews: None,
         };
         (state, dir)
     }
@@ -452,7 +486,7 @@ mod tests {
         let (status, json) = send(&state, "pull_request", "z", &closed, signed(&closed)).await;
         assert_eq!(
             (status, json["status"].as_str()),
-            (StatusCode::OK, Some("ignored"))
+            (StatusCode::OK, Some("closed"))
         );
         assert_eq!(json["reason"], "pull request #2 closed: nothing to build");
         let deleted = String::from_utf8(fixture("push.branch-created.json"))

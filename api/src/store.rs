@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+mod previews;
 mod promotions;
+pub use previews::PreviewRecord;
 pub use promotions::{AuditEntry, Decision, EnvState, Promotion, Refused};
 
 /// Live events buffered per subscriber; a subscriber that falls further
@@ -213,6 +215,7 @@ pub struct Store {
     environments: sled::Tree,
     env_history: sled::Tree,
     audit: sled::Tree,
+    previews: sled::Tree,
     live: broadcast::Sender<Arc<Event>>,
     /// Held while a change is written and its events numbered and sent, so
     /// events are stored and delivered in the order of the changes.
@@ -251,6 +254,7 @@ impl Store {
             environments: db.open_tree("environments")?,
             env_history: db.open_tree("env_history")?,
             audit: db.open_tree("audit")?,
+            previews: db.open_tree("previews")?,
             live: broadcast::channel(LIVE_EVENTS).0,
             emitting: Arc::default(),
             db,

@@ -28,6 +28,11 @@ pub enum Verdict {
     Build(BuildRequest),
     /// No run, with the reason given back to the forge.
     Ignored(String),
+    /// A pull (merge) request was closed or merged: no build; its preview
+    /// goes.
+    Closed {
+        number: u64,
+    },
 }
 
 /// A run to start, on one commit.
@@ -212,10 +217,7 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                     | PullRequestWebhookEventAction::Reopened
             );
             if pr.action == PullRequestWebhookEventAction::Closed {
-                return Ok(Verdict::Ignored(format!(
-                    "pull request #{} closed: nothing to build",
-                    pr.number
-                )));
+                return Ok(Verdict::Closed { number: pr.number });
             }
             if !build {
                 return Ok(Verdict::Ignored(format!(
@@ -323,10 +325,7 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                         }),
                     }))
                 }
-                "closed" => Ok(Verdict::Ignored(format!(
-                    "pull request #{} closed: nothing to build",
-                    p.number
-                ))),
+                "closed" => Ok(Verdict::Closed { number: p.number }),
                 other => Ok(Verdict::Ignored(format!(
                     "pull request action `{other}` does not build"
                 ))),
@@ -389,10 +388,7 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                         }),
                     }))
                 }
-                "close" | "merge" => Ok(Verdict::Ignored(format!(
-                    "merge request !{} {action}d: nothing to build",
-                    a.iid
-                ))),
+                "close" | "merge" => Ok(Verdict::Closed { number: a.iid }),
                 other => Ok(Verdict::Ignored(format!(
                     "merge request action `{other}` does not build"
                 ))),
@@ -577,9 +573,7 @@ mod tests {
                 "pull_request",
                 &fixture("pull_request.closed.json")
             ),
-            Ok(Verdict::Ignored(
-                "pull request #2 closed: nothing to build".into()
-            ))
+            Ok(Verdict::Closed { number: 2 })
         );
         assert_eq!(
             repository(Provider::Github, &fixture("push.branch-created.json")).unwrap(),

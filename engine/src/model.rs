@@ -15,6 +15,20 @@ pub struct Pipeline {
     pub steps: Vec<Step>,
     /// Which forge events start this pipeline on the server; `None`: all of them.
     pub on: Option<On>,
+    /// What a pull request's green build is deployed as, on the server.
+    pub preview: Option<Preview>,
+}
+
+/// `preview:`: the image a build step pushed, run per pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// The build step whose pushed digest is deployed.
+    pub step: String,
+    /// The port the app listens on in its container.
+    pub port: u16,
+    /// Answering 2xx here means ready; `None`: accepting connections does.
+    pub health: Option<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// `on:` — the events (and refs) that start a pipeline on the server.

@@ -30,7 +30,8 @@ impl Parsed {
     }
 }
 
-const TOP_KEYS: &[&str] = &["name", "env", "services", "steps", "on"];
+const TOP_KEYS: &[&str] = &["name", "env", "services", "steps", "on", "preview"];
+const PREVIEW_KEYS: &[&str] = &["image", "port", "health", "env"];
 const ON_EVENTS: &[&str] = &["push", "pull_request", "manual"];
 const FILTER_KEYS: &[&str] = &["branches", "tags"];
 const STEP_KEYS: &[&str] = &[
@@ -212,6 +213,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
     let mut services = Vec::new();
     let mut steps = None;
     let mut on = None;
+    let mut preview = None;
     for (k, v) in map.iter() {
         let Some(key) = scalar_text(k) else {
             cx.error(k, "keys must be plain words", None);
@@ -223,6 +225,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
             "services" => services = parse_services(cx, v),
             "steps" => steps = Some(parse_steps(cx, v)),
             "on" => on = Some(parse_on(cx, v)),
+            "preview" => preview = parse_preview(cx, v).map(|p| (p, detach(k))),
             _ => cx.unknown_key(k, &key, "the pipeline", TOP_KEYS),
         }
     }
@@ -237,12 +240,40 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
     check_graph(cx, map);
     let steps = steps?;
     check_environments(cx, &steps);
+    let preview = match preview {
+        Some((p, at)) => {
+            match steps.iter().find(|s| s.name == p.step) {
+                None => {
+                    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                    let hint = closest(&p.step, names.iter().copied())
+                        .map(|s| format!("did you mean `{s}`?"));
+                    cx.error(
+                        &at,
+                        format!("`preview.image` names unknown step `{}`", p.step),
+                        hint,
+                    );
+                }
+                Some(s) if !s.build.as_ref().is_some_and(|b| b.push) => cx.error(
+                    &at,
+                    format!(
+                        "`preview.image` step `{}` does not build and push an image",
+                        p.step
+                    ),
+                    Some("name a step with `build: { ..., push: true }`".into()),
+                ),
+                Some(_) => {}
+            }
+            Some(p)
+        }
+        None => None,
+    };
     let pipeline = Pipeline {
         name: name.unwrap_or_else(|| "pipeline".into()),
         env,
         services,
         steps,
         on,
+        preview,
     };
     Some(pipeline)
 }
@@ -676,6 +707,67 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
         allow_failure,
         when,
         line: pos(key).0,
+    })
+}
+
+fn parse_preview(cx: &mut Cx, node: &MarkedYaml) -> Option<crate::model::Preview> {
+    let YamlData::Mapping(fields) = data(node) else {
+        cx.error(
+            node,
+            format!("`preview` must be a mapping, found {}", kind_of(node)),
+            Some("for example `preview: { image: image, port: 8080 }`".into()),
+        );
+        return None;
+    };
+    let (mut step, mut port, mut health, mut env) = (None, None, None, Vec::new());
+    for (fk, fv) in fields.iter() {
+        let Some(field) = scalar_text(fk) else {
+            cx.error(fk, "keys must be plain words", None);
+            continue;
+        };
+        match field.as_str() {
+            "image" => step = expect_string(cx, fv, "preview.image"),
+            "port" => match data(fv) {
+                YamlData::Value(Scalar::Integer(n)) if (1..=65535).contains(n) => {
+                    port = Some(*n as u16)
+                }
+                _ => cx.error(fv, "`preview.port` must be a port number (1-65535)", None),
+            },
+            "health" => match expect_string(cx, fv, "preview.health") {
+                Some(h) if h.starts_with('/') => health = Some(h),
+                Some(h) => cx.error(
+                    fv,
+                    format!("`preview.health` `{h}` must be a path starting with `/`"),
+                    None,
+                ),
+                None => {}
+            },
+            "env" => env = parse_env(cx, fv, "preview.env"),
+            _ => cx.unknown_key(fk, &field, "`preview`", PREVIEW_KEYS),
+        }
+    }
+    let has = |k: &str| {
+        fields
+            .iter()
+            .any(|(fk, _)| scalar_text(fk).as_deref() == Some(k))
+    };
+    for (k, hint) in [
+        ("image", "the build step whose pushed image is deployed"),
+        ("port", "the port the app listens on"),
+    ] {
+        if !has(k) {
+            cx.error(
+                node,
+                format!("`preview` has no `{k}`"),
+                Some(format!("add `{k}:`, {hint}")),
+            );
+        }
+    }
+    Some(crate::model::Preview {
+        step: step?,
+        port: port?,
+        health,
+        env,
     })
 }
 

@@ -35,7 +35,9 @@ use crate::event::LogStream;
 use crate::workspace;
 
 mod build;
+mod preview;
 pub use build::{registry_of, split_tag};
+pub use preview::{FoundPreview, LABEL_PREVIEW, PreviewContainer, PreviewSpec};
 
 pub const LABEL_RUN: &str = "slipway.run";
 pub const LABEL_OWNER: &str = "slipway.owner";

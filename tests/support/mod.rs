@@ -377,11 +377,19 @@ pub fn http(
     use std::io::{Read, Write};
     let exchange = || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect(addr)?;
+        // A `Host` among `headers` replaces the default one (the address).
+        let host = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map_or(addr, |(_, v)| *v);
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
             body.len()
         );
-        for (k, v) in headers {
+        for (k, v) in headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
@@ -451,4 +459,49 @@ pub async fn forget_local_builds(references: &[String]) {
     ))
     .await
     .expect("prune the build cache");
+}
+
+/// Commits `files` on top of what [`git_repo`] made in `dir` and pushes the
+/// commit to each of `refs` of its bare repository; returns the sha.
+pub fn git_commit(dir: &TempDir, refs: &[&str], files: &[(&str, &str)]) -> String {
+    let work = dir.path().join("work");
+    let bare = dir.path().join("origin.git");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(&work)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (path, content) in files {
+        dir.write(&format!("work/{path}"), content);
+    }
+    git(&["add", "-A"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "another commit",
+    ]);
+    for r in refs {
+        git(&[
+            "push",
+            "-q",
+            "-f",
+            bare.to_str().expect("utf-8"),
+            &format!("HEAD:{r}"),
+        ]);
+    }
+    git(&["rev-parse", "HEAD"])
 }

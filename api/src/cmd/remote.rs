@@ -300,3 +300,32 @@ pub fn decide(
     print_promotion(&p);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Open previews, or (with `rm`) removes one: `owner/name#N`.
+pub fn previews(server: &str, rm: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (rt, client) = client(server)?;
+    if let Some(which) = rm {
+        let (repo, n) = which
+            .split_once('#')
+            .ok_or_else(|| anyhow::anyhow!("name the preview as owner/name#NUMBER"))?;
+        rt.block_on(client.delete(&format!("/api/v1/previews/{repo}/{n}")))?;
+        println!("removed the preview of {repo} #{n}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = rt.block_on(client.get("/api/v1/previews"))?;
+    let list = list.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no open previews");
+    }
+    for p in list {
+        println!(
+            "{}#{}  {}  {}  {}",
+            p["repo"].as_str().unwrap_or("?"),
+            p["number"],
+            p["sha"].as_str().map_or("?", |s| s.get(..10).unwrap_or(s)),
+            p["url"].as_str().unwrap_or("?"),
+            p["image"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

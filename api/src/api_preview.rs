@@ -1,0 +1,70 @@
+//! `/api/v1/previews`: open previews; one; delete one (write).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::api_v1::authorize;
+use crate::config::Scope;
+use crate::server::{ApiError, AppState};
+use crate::store::PreviewRecord;
+
+fn off() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "previews_off",
+        "previews are off on this server (no Docker, or the preview listener could not bind)",
+    )
+}
+
+/// `GET /api/v1/previews`
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<PreviewRecord>>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    Ok(Json(state.store.previews()?))
+}
+
+/// `GET /api/v1/previews/{owner}/{name}/{number}`
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+) -> Result<Json<PreviewRecord>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    state
+        .store
+        .preview(&format!("{owner}/{name}"), number)?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{owner}/{name} #{number} has no preview"),
+            )
+        })
+}
+
+/// `DELETE /api/v1/previews/{owner}/{name}/{number}` (write)
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+) -> Result<StatusCode, ApiError> {
+    let token = authorize(&state, &headers, Scope::Write)?;
+    let previews = state.previews.clone().ok_or_else(off)?;
+    let why = format!("removed by {}", token.user);
+    match previews
+        .close(&format!("{owner}/{name}"), number, &why)
+        .await
+    {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{owner}/{name} #{number} has no preview"),
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}

@@ -1,0 +1,588 @@
+//! A preview per pull request: the image its green build pushed, running
+//! as a container of its own, reached through Slipway's preview proxy, and
+//! removed when the pull request closes, idles past the TTL, or is pushed
+//! out by the repository's cap.
+//!
+//! The route table lives in memory (rebuilt from the store at start); the
+//! store keeps one record per open preview. A new commit's container is
+//! started and checked ready *before* the route moves to it; the old one is
+//! removed only after in-flight requests had time to finish, so a client
+//! polling through the swap sees no error.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use slipway_runner::DockerBackend;
+use slipway_runner::docker::{LABEL_PREVIEW, PreviewSpec};
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{info, warn};
+
+use crate::config::{Config, Repo};
+use crate::ids::now_ms;
+use crate::store::{PreviewRecord, Store};
+
+/// How long a replaced container keeps serving requests already sent to it.
+const DRAIN: Duration = Duration::from_secs(2);
+/// How long a new container may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Key = (String, u64);
+
+struct Route {
+    addr: SocketAddr,
+    last_used_ms: AtomicU64,
+}
+
+/// What a green pull request build asks to deploy.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub repo: String,
+    pub number: u64,
+    pub sha: String,
+    pub run: String,
+    pub image: String,
+    pub spec: slipway_engine::model::Preview,
+    pub from_fork: bool,
+}
+
+pub struct Previews {
+    config: Arc<Config>,
+    store: Store,
+    docker: DockerBackend,
+    routes: RwLock<HashMap<Key, Arc<Route>>>,
+    /// Deploys and teardowns of one pull request never overlap.
+    locks: AsyncMutex<HashMap<Key, Arc<AsyncMutex<()>>>>,
+    http: HttpClient<HttpConnector, Body>,
+    /// Where the proxy listens (the port in preview URLs).
+    listen: SocketAddr,
+}
+
+/// `owner/name` -> `owner-name`, as it appears in host names.
+pub fn slug(repo: &str) -> String {
+    repo.to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn key(repo: &str, number: u64) -> Key {
+    (repo.to_ascii_lowercase(), number)
+}
+
+impl Previews {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        docker: DockerBackend,
+        listen: SocketAddr,
+    ) -> Arc<Previews> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Arc::new(Previews {
+            config,
+            store,
+            docker,
+            routes: RwLock::default(),
+            locks: AsyncMutex::default(),
+            http: HttpClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+            listen,
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.config.preview_ttl
+    }
+
+    /// Where users open a preview.
+    pub fn url(&self, repo: &str, number: u64) -> String {
+        format!(
+            "http://pr-{number}--{}.{}:{}/",
+            slug(repo),
+            self.config.preview_domain,
+            self.listen.port()
+        )
+    }
+
+    /// The same preview by path, for setups without wildcard DNS.
+    pub fn path_url(&self, repo: &str, number: u64) -> String {
+        format!("http://{}/previews/{repo}/{number}/", self.listen)
+    }
+
+    async fn lock(&self, k: &Key) -> Arc<AsyncMutex<()>> {
+        self.locks
+            .lock()
+            .await
+            .entry(k.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn route_to(&self, k: Key, addr: SocketAddr) {
+        let route = Arc::new(Route {
+            addr,
+            last_used_ms: AtomicU64::new(now_ms()),
+        });
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(k, route);
+    }
+
+    fn unroute(&self, k: &Key) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(k);
+    }
+
+    fn route(&self, k: &Key) -> Option<Arc<Route>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(k)
+            .cloned()
+    }
+
+    /// Starts the new commit's container, waits until it is ready, moves
+    /// the route, then removes the previous one. On failure the previous
+    /// preview keeps serving and the reason is returned.
+    pub async fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<PreviewRecord, String> {
+        let repo = self
+            .config
+            .repo(&req.repo)
+            .ok_or_else(|| format!("repository `{}` is not configured", req.repo))?
+            .clone();
+        if req.from_fork && !repo.previews_for_forks {
+            return Err(format!(
+                "pull request #{} comes from a fork and `{}` does not allow previews for forks (previews_for_forks)",
+                req.number, repo.name
+            ));
+        }
+        let k = key(&repo.name, req.number);
+        let lock = self.lock(&k).await;
+        let _held = lock.lock().await;
+        let previous = self
+            .store
+            .preview(&repo.name, req.number)
+            .map_err(|e| e.to_string())?;
+        let spec = PreviewSpec {
+            key: format!("{}#{}", repo.name, req.number),
+            slug: format!("{}-pr-{}", slug(&repo.name), req.number),
+            generation: now_ms(),
+            image: req.image.clone(),
+            env: req.spec.env.clone(),
+            credentials: self.config.registries.clone(),
+        };
+        let started = self
+            .docker
+            .start_preview(&spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr: SocketAddr = format!("{}:{}", started.ip, req.spec.port)
+            .parse()
+            .map_err(|e| format!("bad address {}: {e}", started.ip))?;
+        if let Err(e) = self.wait_ready(addr, req.spec.health.as_deref()).await {
+            self.docker.remove_preview_container(&started.name).await;
+            return Err(format!(
+                "the preview of #{} did not become ready: {e}",
+                req.number
+            ));
+        }
+        let now = now_ms();
+        let mut record = PreviewRecord {
+            repo: repo.name.clone(),
+            number: req.number,
+            sha: req.sha.clone(),
+            run: req.run.clone(),
+            image: req.image.clone(),
+            container: started.name.clone(),
+            network: started.network.clone(),
+            ip: started.ip.clone(),
+            port: req.spec.port,
+            url: self.url(&repo.name, req.number),
+            created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
+            updated_ms: now,
+            comment_id: previous.as_ref().and_then(|p| p.comment_id),
+        };
+        self.route_to(k.clone(), addr);
+        self.store.put_preview(&record).map_err(|e| e.to_string())?;
+        info!(repo = %repo.name, pr = req.number, sha = %req.sha, "preview live");
+        if let Some(old) = previous
+            && old.container != record.container
+        {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN).await;
+                this.docker.remove_preview_container(&old.container).await;
+                if old.image
+                    != this
+                        .store
+                        .preview(&old.repo, old.number)
+                        .ok()
+                        .flatten()
+                        .map(|p| p.image)
+                        .unwrap_or_default()
+                {
+                    this.docker.remove_preview_rest("", Some(&old.image)).await;
+                }
+            });
+        }
+        match self.comment(&repo, &record, None).await {
+            Ok(id) if id != record.comment_id => {
+                record.comment_id = id;
+                let _ = self.store.put_preview(&record);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(pr = req.number, error = %e, "cannot comment the preview's URL"),
+        }
+        drop(_held);
+        self.enforce_cap(&repo).await;
+        Ok(record)
+    }
+
+    async fn wait_ready(&self, addr: SocketAddr, health: Option<&str>) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let uri: Uri = format!("http://{addr}{}", health.unwrap_or("/"))
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            let req = axum::http::Request::get(uri)
+                .body(Body::empty())
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_secs(2), self.http.request(req)).await {
+                Ok(Ok(resp)) if health.is_none() || resp.status().is_success() => return Ok(()),
+                Ok(Ok(resp)) => {
+                    last = format!("{} answered {}", health.unwrap_or("/"), resp.status())
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "no answer within 2s".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last)
+    }
+
+    /// Removes the preview of a pull request: route, containers, network
+    /// and image. Idempotent.
+    pub async fn close(
+        self: &Arc<Self>,
+        repo_name: &str,
+        number: u64,
+        why: &str,
+    ) -> Result<bool, String> {
+        let k = key(repo_name, number);
+        let lock = self.lock(&k).await;
+        let _held = lock.lock().await;
+        self.unroute(&k);
+        let record = self
+            .store
+            .preview(repo_name, number)
+            .map_err(|e| e.to_string())?;
+        let label = format!("{repo_name}#{number}");
+        if let Ok(found) = self.docker.list_previews().await {
+            for c in found.iter().filter(|c| c.key.eq_ignore_ascii_case(&label)) {
+                self.docker.remove_preview_container(&c.name).await;
+            }
+        }
+        let label = record
+            .as_ref()
+            .map(|r| format!("{}#{}", r.repo, r.number))
+            .unwrap_or(label);
+        self.docker
+            .remove_preview_rest(&label, record.as_ref().map(|r| r.image.as_str()))
+            .await;
+        let Some(record) = record else {
+            return Ok(false);
+        };
+        self.store
+            .delete_preview(repo_name, number)
+            .map_err(|e| e.to_string())?;
+        info!(repo = repo_name, pr = number, why, "preview removed");
+        if let Some(repo) = self.config.repo(repo_name).cloned()
+            && let Err(e) = self.comment(&repo, &record, Some(why)).await
+        {
+            warn!(pr = number, error = %e, "cannot update the preview comment");
+        }
+        Ok(true)
+    }
+
+    /// The oldest previews of the repository beyond its cap go.
+    async fn enforce_cap(self: &Arc<Self>, repo: &Repo) {
+        let Ok(all) = self.store.previews() else {
+            return;
+        };
+        let mut mine: Vec<PreviewRecord> = all
+            .into_iter()
+            .filter(|p| p.repo.eq_ignore_ascii_case(&repo.name))
+            .collect();
+        mine.sort_by_key(|p| p.created_ms);
+        while mine.len() > repo.max_previews {
+            let oldest = mine.remove(0);
+            let why = format!("more than {} previews of {}", repo.max_previews, repo.name);
+            if let Err(e) = self.close(&oldest.repo, oldest.number, &why).await {
+                warn!(error = %e, "cannot remove a preview over the cap");
+            }
+        }
+    }
+
+    /// Previews nobody asked for within the TTL are removed.
+    pub async fn expire_idle(self: &Arc<Self>) {
+        let ttl = self.config.preview_ttl.as_millis() as u64;
+        let now = now_ms();
+        let Ok(all) = self.store.previews() else {
+            return;
+        };
+        for p in all {
+            let last = self
+                .route(&key(&p.repo, p.number))
+                .map_or(p.updated_ms, |r| r.last_used_ms.load(Ordering::Relaxed))
+                .max(p.updated_ms);
+            if now.saturating_sub(last) > ttl {
+                let why = format!(
+                    "idle for more than {}",
+                    slipway_engine::duration::format_duration(self.config.preview_ttl)
+                );
+                if let Err(e) = self.close(&p.repo, p.number, &why).await {
+                    warn!(error = %e, "cannot remove an idle preview");
+                }
+            }
+        }
+    }
+
+    /// After a restart: routes for records whose container still runs
+    /// (at its current address); records whose container vanished are
+    /// started again; containers nobody has a record of are removed.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), String> {
+        let records = self.store.previews().map_err(|e| e.to_string())?;
+        let found = self
+            .docker
+            .list_previews()
+            .await
+            .map_err(|e| e.to_string())?;
+        for c in &found {
+            let known = records.iter().any(|r| {
+                format!("{}#{}", r.repo, r.number).eq_ignore_ascii_case(&c.key)
+                    && r.container == c.name
+            });
+            if !known {
+                self.docker.remove_preview_container(&c.name).await;
+            }
+        }
+        for r in records {
+            let alive = found.iter().any(|c| c.name == r.container && c.running);
+            let ip = if alive {
+                self.docker.preview_ip(&r.container, &r.network).await.ok()
+            } else {
+                None
+            };
+            match ip.and_then(|ip| format!("{ip}:{}", r.port).parse::<SocketAddr>().ok()) {
+                Some(addr) => self.route_to(key(&r.repo, r.number), addr),
+                None => {
+                    warn!(repo = %r.repo, pr = r.number, "preview container gone; starting it again");
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let req = DeployRequest {
+                            repo: r.repo.clone(),
+                            number: r.number,
+                            sha: r.sha.clone(),
+                            run: r.run.clone(),
+                            image: r.image.clone(),
+                            spec: slipway_engine::model::Preview {
+                                step: String::new(),
+                                port: r.port,
+                                health: None,
+                                env: Vec::new(),
+                            },
+                            from_fork: false,
+                        };
+                        if let Err(e) = this.deploy(req).await {
+                            warn!(error = %e, "cannot restart a preview");
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes (first time) or edits the pull request's one preview comment.
+    async fn comment(
+        &self,
+        repo: &Repo,
+        p: &PreviewRecord,
+        closed: Option<&str>,
+    ) -> Result<Option<u64>, String> {
+        let Some((client, _)) = crate::report::forge_client(repo)? else {
+            return Ok(p.comment_id);
+        };
+        let Some((owner, name)) = repo.name.split_once('/') else {
+            return Ok(p.comment_id);
+        };
+        let body = match closed {
+            None => format!(
+                "Preview of {} is live: {}\n\n(also at {}; updated {} for commit `{}`)\n\n<!-- slipway-preview -->",
+                p.image,
+                p.url,
+                self.path_url(&p.repo, p.number),
+                p.updated_ms,
+                p.sha
+            ),
+            Some(why) => format!("Preview removed: {why}.\n\n<!-- slipway-preview -->"),
+        };
+        let issues = client.issues(owner, name);
+        match p.comment_id {
+            Some(id) => {
+                issues
+                    .update_comment(octocrab::models::CommentId(id), body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(id))
+            }
+            None if closed.is_none() => {
+                let c = issues
+                    .create_comment(p.number, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(c.id.0))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Open previews, for the API and the 404 page.
+    pub fn list(&self) -> Vec<PreviewRecord> {
+        self.store.previews().unwrap_or_default()
+    }
+
+    /// Which preview a request is for, and the path to ask it.
+    fn target(&self, host: Option<&str>, uri: &Uri) -> Option<(Key, String)> {
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some(host) = host {
+            let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+            if let Some(sub) = host
+                .strip_suffix(&self.config.preview_domain)
+                .and_then(|h| h.strip_suffix('.'))
+                && let Some((n, repo_slug)) =
+                    sub.strip_prefix("pr-").and_then(|s| s.split_once("--"))
+                && let Ok(n) = n.parse::<u64>()
+                && let Some(repo) = self
+                    .config
+                    .repos
+                    .iter()
+                    .find(|r| slug(&r.name) == repo_slug)
+            {
+                return Some((key(&repo.name, n), path_and_query.to_string()));
+            }
+        }
+        let rest = uri.path().strip_prefix("/previews/")?;
+        let mut parts = rest.splitn(4, '/');
+        let (owner, name, n) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?.parse::<u64>().ok()?,
+        );
+        let tail = parts.next().unwrap_or("");
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        Some((
+            key(&format!("{owner}/{name}"), n),
+            format!("/{tail}{query}"),
+        ))
+    }
+}
+
+fn not_found(previews: &Previews, what: &str) -> Response {
+    let mut list = String::new();
+    for p in previews.list() {
+        list.push_str(&format!(
+            "<li><a href=\"{0}\">{1} #{2}</a> (commit <code>{3}</code>) &middot; <a href=\"{4}\">by path</a></li>",
+            p.url,
+            html_escape(&p.repo),
+            p.number,
+            html_escape(p.sha.get(..12).unwrap_or(&p.sha)),
+            previews.path_url(&p.repo, p.number)
+        ));
+    }
+    if list.is_empty() {
+        list = "<li>none: open a pull request whose pipeline has <code>preview:</code></li>".into();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Html(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such preview</title></head>\
+             <body><h1>No preview at {}</h1><p>Open previews:</p><ul>{list}</ul></body></html>",
+            html_escape(what)
+        )),
+    )
+        .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The preview proxy: every request, whatever its path.
+pub async fn proxy(State(previews): State<Arc<Previews>>, mut req: Request) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let Some((k, path)) = previews.target(host.as_deref(), req.uri()) else {
+        let what = format!("{}{}", host.unwrap_or_default(), req.uri().path());
+        return not_found(&previews, &what);
+    };
+    let Some(route) = previews.route(&k) else {
+        return not_found(&previews, &format!("{} #{}", k.0, k.1));
+    };
+    route.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    let Ok(uri) = format!("http://{}{path}", route.addr).parse::<Uri>() else {
+        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    for h in [
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(h);
+    }
+    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert("x-forwarded-host", h);
+    }
+    match previews.http.request(req).await {
+        Ok(resp) => resp.map(Body::new).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the preview of {} #{} did not answer: {e}\n", k.0, k.1),
+        )
+            .into_response(),
+    }
+}
+
+/// The proxy's router.
+pub fn proxy_app(previews: Arc<Previews>) -> axum::Router {
+    axum::Router::new().fallback(proxy).with_state(previews)
+}
+
+/// The label preview containers carry, for tests and operators.
+pub const PREVIEW_LABEL: &str = LABEL_PREVIEW;

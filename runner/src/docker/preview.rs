@@ -1,0 +1,214 @@
+//! Preview containers: a pull request's image, running detached on a
+//! network of its own, labelled `slipway.preview=<repo>#<number>` so they
+//! can always be found (and never mistaken for a run's containers).
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::{DockerBackend, docker_err, is_status};
+use crate::backend::{BackendError, Credentials};
+
+pub const LABEL_PREVIEW: &str = "slipway.preview";
+const LABEL_GENERATION: &str = "slipway.preview.generation";
+
+/// One preview container to start.
+#[derive(Debug, Clone)]
+pub struct PreviewSpec {
+    /// `owner/name#number`: the label value.
+    pub key: String,
+    /// Names Docker objects: `slipway-preview-<slug>`.
+    pub slug: String,
+    pub generation: u64,
+    /// `repository@sha256:...`
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub credentials: Credentials,
+}
+
+/// A started preview container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewContainer {
+    pub name: String,
+    pub network: String,
+    /// Its address on its network, reachable from this host.
+    pub ip: String,
+}
+
+/// A preview container found in Docker.
+#[derive(Debug, Clone)]
+pub struct FoundPreview {
+    pub key: String,
+    pub name: String,
+    pub generation: u64,
+    pub running: bool,
+}
+
+impl DockerBackend {
+    /// Pulls the image if missing, makes the preview's network if missing,
+    /// and starts a new container of this generation on it.
+    pub async fn start_preview(
+        &self,
+        spec: &PreviewSpec,
+    ) -> Result<PreviewContainer, BackendError> {
+        if let Err(e) = self.docker.inspect_image(&spec.image).await {
+            if !is_status(&e, 404) {
+                return Err(docker_err(format!("inspect {}", spec.image))(e));
+            }
+            let registry = super::registry_of(&spec.image);
+            let creds = spec
+                .credentials
+                .get(registry)
+                .map(|a| bollard::auth::DockerCredentials {
+                    username: Some(a.username.clone()),
+                    password: Some(a.password.clone()),
+                    serveraddress: Some(registry.to_string()),
+                    ..Default::default()
+                });
+            let opts = CreateImageOptionsBuilder::default()
+                .from_image(&spec.image)
+                .build();
+            let mut pull = self.docker.create_image(Some(opts), None, creds);
+            while let Some(item) = pull.next().await {
+                item.map_err(|e| BackendError::ImagePull {
+                    image: spec.image.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        let labels = HashMap::from([
+            (LABEL_PREVIEW.to_string(), spec.key.clone()),
+            (LABEL_GENERATION.to_string(), spec.generation.to_string()),
+            (super::LABEL_OWNER.to_string(), self.owner.clone()),
+        ]);
+        let network = format!("slipway-preview-{}", spec.slug);
+        let req = NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                LABEL_PREVIEW.to_string(),
+                spec.key.clone(),
+            )])),
+            ..Default::default()
+        };
+        // Docker allows two networks of one name; reuse the preview's own.
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_PREVIEW}={}", spec.key)],
+        )]);
+        let existing = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("list preview networks"))?;
+        if !existing
+            .iter()
+            .any(|n| n.name.as_deref() == Some(network.as_str()))
+        {
+            match self.docker.create_network(req).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => return Err(docker_err("create the preview's network")(e)),
+            }
+        }
+        let name = format!("slipway-preview-{}-{}", spec.slug, spec.generation);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.clone()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(docker_err(format!("create preview container {name}")))?;
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(docker_err(format!("start preview container {name}")))?;
+        let ip = self.preview_ip(&name, &network).await?;
+        Ok(PreviewContainer { name, network, ip })
+    }
+
+    /// The container's address on the network (it changes when Docker
+    /// restarts it).
+    pub async fn preview_ip(&self, name: &str, network: &str) -> Result<String, BackendError> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(docker_err(format!("inspect {name}")))?;
+        info.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| BackendError::Other(format!("{name} has no address on {network}")))
+    }
+
+    /// Every preview container, running or not.
+    pub async fn list_previews(&self) -> Result<Vec<FoundPreview>, BackendError> {
+        let filter = HashMap::from([("label".to_string(), vec![LABEL_PREVIEW.to_string()])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filter)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(docker_err("list preview containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                Some(FoundPreview {
+                    key: labels.get(LABEL_PREVIEW)?.clone(),
+                    generation: labels
+                        .get(LABEL_GENERATION)
+                        .and_then(|g| g.parse().ok())
+                        .unwrap_or(0),
+                    name: c.names?.first()?.trim_start_matches('/').to_string(),
+                    running: c.state.is_some_and(|s| s.to_string() == "running"),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn remove_preview_container(&self, name: &str) {
+        self.remove_container(name).await;
+    }
+
+    /// Removes the preview's network (once its containers are gone) and
+    /// its image.
+    pub async fn remove_preview_rest(&self, key: &str, image: Option<&str>) {
+        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_PREVIEW}={key}")])]);
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&filter)
+            .build();
+        if let Ok(networks) = self.docker.list_networks(Some(opts)).await {
+            for n in networks.into_iter().filter_map(|n| n.name) {
+                let _ = self.docker.remove_network(&n).await;
+            }
+        }
+        if let Some(image) = image {
+            let opts = RemoveImageOptionsBuilder::default().force(true).build();
+            let _ = self.docker.remove_image(image, Some(opts), None).await;
+        }
+    }
+}
