@@ -1744,6 +1744,10 @@ mod previews {
 
     type Comments = Arc<std::sync::Mutex<Vec<(String, u64, String)>>>;
 
+    /// Both tests preview the same pull request (its containers are found
+    /// by label), so they take turns.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Records `POST .../issues/{n}/comments` and edits of `.../issues/comments/{id}`.
     async fn fake_github() -> (String, Comments) {
         use axum::extract::{Path, State};
@@ -1845,12 +1849,8 @@ mod previews {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_on_close() {
-        let d = docker().await;
-        let registry = slipway_tests::Registry::start();
-        let host = registry.host.clone();
-        let (github, comments) = fake_github().await;
+    /// A repository whose pull request head serves `commit <sha>` on 8080.
+    fn preview_repo(host: &str) -> (TempDir, std::path::PathBuf, String) {
         let repo_dir = TempDir::new("origin-preview");
         let pipeline = format!(
             "steps:
@@ -1878,6 +1878,17 @@ preview:
         );
         let first =
             slipway_tests::git_commit(&repo_dir, &["refs/heads/changes", "refs/pull/2/head"], &[]);
+        (repo_dir, bare, first)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_on_close() {
+        let _turn = SERIAL.lock().await;
+        let d = docker().await;
+        let registry = slipway_tests::Registry::start();
+        let host = registry.host.clone();
+        let (github, comments) = fake_github().await;
+        let (repo_dir, bare, first) = preview_repo(&host);
         let server = start_with(
             &format!("file://{}", bare.display()),
             &format!(
@@ -2068,6 +2079,70 @@ preview:
                 )
                 .await;
         }
+        server.shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_preview_survives_a_server_restart_and_goes_when_idle_past_its_ttl() {
+        let _turn = SERIAL.lock().await;
+        let d = docker().await;
+        let registry = slipway_tests::Registry::start();
+        let host = registry.host.clone();
+        let (_repo_dir, bare, first) = preview_repo(&host);
+        let url = format!("file://{}", bare.display());
+        let settings = "[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\npreview_ttl = \"4s\"\n";
+        let server = start_with(&url, settings).await;
+        let site = "pr-2--codertocat-hello-world.preview.test";
+        let (status, body) =
+            pr_event(&server, "pull_request.opened.json", &first, "ttl-opened").await;
+        assert_eq!(status, 202, "{body}");
+        let live = wait_preview(&server, &first).await;
+        let proxy_of = |s: &Server| {
+            s.running
+                .as_ref()
+                .and_then(|r| r.preview_addr)
+                .unwrap()
+                .to_string()
+        };
+        let server = restart(server, &url, settings).await;
+        let p = proxy_of(&server);
+        let (status, page) = tokio::task::spawn_blocking(move || get(&p, site, "/"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, page.trim()),
+            (200, format!("commit {first}").as_str()),
+            "served after a restart"
+        );
+        assert_eq!(
+            server.store.preview(REPO, 2).unwrap().unwrap().container,
+            live.container
+        );
+        // Nobody asks for it now: within the TTL and a sweep it is gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.store.preview(REPO, 2).unwrap().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "an idle preview outlived its TTL"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let p = proxy_of(&server);
+        let (status, _) = tokio::task::spawn_blocking(move || get(&p, site, "/"))
+            .await
+            .unwrap();
+        assert_eq!(status, 404);
+        assert!(
+            d.inspect_container(&live.container, None).await.is_err(),
+            "its container is gone"
+        );
+        let _ = d
+            .remove_image(
+                &format!("{host}/acme/preview:{first}"),
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
         server.shutdown.cancel();
     }
 }

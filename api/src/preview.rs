@@ -65,6 +65,8 @@ pub struct Previews {
     http: HttpClient<HttpConnector, Body>,
     /// Where the proxy listens (the port in preview URLs).
     listen: SocketAddr,
+    /// Labels this server's preview containers.
+    server: String,
 }
 
 /// `owner/name` -> `owner-name`, as it appears in host names.
@@ -86,6 +88,7 @@ impl Previews {
         docker: DockerBackend,
         listen: SocketAddr,
     ) -> Arc<Previews> {
+        let server = store.server_id().unwrap_or_else(|_| "unknown".into());
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Arc::new(Previews {
@@ -98,6 +101,7 @@ impl Previews {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
             listen,
+            server,
         })
     }
 
@@ -179,6 +183,7 @@ impl Previews {
             .map_err(|e| e.to_string())?;
         let spec = PreviewSpec {
             key: format!("{}#{}", repo.name, req.number),
+            server: self.server.clone(),
             slug: format!("{}-pr-{}", slug(&repo.name), req.number),
             generation: now_ms(),
             image: req.image.clone(),
@@ -235,7 +240,9 @@ impl Previews {
                         .map(|p| p.image)
                         .unwrap_or_default()
                 {
-                    this.docker.remove_preview_rest("", Some(&old.image)).await;
+                    this.docker
+                        .remove_preview_rest(&this.server, "", Some(&old.image))
+                        .await;
                 }
             });
         }
@@ -292,7 +299,7 @@ impl Previews {
             .preview(repo_name, number)
             .map_err(|e| e.to_string())?;
         let label = format!("{repo_name}#{number}");
-        if let Ok(found) = self.docker.list_previews().await {
+        if let Ok(found) = self.docker.list_previews(&self.server).await {
             for c in found.iter().filter(|c| c.key.eq_ignore_ascii_case(&label)) {
                 self.docker.remove_preview_container(&c.name).await;
             }
@@ -302,7 +309,11 @@ impl Previews {
             .map(|r| format!("{}#{}", r.repo, r.number))
             .unwrap_or(label);
         self.docker
-            .remove_preview_rest(&label, record.as_ref().map(|r| r.image.as_str()))
+            .remove_preview_rest(
+                &self.server,
+                &label,
+                record.as_ref().map(|r| r.image.as_str()),
+            )
             .await;
         let Some(record) = record else {
             return Ok(false);
@@ -369,7 +380,7 @@ impl Previews {
         let records = self.store.previews().map_err(|e| e.to_string())?;
         let found = self
             .docker
-            .list_previews()
+            .list_previews(&self.server)
             .await
             .map_err(|e| e.to_string())?;
         for c in &found {

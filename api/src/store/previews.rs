@@ -34,6 +34,23 @@ fn key(repo: &str, number: u64) -> Vec<u8> {
 }
 
 impl Store {
+    /// This data dir's identity, made on first use: it tells this server's
+    /// preview containers from those of another server on the same Docker.
+    pub fn server_id(&self) -> Result<String, StoreError> {
+        if let Some(id) = self.db.get("server_id")? {
+            return Ok(String::from_utf8_lossy(&id).into_owned());
+        }
+        let id = crate::ids::new_run_id();
+        let _ =
+            self.db
+                .compare_and_swap("server_id", None as Option<&[u8]>, Some(id.as_bytes()))?;
+        let id = self
+            .db
+            .get("server_id")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        Ok(id.unwrap_or_default())
+    }
+
     pub fn put_preview(&self, p: &PreviewRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(p).map_err(|source| StoreError::Corrupt {
             key: format!("{}#{}", p.repo, p.number),

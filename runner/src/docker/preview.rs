@@ -16,12 +16,16 @@ use crate::backend::{BackendError, Credentials};
 
 pub const LABEL_PREVIEW: &str = "slipway.preview";
 const LABEL_GENERATION: &str = "slipway.preview.generation";
+/// Which server owns the preview (several may share one Docker).
+const LABEL_SERVER: &str = "slipway.preview.server";
 
 /// One preview container to start.
 #[derive(Debug, Clone)]
 pub struct PreviewSpec {
     /// `owner/name#number`: the label value.
     pub key: String,
+    /// The owning server's id.
+    pub server: String,
     /// Names Docker objects: `slipway-preview-<slug>`.
     pub slug: String,
     pub generation: u64,
@@ -84,22 +88,26 @@ impl DockerBackend {
         let labels = HashMap::from([
             (LABEL_PREVIEW.to_string(), spec.key.clone()),
             (LABEL_GENERATION.to_string(), spec.generation.to_string()),
+            (LABEL_SERVER.to_string(), spec.server.clone()),
             (super::LABEL_OWNER.to_string(), self.owner.clone()),
         ]);
         let network = format!("slipway-preview-{}", spec.slug);
         let req = NetworkCreateRequest {
             name: network.clone(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(
-                LABEL_PREVIEW.to_string(),
-                spec.key.clone(),
-            )])),
+            labels: Some(HashMap::from([
+                (LABEL_PREVIEW.to_string(), spec.key.clone()),
+                (LABEL_SERVER.to_string(), spec.server.clone()),
+            ])),
             ..Default::default()
         };
         // Docker allows two networks of one name; reuse the preview's own.
         let filter = HashMap::from([(
             "label".to_string(),
-            vec![format!("{LABEL_PREVIEW}={}", spec.key)],
+            vec![
+                format!("{LABEL_PREVIEW}={}", spec.key),
+                format!("{LABEL_SERVER}={}", spec.server),
+            ],
         )]);
         let existing = self
             .docker
@@ -161,9 +169,15 @@ impl DockerBackend {
             .ok_or_else(|| BackendError::Other(format!("{name} has no address on {network}")))
     }
 
-    /// Every preview container, running or not.
-    pub async fn list_previews(&self) -> Result<Vec<FoundPreview>, BackendError> {
-        let filter = HashMap::from([("label".to_string(), vec![LABEL_PREVIEW.to_string()])]);
+    /// Every preview container of this server, running or not.
+    pub async fn list_previews(&self, server: &str) -> Result<Vec<FoundPreview>, BackendError> {
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![
+                LABEL_PREVIEW.to_string(),
+                format!("{LABEL_SERVER}={server}"),
+            ],
+        )]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filter)
@@ -196,8 +210,14 @@ impl DockerBackend {
 
     /// Removes the preview's network (once its containers are gone) and
     /// its image.
-    pub async fn remove_preview_rest(&self, key: &str, image: Option<&str>) {
-        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_PREVIEW}={key}")])]);
+    pub async fn remove_preview_rest(&self, server: &str, key: &str, image: Option<&str>) {
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_PREVIEW}={key}"),
+                format!("{LABEL_SERVER}={server}"),
+            ],
+        )]);
         let opts = ListNetworksOptionsBuilder::default()
             .filters(&filter)
             .build();
