@@ -326,6 +326,10 @@ async fn a_missing_image_is_pulled_from_its_registry_with_progress() {
     );
 }
 
+/// Build tests take turns: one prunes the daemon's build cache, which
+/// would pull the uploaded context from under a build running beside it.
+static BUILDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn output_of(o: &Outcome, step: &str) -> Option<String> {
     o.events.iter().find_map(|e| match e {
         RunEvent::StepOutput { step: s, image } if s == step => Some(image.clone()),
@@ -335,6 +339,7 @@ fn output_of(o: &Outcome, step: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_pushes_by_digest_and_a_fresh_builder_reuses_layers_from_the_registry() {
+    let _turn = BUILDS.lock().await;
     let registry = slipway_tests::Registry::start();
     let host = registry.host.clone();
     let src = TempDir::new("build");
@@ -419,6 +424,7 @@ async fn a_build_pushes_by_digest_and_a_fresh_builder_reuses_layers_from_the_reg
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_to_an_unreachable_registry_names_it_and_fails_the_step() {
+    let _turn = BUILDS.lock().await;
     let src = TempDir::new("build-fail");
     src.write("Dockerfile", &format!("FROM {BUSYBOX}\n"));
     let p = pipeline(
