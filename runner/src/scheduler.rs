@@ -113,6 +113,21 @@ pub async fn execute<B: Backend>(
         .await)
 }
 
+/// Slipway's own lines in a step's log.
+async fn emit_system(events: &mpsc::Sender<RunEvent>, step: &str, lines: Vec<String>) {
+    for line in lines {
+        emit(
+            events,
+            RunEvent::Log {
+                step: step.to_string(),
+                stream: LogStream::System,
+                line,
+            },
+        )
+        .await;
+    }
+}
+
 async fn emit(events: &mpsc::Sender<RunEvent>, event: RunEvent) {
     // A consumer that went away must not stop the run (or its cleanup).
     let _ = events.send(event).await;
@@ -617,23 +632,6 @@ impl StepTask {
             emit(&shared.events, log(message.clone())).await;
             return result(StepOutcome::Failed, None, 1);
         }
-        let system = |lines: Vec<String>| {
-            let shared = shared.clone();
-            let step = step.clone();
-            async move {
-                for line in lines {
-                    emit(
-                        &shared.events,
-                        RunEvent::Log {
-                            step: step.clone(),
-                            stream: LogStream::System,
-                            line,
-                        },
-                    )
-                    .await;
-                }
-            }
-        };
         let mut prepared = Vec::new();
         if let Some(store) = &shared.files.cache
             && !self.caches.is_empty()
@@ -647,7 +645,7 @@ impl StepTask {
                 &mut lines,
             )
             .await;
-            system(lines).await;
+            emit_system(&shared.events, &step, lines).await;
         }
         let succeeded = |attempt: u32| {
             let shared = shared.clone();
@@ -691,17 +689,7 @@ impl StepTask {
                         .await;
                     }
                 }
-                for line in lines {
-                    emit(
-                        &shared.events,
-                        RunEvent::Log {
-                            step: step.clone(),
-                            stream: LogStream::System,
-                            line,
-                        },
-                    )
-                    .await;
-                }
+                emit_system(&shared.events, &step, lines).await;
                 attempt
             }
         };
