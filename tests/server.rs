@@ -1735,6 +1735,88 @@ from = \"staging\"
         );
         server.shutdown.cancel();
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_deploy_leaves_the_environment_and_its_tag_where_they_were() {
+        docker().await;
+        let registry = slipway_tests::Registry::start();
+        let host = registry.host.clone();
+        let repo_dir = TempDir::new("origin-promote-3");
+        let (bare, sha) = git_repo(
+            &repo_dir,
+            "master",
+            &[
+                (".slipway.yml", &pipeline(&host)),
+                (
+                    "Dockerfile",
+                    &format!("FROM {BUSYBOX}\nRUN echo three > /app\n"),
+                ),
+            ],
+        );
+        // Staging needs no approval here.
+        let server = start_with(&format!("file://{}", bare.display()), &config(&host, 0, "")).await;
+        let promotions = format!("/api/v1/repos/{REPO}/promotions");
+        let first = build_into_dev(&server, &registry, &sha).await;
+        let (_, p) = api(
+            &server,
+            "POST",
+            &promotions,
+            "dave",
+            json!({"to": "staging"}),
+        )
+        .await;
+        let id = p["id"].as_str().unwrap().to_string();
+        assert_eq!(wait_promotion(&server, &id).await["status"], "succeeded");
+
+        // The next commit's deploy step fails.
+        let failing = pipeline(&host).replace(
+            "commands: ['echo \"deploying $SLIPWAY_IMAGE to $SLIPWAY_ENVIRONMENT\"']",
+            "commands: ['echo deploy breaks', 'exit 3']",
+        );
+        assert_ne!(failing, pipeline(&host));
+        let sha2 = slipway_tests::git_commit(
+            &repo_dir,
+            &["refs/heads/master"],
+            &[
+                (".slipway.yml", &failing),
+                (
+                    "Dockerfile",
+                    &format!("FROM {BUSYBOX}\nRUN echo four > /app\n"),
+                ),
+            ],
+        );
+        let second = build_into_dev(&server, &registry, &sha2).await;
+        assert_ne!(first, second);
+        let (_, p) = api(
+            &server,
+            "POST",
+            &promotions,
+            "dave",
+            json!({"to": "staging"}),
+        )
+        .await;
+        let id = p["id"].as_str().unwrap().to_string();
+        let failed = wait_promotion(&server, &id).await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        assert!(
+            failed["error"].as_str().unwrap().contains("deploy run"),
+            "{failed}"
+        );
+        let staging = env(&server, "staging").await;
+        assert_eq!(
+            staging["current"]["digest"],
+            first.as_str(),
+            "staging keeps its digest"
+        );
+        assert_eq!(
+            registry
+                .manifest_digest("acme/web-staging", "staging")
+                .as_deref(),
+            Some(first.as_str()),
+            "the tag points back at what staging holds"
+        );
+        server.shutdown.cancel();
+    }
 }
 
 /// Previews: a fake GitHub that keeps the pull request's comments.
@@ -2143,6 +2225,116 @@ preview:
                 None,
             )
             .await;
+        server.shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn previews_over_the_repository_cap_go_oldest_first() {
+        let _turn = SERIAL.lock().await;
+        let d = docker().await;
+        let registry = slipway_tests::Registry::start();
+        let host = registry.host.clone();
+        let (repo_dir, bare, first) = preview_repo(&host);
+        let server = start_with(
+            &format!("file://{}", bare.display()),
+            "max_previews = 1\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n",
+        )
+        .await;
+        let (status, body) = pr_event(&server, "pull_request.opened.json", &first, "cap-2").await;
+        assert_eq!(status, 202, "{body}");
+        let two = wait_preview(&server, &first).await;
+        // Pull request #3, on a commit of its own.
+        let third =
+            slipway_tests::git_commit(&repo_dir, &["refs/pull/3/head"], &[("NOTE", "three")]);
+        let body = github_fixture("pull_request.opened.json")
+            .replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", &third)
+            .replace("\"number\": 2", "\"number\": 3")
+            .replace("/pulls/2", "/pulls/3");
+        let sig = sign_github(SECRET, body.as_bytes());
+        let addr = server.addr.clone();
+        let (status, text) = tokio::task::spawn_blocking(move || {
+            http_post(
+                &addr,
+                "/hooks/github",
+                &[
+                    ("X-GitHub-Event", "pull_request"),
+                    ("X-GitHub-Delivery", "cap-3"),
+                    ("X-Hub-Signature-256", &sig),
+                ],
+                body.as_bytes(),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 202, "{text}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while server.store.preview(REPO, 3).unwrap().is_none()
+            || server.store.preview(REPO, 2).unwrap().is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "#3 did not replace #2: {:?}",
+                server.store.previews()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            d.inspect_container(&two.container, None).await.is_err(),
+            "#2's container is gone"
+        );
+        let p = server
+            .running
+            .as_ref()
+            .and_then(|r| r.preview_addr)
+            .unwrap()
+            .to_string();
+        let (status, page) = tokio::task::spawn_blocking(move || {
+            get(&p, "pr-3--codertocat-hello-world.preview.test", "/")
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (status, page.trim()),
+            (200, format!("commit {third}").as_str())
+        );
+        let three = server.store.preview(REPO, 3).unwrap().unwrap();
+        let (status, body) =
+            pr_event(&server, "pull_request.closed.json", &first, "cap-close-2").await;
+        assert_eq!(status, 200, "{body}");
+        // Close #3 too.
+        let close3 =
+            github_fixture("pull_request.closed.json").replace("\"number\": 2", "\"number\": 3");
+        let sig = sign_github(SECRET, close3.as_bytes());
+        let addr = server.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            http_post(
+                &addr,
+                "/hooks/github",
+                &[
+                    ("X-GitHub-Event", "pull_request"),
+                    ("X-GitHub-Delivery", "cap-close-3"),
+                    ("X-Hub-Signature-256", &sig),
+                ],
+                close3.as_bytes(),
+            )
+        })
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.store.preview(REPO, 3).unwrap().is_some() {
+            assert!(Instant::now() < deadline, "#3 was not removed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(d.inspect_container(&three.container, None).await.is_err());
+        for sha in [&first, &third] {
+            let _ = d
+                .remove_image(
+                    &format!("{host}/acme/preview:{sha}"),
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
         server.shutdown.cancel();
     }
 }
