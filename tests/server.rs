@@ -1847,7 +1847,63 @@ mod previews {
             })
         };
         let (c1, c2) = (comment.clone(), comment);
+        let deployment = |id: u64, sha: &str, env: &str| {
+            json!({
+                "url": format!("http://fake/deployments/{id}"), "id": id, "node_id": "D_test",
+                "sha": sha, "ref": sha, "task": "deploy", "payload": {}, "environment": env,
+                "created_at": "2026-11-21T00:00:00Z", "updated_at": "2026-11-21T00:00:00Z",
+                "statuses_url": format!("http://fake/deployments/{id}/statuses"),
+                "repository_url": "http://fake/repo"
+            })
+        };
+        let status = |id: u64, state: &str| {
+            json!({
+                "url": format!("http://fake/deployments/{id}/statuses/1"), "id": 1, "node_id": "DS_test",
+                "state": state, "created_at": "2026-11-21T00:00:00Z", "updated_at": "2026-11-21T00:00:00Z",
+                "deployment_url": format!("http://fake/deployments/{id}"), "repository_url": "http://fake/repo"
+            })
+        };
         let app = axum::Router::new()
+            .route(
+                "/repos/{owner}/{repo}/deployments",
+                axum::routing::post(
+                    move |State(seen): State<Comments>, body: axum::Json<Value>| async move {
+                        let env = body["environment"].as_str().unwrap_or_default().to_string();
+                        let sha = body["ref"].as_str().unwrap_or_default().to_string();
+                        let id = {
+                            let mut s = seen.lock().unwrap();
+                            let id = 5000 + s.len() as u64;
+                            s.push(("deployment".into(), id, format!("{sha} {env}")));
+                            id
+                        };
+                        (
+                            axum::http::StatusCode::CREATED,
+                            axum::Json(deployment(id, &sha, &env)),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/repos/{owner}/{repo}/deployments/{id}/statuses",
+                axum::routing::post(
+                    move |State(seen): State<Comments>,
+                          Path((_, _, id)): Path<(String, String, u64)>,
+                          body: axum::Json<Value>| async move {
+                        let state = body["state"].as_str().unwrap_or_default().to_string();
+                        let url = body["environment_url"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
+                        seen.lock()
+                            .unwrap()
+                            .push(("status".into(), id, format!("{state} {url}")));
+                        (
+                            axum::http::StatusCode::CREATED,
+                            axum::Json(status(id, &state)),
+                        )
+                    },
+                ),
+            )
             .route(
                 "/repos/{owner}/{repo}/issues/{number}/comments",
                 axum::routing::post(
@@ -2145,13 +2201,34 @@ preview:
             d.inspect_image(&updated.image).await.is_err(),
             "the preview image is removed"
         );
+        let seen = comments.lock().unwrap().clone();
         assert!(
-            comments
-                .lock()
-                .unwrap()
-                .last()
-                .is_some_and(|(k, _, b)| k == "edit" && b.contains("removed"))
+            seen.iter()
+                .rev()
+                .find(|(k, _, _)| k == "edit")
+                .is_some_and(|(_, _, b)| b.contains("removed")),
+            "{seen:?}"
         );
+        // A deployment per commit to `preview/pr-2`, each marked live with
+        // the URL; the last one inactive after the close.
+        let deployments: Vec<&(String, u64, String)> =
+            seen.iter().filter(|(k, _, _)| k == "deployment").collect();
+        assert_eq!(deployments.len(), 2, "{seen:?}");
+        assert_eq!(deployments[0].2, format!("{first} preview/pr-2"));
+        assert_eq!(deployments[1].2, format!("{second} preview/pr-2"));
+        let statuses: Vec<(u64, &str)> = seen
+            .iter()
+            .filter(|(k, _, _)| k == "status")
+            .map(|(_, id, b)| (*id, b.as_str()))
+            .collect();
+        assert_eq!(statuses.len(), 3, "{seen:?}");
+        assert_eq!(
+            statuses[0],
+            (deployments[0].1, format!("success {}", live.url).as_str())
+        );
+        assert_eq!(statuses[1].0, deployments[1].1);
+        assert!(statuses[1].1.starts_with("success http://pr-2--"));
+        assert_eq!(statuses[2], (deployments[1].1, "inactive "));
         for sha in [&first, &second] {
             let _ = d
                 .remove_image(

@@ -220,6 +220,7 @@ impl Previews {
             created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
             updated_ms: now,
             comment_id: previous.as_ref().and_then(|p| p.comment_id),
+            deployment_id: None,
         };
         self.route_to(k.clone(), addr);
         self.store.put_preview(&record).map_err(|e| e.to_string())?;
@@ -247,13 +248,14 @@ impl Previews {
             });
         }
         match self.comment(&repo, &record, None).await {
-            Ok(id) if id != record.comment_id => {
-                record.comment_id = id;
-                let _ = self.store.put_preview(&record);
-            }
-            Ok(_) => {}
+            Ok(id) => record.comment_id = id,
             Err(e) => warn!(pr = req.number, error = %e, "cannot comment the preview's URL"),
         }
+        match self.deployment(&repo, &record).await {
+            Ok(id) => record.deployment_id = id,
+            Err(e) => warn!(pr = req.number, error = %e, "cannot report the preview's deployment"),
+        }
+        let _ = self.store.put_preview(&record);
         drop(_held);
         self.enforce_cap(&repo).await;
         Ok(record)
@@ -322,10 +324,13 @@ impl Previews {
             .delete_preview(repo_name, number)
             .map_err(|e| e.to_string())?;
         info!(repo = repo_name, pr = number, why, "preview removed");
-        if let Some(repo) = self.config.repo(repo_name).cloned()
-            && let Err(e) = self.comment(&repo, &record, Some(why)).await
-        {
-            warn!(pr = number, error = %e, "cannot update the preview comment");
+        if let Some(repo) = self.config.repo(repo_name).cloned() {
+            if let Err(e) = self.comment(&repo, &record, Some(why)).await {
+                warn!(pr = number, error = %e, "cannot update the preview comment");
+            }
+            if let Err(e) = self.deployment_inactive(&repo, &record).await {
+                warn!(pr = number, error = %e, "cannot mark the preview's deployment inactive");
+            }
         }
         Ok(true)
     }
@@ -471,6 +476,58 @@ impl Previews {
             }
             None => Ok(None),
         }
+    }
+
+    /// A deployment of the shown commit to `preview/pr-<n>`, marked live
+    /// with the URL (GitHub marks the previous one inactive).
+    async fn deployment(&self, repo: &Repo, p: &PreviewRecord) -> Result<Option<u64>, String> {
+        let Some((client, _)) = crate::report::forge_client(repo)? else {
+            return Ok(None);
+        };
+        let Some((owner, name)) = repo.name.split_once('/') else {
+            return Ok(None);
+        };
+        let repos = client.repos(owner, name);
+        let deployments = repos.deployments();
+        let made = deployments
+            .create(p.sha.clone())
+            .environment(format!("preview/pr-{}", p.number))
+            .auto_merge(false)
+            .required_contexts(Vec::<String>::new())
+            .transient_environment(true)
+            .production_environment(false)
+            .description(format!("Slipway preview of #{}", p.number))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        deployments
+            .statuses(made.id)
+            .create(octocrab::models::repos::DeploymentStatusState::Success)
+            .environment_url(p.url.clone())
+            .auto_inactive(true)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(made.id.0))
+    }
+
+    async fn deployment_inactive(&self, repo: &Repo, p: &PreviewRecord) -> Result<(), String> {
+        let (Some(id), Some((client, _))) = (p.deployment_id, crate::report::forge_client(repo)?)
+        else {
+            return Ok(());
+        };
+        let Some((owner, name)) = repo.name.split_once('/') else {
+            return Ok(());
+        };
+        client
+            .repos(owner, name)
+            .deployments()
+            .statuses(octocrab::models::DeploymentId(id))
+            .create(octocrab::models::repos::DeploymentStatusState::Inactive)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Open previews, for the API and the 404 page.

@@ -24,6 +24,9 @@ pub struct PreviewRecord {
     pub updated_ms: u64,
     /// The forge comment edited on each update.
     pub comment_id: Option<u64>,
+    /// The forge deployment of the commit now shown (`preview/pr-<n>`).
+    #[serde(default)]
+    pub deployment_id: Option<u64>,
 }
 
 fn key(repo: &str, number: u64) -> Vec<u8> {
