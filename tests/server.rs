@@ -2201,6 +2201,21 @@ preview:
             d.inspect_image(&updated.image).await.is_err(),
             "the preview image is removed"
         );
+        // The forge hears about the removal just after it is done.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !comments
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(k, _, b)| k == "status" && b.starts_with("inactive"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no inactive deployment status: {:?}",
+                comments.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let seen = comments.lock().unwrap().clone();
         assert!(
             seen.iter()
