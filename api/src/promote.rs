@@ -117,7 +117,9 @@ impl Promoter {
     ) -> Result<Promotion, PromoteError> {
         let repo = self.repo(repo_name)?;
         let env = self.environment(repo, env_name)?;
-        let (digest, source) = match &env.from {
+        // Where the bytes come from: the `from` environment's repository,
+        // or (for an environment fed by builds) where the build pushed them.
+        let (digest, from_image) = match &env.from {
             Some(from) => {
                 let from_env = self.environment(repo, from)?;
                 let held = self.store.environment_state(&repo.name, from)?;
@@ -140,7 +142,7 @@ impl Promoter {
                         "{digest} never reached `{from}`; only digests that did can be promoted to `{env_name}`"
                     )));
                 }
-                (digest.clone(), format!("{}@{digest}", from_env.image))
+                (digest, Some(from_env.image.clone()))
             }
             None => {
                 let digest = digest.ok_or_else(|| {
@@ -148,30 +150,29 @@ impl Promoter {
                         "name the digest to promote to `{env_name}` (--digest sha256:...)"
                     ))
                 })?;
-                let (_, image) = self.building_run(&repo.name, digest)?.ok_or_else(|| {
-                    PromoteError::Refused(format!("no run of `{}` built {digest}", repo.name))
-                })?;
-                (digest.to_string(), image)
+                (digest.to_string(), None)
             }
         };
-        let (run, sha) = match self.building_run(&repo.name, &digest)? {
-            Some((run, _)) => {
-                if run.status != "success" {
-                    return Err(PromoteError::Refused(format!(
-                        "run {} that built {digest} did not succeed ({})",
-                        run.id, run.status
-                    )));
-                }
-                let sha = run.source.as_ref().map(|s| s.sha.clone());
-                (Some(run.id), sha)
-            }
-            None => {
-                return Err(PromoteError::Refused(format!(
-                    "no run of `{}` built {digest}",
-                    repo.name
-                )));
-            }
+        let Some((built, pushed)) = self.building_run(&repo.name, &digest)? else {
+            return Err(PromoteError::Refused(format!(
+                "no run of `{}` built {digest}",
+                repo.name
+            )));
         };
+        if built.status != "success" {
+            return Err(PromoteError::Refused(format!(
+                "run {} that built {digest} did not succeed ({})",
+                built.id, built.status
+            )));
+        }
+        let source = match from_image {
+            Some(image) => format!("{image}@{digest}"),
+            None => pushed,
+        };
+        let (run, sha) = (
+            Some(built.id.clone()),
+            built.source.as_ref().map(|s| s.sha.clone()),
+        );
         let now = now_ms();
         let promotion = Promotion {
             id: format!("p{}", new_run_id()),

@@ -287,24 +287,26 @@ pub fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs git in `cwd`, panicking with its stderr when it fails; returns stdout.
+fn git(cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A bare git repository with one commit on `branch` holding `files`.
 /// Returns the bare repository's path and the commit's sha.
 pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf, String) {
     let bare = dir.path().join("origin.git");
     let work = dir.path().join("work");
-    let git = |cwd: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(cwd)
-            .args(args)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     std::fs::create_dir_all(&work).expect("work dir");
     git(
         dir.path(),
@@ -466,19 +468,7 @@ pub async fn forget_local_builds(references: &[String]) {
 pub fn git_commit(dir: &TempDir, refs: &[&str], files: &[(&str, &str)]) -> String {
     let work = dir.path().join("work");
     let bare = dir.path().join("origin.git");
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(&work)
-            .args(args)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git(&work, args);
     for (path, content) in files {
         dir.write(&format!("work/{path}"), content);
     }
