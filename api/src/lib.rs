@@ -17,6 +17,7 @@
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 
+pub mod api_me;
 pub mod api_preview;
 pub mod api_promote;
 pub mod api_v1;
@@ -34,6 +35,7 @@ pub mod serve;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod ui;
 pub mod webhook;
 
 pub use store::{Accepted, Rerun, RunRecord, SourceRecord, StepRecord, Store, StoreError};

@@ -54,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
         .route("/api/v1/runs/{id}/events", get(crate::sse::run_events))
         .route("/api/v1/events", get(crate::sse::all_events))
+        .route("/api/v1/me", get(crate::api_me::me))
+        .route("/api/v1/repos", get(crate::api_me::repos))
         .route(
             "/api/v1/repos/{owner}/{name}/environments",
             get(crate::api_promote::environments),
@@ -86,6 +88,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/runs/{id}/artifacts/{step}/{*path}",
             get(crate::api_v1::get_artifact),
         )
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 
@@ -340,7 +343,7 @@ fn source_of(repo: &str, build: &BuildRequest, delivery: &str) -> SourceRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
@@ -352,12 +355,19 @@ mod tests {
     use crate::webhook::fixture;
 
     fn state() -> (AppState, std::path::PathBuf) {
+        test_state("")
+    }
+
+    /// Two repositories; `extra` is appended to the config, so it may add
+    /// to the second one (environments) or add tokens.
+    pub(crate) fn test_state(extra: &str) -> (AppState, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("slipway-srv-{}", new_run_id()));
         let config = Config::parse(
             "test.toml",
-            &["Codertocat/Hello-World", "Octocoders/Hello-World"]
+            &(["Codertocat/Hello-World", "Octocoders/Hello-World"]
                 .map(|name| format!("[[repos]]\nname = \"{name}\"\nprovider = \"github\"\nclone_url = \"file:///nowhere\"\nwebhook_secret = \"{SECRET}\"\n"))
-                .concat(),
+                .concat()
+                + extra),
         )
         .unwrap();
         let config = Arc::new(config);

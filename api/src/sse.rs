@@ -29,6 +29,10 @@ pub struct EventsQuery {
     /// Resume after this event id (for clients that cannot set
     /// `Last-Event-ID`); the header wins when both are given.
     after: Option<u64>,
+    /// Comma-separated steps whose log lines to include (run streams only);
+    /// empty for none; absent for all. A page showing one step's log need
+    /// not receive every step's.
+    logs: Option<String>,
 }
 
 /// `GET /api/v1/runs/{id}/events`: the run's events from the start (or after
@@ -50,6 +54,12 @@ pub async fn run_events(
         tx,
         shutdown: state.shutdown.clone(),
         last: after,
+        logs: q.logs.map(|l| {
+            l.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        }),
     };
     tokio::spawn(follow.run(run.id, run_ended(&run.status), live));
     Ok(sse(rx))
@@ -75,6 +85,7 @@ pub async fn all_events(
         tx,
         shutdown: state.shutdown.clone(),
         last,
+        logs: None,
     };
     tokio::spawn(follow.feed(live));
     Ok(sse(rx))
@@ -114,6 +125,8 @@ struct Follow {
     tx: mpsc::Sender<SseEvent>,
     shutdown: CancellationToken,
     last: u64,
+    /// Steps whose log events are sent; `None` sends all.
+    logs: Option<Vec<String>>,
 }
 
 /// Whether the stream goes on after a batch.
@@ -212,6 +225,11 @@ impl Follow {
         if event.seq <= self.last {
             return Next::More;
         }
+        if let (EventKind::Log { step, .. }, Some(wanted)) = (&event.kind, &self.logs)
+            && !wanted.contains(step)
+        {
+            return Next::More;
+        }
         if let Next::Stop = self.forward(event).await {
             return Next::Stop;
         }
@@ -257,5 +275,64 @@ impl Follow {
             .tx
             .send(SseEvent::default().event("end").data("the run has ended"))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::server::app;
+    use crate::server::tests::test_state;
+
+    /// The run's stream with `?logs=...`, read to its end.
+    async fn stream(state: &crate::server::AppState, run: &str, query: &str) -> String {
+        let req = Request::get(format!("/api/v1/runs/{run}/events{query}"))
+            .header("Authorization", "Bearer rita-token-0123456789x")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app(state.clone()).oneshot(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_run_stream_sends_only_the_logs_asked_for() {
+        let (state, dir) = test_state(
+            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
+        );
+        let parsed = slipway_engine::parse::parse(
+            ".slipway.yml",
+            "steps:\n  a:\n    image: x\n    commands: [a]\n  b:\n    image: x\n    commands: [b]\n",
+        );
+        let pipeline = parsed.pipeline.expect("valid pipeline");
+        let mut run = crate::record::new_run("r1", &pipeline, ".slipway.yml", "push", None);
+        state.store.put_run(&run).unwrap();
+        state.store.append_log("r1", "a", "from a\n").unwrap();
+        state.store.append_log("r1", "b", "from b\n").unwrap();
+        run.status = "success".into();
+        state.store.put_run(&run).unwrap();
+
+        let all = stream(&state, "r1", "").await;
+        assert!(all.contains("from a") && all.contains("from b"), "{all}");
+        let only_b = stream(&state, "r1", "?logs=b").await;
+        assert!(
+            only_b.contains("from b") && !only_b.contains("from a"),
+            "{only_b}"
+        );
+        assert!(
+            only_b.contains("\"status\":\"success\""),
+            "run events still come: {only_b}"
+        );
+        assert!(only_b.contains("event: end"), "{only_b}");
+        let none = stream(&state, "r1", "?logs=").await;
+        assert!(!none.contains("event: log"), "{none}");
+        let both = stream(&state, "r1", "?logs=a,b").await;
+        assert!(both.contains("from a") && both.contains("from b"), "{both}");
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
