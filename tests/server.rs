@@ -2430,3 +2430,6 @@ preview:
         server.shutdown.cancel();
     }
 }
+
+#[path = "server_ui.rs"]
+mod ui;

@@ -1,0 +1,206 @@
+//! Real headless Chromium, driven over WebDriver by `chromedriver`, for the
+//! web UI's end-to-end tests. Both come from Debian (`chromium`,
+//! `chromium-driver`); `.ci/run` installs them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::TempDir;
+
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: TempDir,
+}
+
+fn find(program: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    // Debian's /usr/bin/chromium is a shell wrapper; the browser itself
+    // sits in /usr/lib/chromium.
+    for dir in ["/usr/lib/chromium", "/usr/bin", "/usr/local/bin"] {
+        let p = PathBuf::from(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{program}` not found (apt install chromium chromium-driver, or set {env})");
+}
+
+impl Browser {
+    /// A fresh browser (empty profile, so no session storage carries over)
+    /// with a window of `width` x `height`.
+    pub async fn start(width: u32, height: u32) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let driver = Command::new(find("chromedriver", "CHROMEDRIVER"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = TempDir::new("chromium");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": find("chromium", "CHROMIUM").to_string_lossy(),
+                "args": [
+                    "--headless=new",
+                    // CI runs as root in a container: no user namespaces.
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--disable-extensions",
+                    format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("WebDriver session with chromium");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
+    /// Runs `script` (a function body; `arguments` as in WebDriver).
+    pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Polls `script` until it returns something truthy; panics with
+    /// `what` (and a screenshot on disk) after `secs`.
+    pub async fn wait(&self, what: &str, secs: u64, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.js(script, vec![]).await;
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let shot = self
+                    .screenshot(&format!("timeout-{}", what.replace(' ', "-")))
+                    .await;
+                let text = self.js("return document.body.innerText", vec![]).await;
+                panic!("timed out waiting for {what} (screenshot {shot:?}); page text:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks the first match of `css`; a live page may redraw the element
+    /// between finding and clicking it, so that is tried again.
+    pub async fn click(&self, css: &str) {
+        let mut tries = 0;
+        loop {
+            let result = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => el.click().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if tries < 5 && e.to_string().contains("stale element") => tries += 1,
+                Err(e) => panic!("click `{css}`: {e}"),
+            }
+        }
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("type into `{css}`: {e}"));
+    }
+
+    /// Signs in on the page at `base` with `token`, and waits for the runs page.
+    pub async fn sign_in(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/#/runs")).await;
+        self.wait(
+            "the sign-in form",
+            10,
+            "return document.getElementById('token')",
+        )
+        .await;
+        self.type_into("#token", token).await;
+        self.click("form.signin button[type=submit]").await;
+        self.wait(
+            "the runs page",
+            10,
+            "return document.getElementById('runs')",
+        )
+        .await;
+    }
+
+    pub async fn sign_out(&self) {
+        self.click("#sign-out").await;
+        self.wait(
+            "the sign-in form",
+            10,
+            "return document.getElementById('token')",
+        )
+        .await;
+    }
+
+    /// Saves a PNG of the window under `target/ui-screenshots/` (kept by CI
+    /// as test artifacts) and returns its path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("ui-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{name}.png"));
+        match self.client.screenshot().await {
+            Ok(png) => {
+                let _ = std::fs::write(&path, png);
+            }
+            Err(e) => eprintln!("screenshot {name}: {e}"),
+        }
+        path
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A failed test still stops chromedriver (and with it chromium).
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
