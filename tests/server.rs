@@ -1824,14 +1824,14 @@ mod previews {
     use super::*;
     use serde_json::{Value, json};
 
-    type Comments = Arc<std::sync::Mutex<Vec<(String, u64, String)>>>;
+    pub(super) type Comments = Arc<std::sync::Mutex<Vec<(String, u64, String)>>>;
 
     /// Both tests preview the same pull request (its containers are found
     /// by label), so they take turns.
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    pub(super) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     /// Records `POST .../issues/{n}/comments` and edits of `.../issues/comments/{id}`.
-    async fn fake_github() -> (String, Comments) {
+    pub(super) async fn fake_github() -> (String, Comments) {
         use axum::extract::{Path, State};
         let seen: Comments = Arc::default();
         let user: Value = serde_json::from_str::<Value>(&github_fixture(
@@ -1941,7 +1941,12 @@ mod previews {
         (url, seen)
     }
 
-    async fn pr_event(server: &Server, fixture: &str, sha: &str, delivery: &str) -> (u16, Value) {
+    pub(super) async fn pr_event(
+        server: &Server,
+        fixture: &str,
+        sha: &str,
+        delivery: &str,
+    ) -> (u16, Value) {
         let body = github_fixture(fixture).replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", sha);
         let sig = sign_github(SECRET, body.as_bytes());
         let (addr, delivery) = (server.addr.clone(), delivery.to_string());
@@ -1967,7 +1972,10 @@ mod previews {
         slipway_tests::http("GET", proxy, path, &[("Host", host)], b"")
     }
 
-    async fn wait_preview(server: &Server, sha: &str) -> slipway_api::store::PreviewRecord {
+    pub(super) async fn wait_preview(
+        server: &Server,
+        sha: &str,
+    ) -> slipway_api::store::PreviewRecord {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(p) = server.store.preview(REPO, 2).unwrap()
@@ -1988,7 +1996,7 @@ mod previews {
     }
 
     /// A repository whose pull request head serves `commit <sha>` on 8080.
-    fn preview_repo(host: &str) -> (TempDir, std::path::PathBuf, String) {
+    pub(super) fn preview_repo(host: &str) -> (TempDir, std::path::PathBuf, String) {
         let repo_dir = TempDir::new("origin-preview");
         let pipeline = format!(
             "steps:

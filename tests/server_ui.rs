@@ -421,3 +421,321 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     browser.close().await;
     server.shutdown.cancel();
 }
+
+/// 200 steps in 10 stages of 20, each needing two steps of the stage
+/// before; the last step's log is 50,000 lines, some coloured.
+fn seed_big_run(store: &Store) -> (String, String) {
+    let mut yaml = String::from("steps:\n");
+    for stage in 0..10 {
+        for i in 0..20 {
+            yaml += &format!("  s{stage:02}-{i:02}:\n    image: {BUSYBOX}\n    commands: [true]\n");
+            if stage > 0 {
+                yaml += &format!(
+                    "    needs: [s{:02}-{i:02}, s{:02}-{:02}]\n",
+                    stage - 1,
+                    stage - 1,
+                    (i + 7) % 20
+                );
+            }
+        }
+    }
+    let parsed = slipway_engine::parse::parse(".slipway.yml", &yaml);
+    let pipeline = parsed
+        .pipeline
+        .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+    let id = slipway_api::ids::new_run_id();
+    let mut run =
+        slipway_api::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
+    let now = slipway_api::ids::now_ms();
+    for (n, step) in run.steps.iter_mut().enumerate() {
+        step.status = if n == 57 { "failed" } else { "success" }.into();
+        step.started_ms = Some(now - 60_000);
+        step.finished_ms = Some(now - 1_000);
+        step.attempts = 1;
+        step.exit_code = Some(if n == 57 { 1 } else { 0 });
+    }
+    // In the order a run is recorded: running, its log, its final status.
+    store.put_run(&run).unwrap();
+    let step = "s09-19".to_string();
+    // Written as the recorder writes a chatty step: 16 KB chunks of lines.
+    let mut chunk = String::new();
+    for line in 1..=50_000 {
+        if line % 10 == 0 {
+            chunk += &format!(
+                "\x1b[32mok\x1b[0m test case {line} of the suite passed in {} ms\n",
+                line % 97
+            );
+        } else {
+            chunk += &format!(
+                "compiling module {line}: crates/slipway/src/part_{}.rs (debug, incremental)\n",
+                line % 313
+            );
+        }
+        if chunk.len() > 16 * 1024 {
+            store.append_log(&id, &step, &chunk).unwrap();
+            chunk.clear();
+        }
+    }
+    store.append_log(&id, &step, &chunk).unwrap();
+    run.status = "failed".into();
+    run.finished_ms = Some(now);
+    store.put_run(&run).unwrap();
+    store.flush().unwrap();
+    (id, step)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The issue's bar: the run page of a 200-step graph with a 50,000-line log
+/// paints within a second, and the log stays responsive. Measured in the
+/// browser (Performance API marks the page sets after the frames that draw
+/// the graph and the first screen of log), medians of 3 fresh loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
+    let data = TempDir::new("serve-ui-perf");
+    let (id, step) = {
+        let store = Store::open(&data.path().join("db")).unwrap();
+        seed_big_run(&store)
+    };
+    let server = start_in(data, "file:///nowhere", TOKENS).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&base(&server), READER).await;
+    let url = format!("{}/#/runs/{id}/{step}", base(&server));
+    let (mut graph, mut first_log, mut all_lines) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        browser.goto("about:blank").await;
+        browser.goto(&url).await;
+        browser
+            .wait(
+                "the first screen of log",
+                20,
+                "return document.body.dataset.logPainted",
+            )
+            .await;
+        browser
+            .wait(
+                "all 50,000 lines",
+                60,
+                "return document.querySelector('.log-spacer').style.height === '900000px'",
+            )
+            .await;
+        let t = browser
+            .js(
+                "const at = n => performance.getEntriesByName(n)[0].startTime; \
+                 return [at('slipway:graph-painted'), at('slipway:log-painted'), performance.now(), \
+                   document.querySelectorAll('g.node').length, document.querySelectorAll('.graph path.edge').length]",
+                vec![],
+            )
+            .await;
+        assert_eq!(t[3], json!(200), "every step drawn");
+        assert_eq!(t[4], json!(360), "every `needs` drawn");
+        graph.push(t[0].as_f64().unwrap());
+        first_log.push(t[1].as_f64().unwrap());
+        all_lines.push(t[2].as_f64().unwrap());
+    }
+    let painted = median(
+        graph
+            .iter()
+            .zip(&first_log)
+            .map(|(g, l)| g.max(*l))
+            .collect(),
+    );
+
+    // Jumps through the log: the time from setting the scroll position to
+    // the frame after the lines are drawn, and what is in the page.
+    let jumps = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const log = document.querySelector('.log');
+             const out = [];
+             const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r)));
+             (async () => {
+               for (const line of [25000, 49990, 1, 37123, 12345, 44444, 2, 30000]) {
+                 const t0 = performance.now();
+                 log.scrollTop = (line - 1) * 18;
+                 await frame();
+                 out.push([performance.now() - t0, log.querySelectorAll('.line').length,
+                           document.getElementById('L' + line) !== null]);
+               }
+               done(out);
+             })();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let jumps = jumps.as_array().unwrap().clone();
+    let jump_ms: Vec<f64> = jumps.iter().map(|j| j[0].as_f64().unwrap()).collect();
+    let rows_max = jumps.iter().map(|j| j[1].as_u64().unwrap()).max().unwrap();
+    assert!(
+        jumps.iter().all(|j| j[2] == json!(true)),
+        "each jump shows its line: {jumps:?}"
+    );
+
+    // Search across all 50,000 lines.
+    let search = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const input = document.getElementById('log-search');
+             const t0 = performance.now();
+             input.value = 'case 4990';
+             input.dispatchEvent(new Event('input'));
+             const poll = () => {
+               const found = document.getElementById('log-found').textContent;
+               if (found) done([performance.now() - t0 - 120, found]); else setTimeout(poll, 5);
+             };
+             poll();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.screenshot("run-big").await;
+    println!(
+        "ui perf: 200-step graph painted {:.0} ms, first log screen {:.0} ms, page meaningful paint (both) {:.0} ms (target < 1000 ms); \
+         all 50,000 lines streamed in {:.0} ms; log jumps median {:.1} ms, max {:.1} ms, at most {rows_max} line elements in the page for 50,000 lines; \
+         search over all lines {:.1} ms ({})",
+        median(graph.clone()),
+        median(first_log.clone()),
+        painted,
+        median(all_lines.clone()),
+        median(jump_ms.clone()),
+        jump_ms.iter().cloned().fold(0.0, f64::max),
+        search[0].as_f64().unwrap(),
+        search[1].as_str().unwrap_or(""),
+    );
+    assert!(
+        painted < 1000.0,
+        "meaningful paint took {painted:.0} ms (graph {graph:?}, log {first_log:?})"
+    );
+    assert!(
+        rows_max < 200,
+        "the log view should hold only what is in view, not {rows_max} lines"
+    );
+    // "test case 4990 " and "test case 49900 ".
+    assert_eq!(search[1], json!("2 matching lines"), "{search}");
+    browser.close().await;
+    server.shutdown.cancel();
+}
+
+async fn preview_containers(d: &bollard::Docker) -> usize {
+    d.list_containers(Some(
+        bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&std::collections::HashMap::from([(
+                "label".to_string(),
+                vec![format!("slipway.preview={REPO}#2")],
+            )]))
+            .build(),
+    ))
+    .await
+    .unwrap()
+    .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
+    use super::previews::{SERIAL, pr_event, preview_repo, wait_preview};
+    let _turn = SERIAL.lock().await;
+    let d = docker().await;
+    let registry = slipway_tests::Registry::start();
+    let (_repo_dir, bare, head) = preview_repo(&registry.host);
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!("{TOKENS}[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n"),
+    )
+    .await;
+    let (status, body) = pr_event(&server, "pull_request.opened.json", &head, "ui-preview").await;
+    assert_eq!(status, 202, "{body}");
+    let live = wait_preview(&server, &head).await;
+    let row = "tr[data-preview='Codertocat/Hello-World#2']";
+
+    // A reader sees the preview with its commit and URL, and no delete button.
+    let browser = Browser::start(1280, 800).await;
+    // A wrong token is refused on the sign-in form, with the reason.
+    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser
+        .wait(
+            "the sign-in form",
+            10,
+            "return document.getElementById('token')",
+        )
+        .await;
+    browser.type_into("#token", "not-a-token").await;
+    browser.click("form.signin button[type=submit]").await;
+    browser
+        .wait(
+            "the refusal",
+            10,
+            "return document.querySelector('form.signin [role=alert]:not([hidden])')?.textContent.includes('not known')",
+        )
+        .await;
+    browser.sign_in(&base(&server), READER).await;
+    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    let text = browser
+        .wait(
+            "the preview's row",
+            10,
+            &format!("return document.querySelector(\"{row}\")?.innerText"),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("Codertocat/Hello-World #2"), "{text}");
+    assert!(text.contains(&head[..8]), "the commit: {text}");
+    assert!(text.contains(&live.url), "the URL: {text}");
+    let link = browser
+        .js(
+            &format!("return document.querySelector(\"{row} a[href^='http']\").href"),
+            vec![],
+        )
+        .await;
+    assert_eq!(link, json!(live.url));
+    assert_eq!(
+        browser
+            .js(
+                &format!("return document.querySelector(\"{row} button\")"),
+                vec![]
+            )
+            .await,
+        json!(null),
+        "a reader gets no delete button"
+    );
+
+    // A writer deletes it: the first click only arms the button.
+    browser.sign_out().await;
+    browser.sign_in(&base(&server), WRITER).await;
+    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser
+        .wait(
+            "the delete button",
+            10,
+            &format!("return document.querySelector(\"{row} button\")"),
+        )
+        .await;
+    browser.screenshot("previews").await;
+    assert_eq!(preview_containers(&d).await, 1);
+    browser.click(&format!("{row} button")).await;
+    assert!(
+        server.store.preview(REPO, 2).unwrap().is_some(),
+        "one click must not delete"
+    );
+    browser.click(&format!("{row} button")).await;
+    browser
+        .wait(
+            "the row to go",
+            30,
+            &format!("return !document.querySelector(\"{row}\") && document.querySelector('main').innerText.includes('No open previews')"),
+        )
+        .await;
+    assert!(server.store.preview(REPO, 2).unwrap().is_none());
+    assert_eq!(
+        preview_containers(&d).await,
+        0,
+        "the preview's container is gone"
+    );
+    browser.close().await;
+    server.shutdown.cancel();
+}

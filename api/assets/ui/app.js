@@ -477,6 +477,13 @@ function drawGraph(run, onPick) {
   run.steps.forEach(paint);
   const select = (name) => {
     for (const [n, { g }] of nodes) g.classList.toggle("selected", n === name);
+    // A wide graph scrolls; bring the chosen step into view.
+    const wrap = svg.parentElement;
+    if (wrap && level.has(name)) {
+      const { x, y } = at(name);
+      if (x < wrap.scrollLeft || x + NODE_W > wrap.scrollLeft + wrap.clientWidth) wrap.scrollLeft = x - (wrap.clientWidth - NODE_W) / 2;
+      if (y < wrap.scrollTop || y + NODE_H > wrap.scrollTop + wrap.clientHeight) wrap.scrollTop = y - (wrap.clientHeight - NODE_H) / 2;
+    }
   };
   return { svg, paint, select };
 }
@@ -799,10 +806,14 @@ function runPage(parts, query, signal) {
         log.add(ev.text);
         if (firstLog) {
           firstLog = false;
-          requestAnimationFrame(() => {
-            performance.mark("slipway:log-painted");
-            document.body.dataset.logPainted = "1";
-          });
+          // After the frame that draws them: rAF runs before paint, the
+          // timeout after it.
+          requestAnimationFrame(() =>
+            setTimeout(() => {
+              performance.mark("slipway:log-painted");
+              document.body.dataset.logPainted = "1";
+            }),
+          );
         }
       }
     }).then(() => {
@@ -885,7 +896,7 @@ function runPage(parts, query, signal) {
       graph = drawGraph(run, pick);
       graphWrap.replaceChildren(graph.svg);
       el.replaceChildren(head, h("h2", { class: "visually-hidden" }, "Steps"), graphWrap, logPanel);
-      requestAnimationFrame(() => performance.mark("slipway:graph-painted"));
+      requestAnimationFrame(() => setTimeout(() => performance.mark("slipway:graph-painted")));
       const step = parts[2] || (run.steps.find((st) => st.status === "failed") || run.steps.find((st) => st.status === "running") || {}).name;
       if (step) showStep(step, parts[3] && /^L\d+$/.test(parts[3]) ? Number(parts[3].slice(1)) : null);
       else {
