@@ -402,6 +402,37 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
         )
         .await;
     assert!(audit.to_string().contains("promoted"), "{audit}");
+
+    // A request made elsewhere (the API) shows on the open board by itself.
+    let (status, body) = super::promotion::api(
+        &server,
+        "POST",
+        &format!("/api/v1/repos/{REPO}/promotions"),
+        "dave",
+        json!({"to": "prod"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    browser
+        .wait(
+            "prod's pending promotion, live",
+            10,
+            &format!(
+                "return document.querySelector(\"article[data-env='prod'] .pending\")?.dataset.promotion === '{}'",
+                body["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js(
+                "return !!document.querySelector(\"article[data-env='prod'] button.primary\")",
+                vec![]
+            )
+            .await,
+        json!(false),
+        "alice does not approve prod"
+    );
     browser.screenshot("environments").await;
 
     // At phone width nothing runs off the side.

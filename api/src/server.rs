@@ -79,6 +79,7 @@ pub fn app(state: AppState) -> Router {
             post(crate::api_promote::retry),
         )
         .route("/api/v1/audit", get(crate::api_promote::audit))
+        .route("/api/v1/audit/events", get(crate::sse::audit_events))
         .route("/api/v1/previews", get(crate::api_preview::list))
         .route(
             "/api/v1/previews/{owner}/{name}/{number}",

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api_v1::authorize;
 use crate::config::Scope;
 use crate::server::{ApiError, AppState};
-use crate::store::{Event, EventKind, Store, StoreError, run_ended};
+use crate::store::{AuditEntry, Event, EventKind, Store, StoreError, run_ended};
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -89,6 +89,108 @@ pub async fn all_events(
     };
     tokio::spawn(follow.feed(live));
     Ok(sse(rx))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditEventsQuery {
+    after: Option<u64>,
+    /// Only this repository's entries (`owner/name`).
+    repo: Option<String>,
+}
+
+/// `GET /api/v1/audit/events`: audit entries as they are written, so a
+/// board of environments and promotions updates the moment anything
+/// changes; with `Last-Event-ID`, those after it first.
+pub async fn audit_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditEventsQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let after = resume_point(
+        &headers,
+        &EventsQuery {
+            after: q.after,
+            logs: None,
+        },
+    )?;
+    let live = state.store.subscribe_audit();
+    let after = match after {
+        Some(a) => a,
+        None => state.store.last_audit_seq()?,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(follow_audit(
+        state.store.clone(),
+        tx,
+        state.shutdown.clone(),
+        after,
+        q.repo,
+        live,
+    ));
+    Ok(sse(rx))
+}
+
+async fn follow_audit(
+    store: Store,
+    tx: mpsc::Sender<SseEvent>,
+    shutdown: CancellationToken,
+    after: u64,
+    repo: Option<String>,
+    mut live: broadcast::Receiver<Arc<AuditEntry>>,
+) {
+    let wanted = |e: &AuditEntry| {
+        repo.as_ref()
+            .is_none_or(|r| r.eq_ignore_ascii_case(&e.repo))
+    };
+    let send = |e: &AuditEntry| {
+        SseEvent::default()
+            .id(e.seq.to_string())
+            .event("audit")
+            .json_data(e)
+            .ok()
+    };
+    // Entries are numbered before their transactions commit, so two
+    // concurrent ones may arrive out of order: what was replayed is
+    // remembered by seq rather than by a high-water mark, so none is lost.
+    let mut sent = std::collections::HashSet::new();
+    let mut from = after;
+    loop {
+        let replay = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.audit_after(from)).await
+        };
+        let Ok(Ok(entries)) = replay else { return };
+        for e in &entries {
+            if !wanted(e) || !sent.insert(e.seq) {
+                continue;
+            }
+            let Some(event) = send(e) else { return };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        from = entries.last().map_or(from, |e| e.seq);
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                r = live.recv() => r,
+            };
+            match received {
+                Ok(e) if wanted(&e) && sent.insert(e.seq) => {
+                    let Some(event) = send(&e) else { return };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // Missed some: read them from the store, then go on.
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
 }
 
 fn resume_point(headers: &HeaderMap, q: &EventsQuery) -> Result<Option<u64>, ApiError> {
@@ -332,6 +434,95 @@ mod tests {
         assert!(!none.contains("event: log"), "{none}");
         let both = stream(&state, "r1", "?logs=a,b").await;
         assert!(both.contains("from a") && both.contains("from b"), "{both}");
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    use crate::server::app;
+    use crate::server::tests::test_state;
+    use crate::store::Promotion;
+
+    fn promotion(id: &str, repo: &str) -> Promotion {
+        Promotion {
+            id: id.into(),
+            repo: repo.into(),
+            environment: "staging".into(),
+            from: Some("dev".into()),
+            digest: "sha256:aa".into(),
+            source: "r/x@sha256:aa".into(),
+            run: None,
+            sha: None,
+            author: None,
+            requested_by: "dave".into(),
+            created_ms: 1,
+            expires_ms: u64::MAX,
+            status: "pending".into(),
+            approvals: vec![],
+            rejection: None,
+            error: None,
+            finished_ms: None,
+            attempts: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_entries_stream_as_they_are_written_for_one_repository() {
+        let (state, dir) = test_state(
+            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
+        );
+        let store = state.store.clone();
+        store
+            .create_promotion(&promotion("p1", "acme/web"))
+            .unwrap()
+            .unwrap();
+        let req = Request::get("/api/v1/audit/events?after=0&repo=acme/web")
+            .header("Authorization", "Bearer rita-token-0123456789x")
+            .body(Body::empty())
+            .unwrap();
+        let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
+        let mut text = String::new();
+        let mut read_until = async |want: &str, text: &mut String| {
+            while !text.contains(want) {
+                let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                    .await
+                    .unwrap_or_else(|_| panic!("no `{want}` in:\n{text}"))
+                    .expect("stream open")
+                    .unwrap();
+                if let Ok(data) = frame.into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        };
+        // The stored entry first, then live ones as they are committed.
+        read_until("\"action\":\"requested\"", &mut text).await;
+        store
+            .create_promotion(&promotion("other", "acme/api"))
+            .unwrap()
+            .unwrap();
+        store
+            .change_promotion("p1", |p| {
+                p.status = "rejected".into();
+                Ok(("alice".into(), "rejected".into(), Some("not yet".into())))
+            })
+            .unwrap()
+            .unwrap();
+        read_until("\"action\":\"rejected\"", &mut text).await;
+        assert!(text.contains("\"comment\":\"not yet\""), "{text}");
+        assert!(text.contains("event: audit"), "{text}");
+        assert!(
+            !text.contains("acme/api"),
+            "another repository's entry: {text}"
+        );
+        drop(body);
         drop(state);
         let _ = std::fs::remove_dir_all(dir);
     }

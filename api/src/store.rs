@@ -217,6 +217,9 @@ pub struct Store {
     audit: sled::Tree,
     previews: sled::Tree,
     live: broadcast::Sender<Arc<Event>>,
+    /// Audit entries as they are written: every change to a promotion or
+    /// an environment writes one, so this is what a board follows.
+    audit_live: broadcast::Sender<Arc<AuditEntry>>,
     /// Held while a change is written and its events numbered and sent, so
     /// events are stored and delivered in the order of the changes.
     emitting: Arc<Mutex<()>>,
@@ -256,6 +259,7 @@ impl Store {
             audit: db.open_tree("audit")?,
             previews: db.open_tree("previews")?,
             live: broadcast::channel(LIVE_EVENTS).0,
+            audit_live: broadcast::channel(LIVE_EVENTS).0,
             emitting: Arc::default(),
             db,
         })

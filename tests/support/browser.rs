@@ -99,7 +99,10 @@ impl Browser {
     pub async fn wait(&self, what: &str, secs: u64, script: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let v = self.js(script, vec![]).await;
+            // A page still drawing may not have the element yet.
+            let v = self
+                .js(&format!("try {{ {script} }} catch (e) {{ return null; }}"), vec![])
+                .await;
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
             if truthy {

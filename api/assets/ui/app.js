@@ -957,9 +957,14 @@ function environmentsPage(parts, query, signal) {
 function environmentBoard(repo, board, audit, signal) {
   const [owner, name] = repo.split("/");
   const drafts = new Map(); // comment text typed but not sent survives refreshes
-  let busy = false;
+  let busy = false, again = false;
   const refresh = async () => {
-    if (busy || signal.aborted) return;
+    if (signal.aborted) return;
+    // One fetch at a time; a change seen meanwhile fetches once more after.
+    if (busy) {
+      again = true;
+      return;
+    }
     busy = true;
     try {
       const [envs, trail] = await Promise.all([
@@ -969,17 +974,30 @@ function environmentBoard(repo, board, audit, signal) {
       const focused = document.activeElement && document.activeElement.id;
       board.replaceChildren(...envs.map((env) => environmentCard(repo, env, envs, drafts, refresh)));
       audit.replaceChildren(auditTable(trail));
-      if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+      const refocus = focused && document.getElementById(focused);
+      if (refocus) {
+        refocus.focus();
+        // A comment being typed keeps its caret at the end.
+        if (refocus.tagName === "TEXTAREA") refocus.selectionStart = refocus.selectionEnd = refocus.value.length;
+      }
     } catch (e) {
       if (!signal.aborted) board.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
     } finally {
       busy = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
     }
   };
   refresh();
-  // Promotions have no event stream yet; the board asks every two seconds.
-  const timer = setInterval(refresh, 2000);
-  signal.addEventListener("abort", () => clearInterval(timer));
+  // Every change to a promotion or an environment writes an audit entry;
+  // the board redraws when one arrives.
+  follow(`/audit/events?repo=${encodeURIComponent(repo)}`, signal, (name, entry) => {
+    if (name !== "audit") return;
+    refresh();
+    announce(`${entry.user} ${entry.action} ${entry.environment}`);
+  });
 }
 
 function environmentCard(repo, env, all, drafts, refresh) {

@@ -12,6 +12,8 @@
 //! before returning: an approval or a promotion a user was told about is
 //! never lost, and the audit log always matches the state.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, abort};
@@ -175,6 +177,9 @@ impl Store {
         );
         let out = finish(r)?;
         self.flush()?;
+        if out.is_ok() {
+            self.announce_audit(entry.seq);
+        }
         Ok(out)
     }
 
@@ -226,6 +231,9 @@ impl Store {
         );
         let out = finish(r)?;
         self.flush()?;
+        if out.is_ok() {
+            self.announce_audit(seq);
+        }
         Ok(out)
     }
 
@@ -274,6 +282,9 @@ impl Store {
             });
         let out = finish(r)?;
         self.flush()?;
+        if out.is_ok() {
+            self.announce_audit(seq);
+        }
         Ok(out)
     }
 
@@ -316,11 +327,44 @@ impl Store {
 
     /// The audit log, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_after(0)
+    }
+
+    /// Audit entries after `seq`, oldest first.
+    pub fn audit_after(&self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.audit.iter() {
+        for item in self.audit.range(seq.saturating_add(1).to_be_bytes()..) {
             let (_, v) = item?;
             out.push(parse("audit", &v)?);
         }
         Ok(out)
+    }
+
+    /// The newest audit entry's seq (0 when there is none).
+    pub fn last_audit_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.audit.last()? {
+            Some((k, _)) => k
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or_default(),
+            None => 0,
+        })
+    }
+
+    /// Audit entries as they are written (after they are flushed).
+    /// Subscribe before reading stored ones so nothing falls between.
+    pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<Arc<AuditEntry>> {
+        self.audit_live.subscribe()
+    }
+
+    /// Sends the entry just committed to whoever follows the audit log;
+    /// read back rather than passed in, so it is exactly what was stored.
+    fn announce_audit(&self, seq: u64) {
+        if let Ok(Some(bytes)) = self.audit.get(seq.to_be_bytes())
+            && let Ok(entry) = parse::<AuditEntry>("audit", &bytes)
+        {
+            let _ = self.audit_live.send(Arc::new(entry));
+        }
     }
 }
