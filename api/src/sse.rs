@@ -24,6 +24,9 @@ use crate::config::Scope;
 use crate::server::{ApiError, AppState};
 use crate::store::{AuditEntry, Event, EventKind, Store, StoreError, run_ended};
 
+/// Stored events read per store visit when replaying.
+const REPLAY_PAGE: usize = 128;
+
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     /// Resume after this event id (for clients that cannot set
@@ -239,13 +242,13 @@ enum Next {
 
 impl Follow {
     async fn run(mut self, run: String, ended: bool, mut live: broadcast::Receiver<Arc<Event>>) {
-        let replay = |store: Store, run: String, last: u64| {
-            tokio::task::spawn_blocking(move || store.run_events_after(&run, last))
+        let store = self.store.clone();
+        let id = run.clone();
+        let replay = move |last: u64, limit: usize| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::task::spawn_blocking(move || store.run_events_page(&id, last, limit))
         };
-        if let Next::Stop = self
-            .replay(replay(self.store.clone(), run.clone(), self.last))
-            .await
-        {
+        if let Next::Stop = self.replay(&replay).await {
             return;
         }
         // Everything of an ended run was stored before we looked.
@@ -262,10 +265,7 @@ impl Follow {
             let next = match received {
                 Ok(event) if event.run == run => self.send(&event).await,
                 Ok(_) => Next::More,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.replay(replay(self.store.clone(), run.clone(), self.last))
-                        .await
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.replay(&replay).await,
                 Err(broadcast::error::RecvError::Closed) => Next::Stop,
             };
             if let Next::Stop = next {
@@ -275,9 +275,13 @@ impl Follow {
     }
 
     async fn feed(mut self, mut live: broadcast::Receiver<Arc<Event>>) {
-        let replay =
-            |store: Store, last: u64| tokio::task::spawn_blocking(move || store.feed_after(last));
-        if let Next::Stop = self.replay(replay(self.store.clone(), self.last)).await {
+        let store = self.store.clone();
+        // Run-level events only: small, read in one go.
+        let replay = move |last: u64, _limit: usize| {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.feed_after(last))
+        };
+        if let Next::Stop = self.replay(&replay).await {
             return;
         }
         loop {
@@ -291,9 +295,7 @@ impl Follow {
                     self.send_feed(&event).await
                 }
                 Ok(_) => Next::More,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.replay(replay(self.store.clone(), self.last)).await
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.replay(&replay).await,
                 Err(broadcast::error::RecvError::Closed) => Next::Stop,
             };
             if let Next::Stop = next {
@@ -302,24 +304,36 @@ impl Follow {
         }
     }
 
+    /// Sends what is stored after the last event sent, a page at a time
+    /// (`fetch` reads up to a limit of events after a seq), until a short
+    /// page: a long log is never held in memory whole.
     async fn replay(
         &mut self,
-        read: tokio::task::JoinHandle<Result<Vec<Event>, StoreError>>,
+        fetch: &impl Fn(u64, usize) -> tokio::task::JoinHandle<Result<Vec<Event>, StoreError>>,
     ) -> Next {
-        let events = match read.await {
-            Ok(Ok(events)) => events,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read stored events");
-                return Next::Stop;
+        // Events this stream filters out do not move `last`, so pages
+        // are read from a cursor of their own.
+        let mut from = self.last;
+        loop {
+            let events = match fetch(from, REPLAY_PAGE).await {
+                Ok(Ok(events)) => events,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read stored events");
+                    return Next::Stop;
+                }
+                Err(_) => return Next::Stop,
+            };
+            let full = events.len() >= REPLAY_PAGE;
+            for event in events {
+                from = from.max(event.seq);
+                if let Next::Stop = self.send(&event).await {
+                    return Next::Stop;
+                }
             }
-            Err(_) => return Next::Stop,
-        };
-        for event in events {
-            if let Next::Stop = self.send(&event).await {
-                return Next::Stop;
+            if !full {
+                return Next::More;
             }
         }
-        Next::More
     }
 
     /// Sends a run's event; a final status ends the stream.

@@ -273,13 +273,25 @@ impl Store {
 
     /// A run's events after `after`, oldest first, log text included.
     pub fn run_events_after(&self, run: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+        self.run_events_page(run, after, usize::MAX)
+    }
+
+    /// At most `limit` of a run's events after `after`, oldest first: a
+    /// long log is replayed page by page, so its first lines go out before
+    /// the last are read.
+    pub fn run_events_page(
+        &self,
+        run: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let prefix = event_prefix(run);
         let mut start = prefix.clone();
         start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
         let mut end = prefix;
         end.extend_from_slice(&u64::MAX.to_be_bytes());
         let mut out = Vec::new();
-        for item in self.events.range(start..=end) {
+        for item in self.events.range(start..=end).take(limit) {
             let (k, v) = item?;
             out.push(self.decode_event(&k, &v)?);
         }
@@ -1040,6 +1052,11 @@ mod tests {
         assert_eq!(sent, all);
         // Resuming after any event gives exactly the ones after it.
         assert_eq!(store.run_events_after("r1", all[3].seq).unwrap(), all[4..]);
+        assert_eq!(store.run_events_page("r1", 0, 2).unwrap(), all[..2]);
+        assert_eq!(
+            store.run_events_page("r1", all[1].seq, 3).unwrap(),
+            all[2..5]
+        );
         // The feed holds the run-level ones only.
         let feed: Vec<u64> = store.feed_after(0).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(feed, [all[0].seq, all[2].seq, all[7].seq]);

@@ -101,7 +101,10 @@ impl Browser {
         loop {
             // A page still drawing may not have the element yet.
             let v = self
-                .js(&format!("try {{ {script} }} catch (e) {{ return null; }}"), vec![])
+                .js(
+                    &format!("try {{ {script} }} catch (e) {{ return null; }}"),
+                    vec![],
+                )
                 .await;
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);

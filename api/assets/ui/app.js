@@ -135,7 +135,14 @@ async function follow(path, signal, onEvent, { after = 0 } = {}) {
       if (!res.ok) throw new Error(`${res.status}`);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
+      let busySince = performance.now();
       for (;;) {
+        // Reads of data already received resolve without giving the page
+        // a frame; a long replay would otherwise paint only at its end.
+        if (performance.now() - busySince > 12) {
+          await new Promise((r) => setTimeout(r));
+          busySince = performance.now();
+        }
         const { value, done } = await reader.read();
         if (done) break;
         buf += value;
