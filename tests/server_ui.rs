@@ -272,6 +272,34 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         .await;
     assert_eq!(buttons, json!([]), "a reader gets no run actions");
     browser.screenshot("run-reader").await;
+
+    // At phone width the page does not run off the side (the graph and the
+    // log scroll inside their own boxes).
+    browser.client.set_window_size(390, 844).await.unwrap();
+    for (name, url) in [
+        ("run-phone", format!("{}/#/runs/{id}/test", base(&server))),
+        ("runs-phone", format!("{}/#/runs", base(&server))),
+    ] {
+        browser.goto(&url).await;
+        browser
+            .wait(
+                "the page",
+                10,
+                "return document.querySelector('.log .line, #runs tbody tr')",
+            )
+            .await;
+        let overflow = browser
+            .js(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                vec![],
+            )
+            .await;
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{name} is wider than a phone by {overflow}px"
+        );
+        browser.screenshot(name).await;
+    }
     browser.close().await;
     server.shutdown.cancel();
     assert_eq!(leftovers(&d, &id).await, Vec::<String>::new());
