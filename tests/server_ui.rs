@@ -737,12 +737,8 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
         &format!("{TOKENS}[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n"),
     )
     .await;
-    let (status, body) = pr_event(&server, "pull_request.opened.json", &head, "ui-preview").await;
-    assert_eq!(status, 202, "{body}");
-    let live = wait_preview(&server, &head).await;
     let row = "tr[data-preview='Codertocat/Hello-World#2']";
 
-    // A reader sees the preview with its commit and URL, and no delete button.
     let browser = Browser::start(1280, 800).await;
     // A wrong token is refused on the sign-in form, with the reason.
     browser.goto(&format!("{}/#/previews", base(&server))).await;
@@ -764,14 +760,35 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
         .await;
     browser.sign_in(&base(&server), READER).await;
     browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser
+        .wait(
+            "the empty list",
+            10,
+            "return document.querySelector('main').innerText.includes('No open previews')",
+        )
+        .await;
+    browser.js("window.__sameDocument = true", vec![]).await;
+
+    // The pull request opens: its preview appears on the open page by
+    // itself, with its commit and URL; a reader gets no delete button.
+    let (status, body) = pr_event(&server, "pull_request.opened.json", &head, "ui-preview").await;
+    assert_eq!(status, 202, "{body}");
+    let live = wait_preview(&server, &head).await;
     let text = browser
         .wait(
-            "the preview's row",
+            "the preview's row, live",
             10,
             &format!("return document.querySelector(\"{row}\")?.innerText"),
         )
         .await;
     let text = text.as_str().unwrap();
+    assert_eq!(
+        browser
+            .js("return window.__sameDocument === true", vec![])
+            .await,
+        json!(true),
+        "the page reloaded instead of updating live"
+    );
     assert!(text.contains("Codertocat/Hello-World #2"), "{text}");
     assert!(text.contains(&head[..8]), "the commit: {text}");
     assert!(text.contains(&live.url), "the URL: {text}");

@@ -81,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/audit", get(crate::api_promote::audit))
         .route("/api/v1/audit/events", get(crate::sse::audit_events))
         .route("/api/v1/previews", get(crate::api_preview::list))
+        .route("/api/v1/previews/events", get(crate::sse::preview_events))
         .route(
             "/api/v1/previews/{owner}/{name}/{number}",
             get(crate::api_preview::get).delete(crate::api_preview::delete),

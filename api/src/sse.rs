@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api_v1::authorize;
 use crate::config::Scope;
 use crate::server::{ApiError, AppState};
-use crate::store::{AuditEntry, Event, EventKind, Store, StoreError, run_ended};
+use crate::store::{AuditEntry, Event, EventKind, PreviewChange, Store, StoreError, run_ended};
 
 /// Stored events read per store visit when replaying.
 const REPLAY_PAGE: usize = 128;
@@ -194,6 +194,45 @@ async fn follow_audit(
             }
         }
     }
+}
+
+/// `GET /api/v1/previews/events`: a `preview` event whenever a preview
+/// appears, changes or goes, live from now (previews are current state:
+/// read the list after the stream opens).
+pub async fn preview_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let mut live = state.store.subscribe_previews();
+    let (tx, rx) = mpsc::channel(64);
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                r = live.recv() => r,
+            };
+            let change = match received {
+                Ok(change) => change,
+                // Too far behind to say what changed: say something did.
+                Err(broadcast::error::RecvError::Lagged(_)) => PreviewChange {
+                    repo: String::new(),
+                    number: 0,
+                    change: "lagged",
+                },
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let Ok(event) = SseEvent::default().event("preview").json_data(&change) else {
+                return;
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(sse(rx))
 }
 
 fn resume_point(headers: &HeaderMap, q: &EventsQuery) -> Result<Option<u64>, ApiError> {
@@ -535,6 +574,72 @@ mod audit_tests {
         assert!(
             !text.contains("acme/api"),
             "another repository's entry: {text}"
+        );
+        drop(body);
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod preview_tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    use crate::server::app;
+    use crate::server::tests::test_state;
+    use crate::store::PreviewRecord;
+
+    #[tokio::test]
+    async fn preview_changes_stream_as_they_are_stored() {
+        let (state, dir) = test_state(
+            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
+        );
+        let req = Request::get("/api/v1/previews/events")
+            .header("Authorization", "Bearer rita-token-0123456789x")
+            .body(Body::empty())
+            .unwrap();
+        let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
+        let preview = PreviewRecord {
+            repo: "acme/web".into(),
+            number: 7,
+            sha: "abc".into(),
+            run: "r1".into(),
+            image: "r/acme/web@sha256:aa".into(),
+            container: "c".into(),
+            network: "n".into(),
+            ip: "10.0.0.2".into(),
+            port: 8080,
+            url: "http://pr-7.example/".into(),
+            created_ms: 1,
+            updated_ms: 1,
+            comment_id: None,
+            deployment_id: None,
+        };
+        state.store.put_preview(&preview).unwrap();
+        state.store.delete_preview("acme/web", 7).unwrap();
+        // Deleting what is not there announces nothing.
+        state.store.delete_preview("acme/web", 7).unwrap();
+        let mut text = String::new();
+        while !text.contains("removed") {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no removal in:\n{text}"))
+                .expect("stream open")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+        let updated = text.find("\"change\":\"updated\"").expect("updated first");
+        let removed = text.find("\"change\":\"removed\"").unwrap();
+        assert!(updated < removed, "{text}");
+        assert!(
+            text.contains("event: preview") && text.contains("\"number\":7"),
+            "{text}"
         );
         drop(body);
         drop(state);

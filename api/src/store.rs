@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 mod previews;
 mod promotions;
-pub use previews::PreviewRecord;
+pub use previews::{PreviewChange, PreviewRecord};
 pub use promotions::{AuditEntry, Decision, EnvState, Promotion, Refused};
 
 /// Live events buffered per subscriber; a subscriber that falls further
@@ -220,6 +220,7 @@ pub struct Store {
     /// Audit entries as they are written: every change to a promotion or
     /// an environment writes one, so this is what a board follows.
     audit_live: broadcast::Sender<Arc<AuditEntry>>,
+    preview_live: broadcast::Sender<PreviewChange>,
     /// Held while a change is written and its events numbered and sent, so
     /// events are stored and delivered in the order of the changes.
     emitting: Arc<Mutex<()>>,
@@ -260,6 +261,7 @@ impl Store {
             previews: db.open_tree("previews")?,
             live: broadcast::channel(LIVE_EVENTS).0,
             audit_live: broadcast::channel(LIVE_EVENTS).0,
+            preview_live: broadcast::channel(LIVE_EVENTS).0,
             emitting: Arc::default(),
             db,
         })

@@ -65,7 +65,7 @@ function duration(ms) {
 }
 
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
-const timeEl = (ms) => h("time", { datetime: new Date(ms).toISOString(), title: when(ms) }, ago(ms));
+const timeEl = (ms) => h("time", { datetime: new Date(ms).toISOString(), title: when(ms), dataset: { ms: String(ms) } }, ago(ms));
 
 const ENDED = (status) => !["queued", "running"].includes(status);
 const SYMBOL = {
@@ -124,7 +124,7 @@ async function api(path, { method = "GET", body, signal, token = session.token }
  * connection with Last-Event-ID, so no event is missed or repeated; stops
  * on `end`, or when `signal` aborts.
  */
-async function follow(path, signal, onEvent, { after = 0 } = {}) {
+async function follow(path, signal, onEvent, { after = 0, onOpen = null } = {}) {
   let last = after;
   while (!signal.aborted) {
     try {
@@ -133,6 +133,8 @@ async function follow(path, signal, onEvent, { after = 0 } = {}) {
       const res = await fetch(`/api/v1${path}`, { headers, signal });
       if (res.status === 401) return signOut("your token is no longer accepted");
       if (!res.ok) throw new Error(`${res.status}`);
+      // The server subscribes before it answers: state read now misses nothing.
+      if (onOpen) onOpen();
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
       let busySince = performance.now();
@@ -1158,9 +1160,13 @@ function previewsPage(parts, query, signal) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const el = h("section", { "aria-labelledby": "previews-title" }, h("h1", { id: "previews-title" }, "Previews"), body);
   document.title = "Previews · Slipway";
+  let latest = 0;
   const refresh = async () => {
+    // Answers may arrive out of order; only the newest request's is drawn.
+    const mine = ++latest;
     try {
       const list = await api("/previews", { signal });
+      if (mine !== latest) return;
       if (!list.length) {
         body.replaceChildren(h("p", { class: "muted" }, "No open previews. A green build of a pull request with `preview:` in its pipeline opens one."));
         return;
@@ -1178,8 +1184,12 @@ function previewsPage(parts, query, signal) {
       if (!signal.aborted) body.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
     }
   };
-  refresh();
-  const timer = setInterval(refresh, 5000);
+  // Read the list each time the stream (re)opens, then on each change.
+  follow("/previews/events", signal, () => refresh(), { onOpen: refresh });
+  // Ages tick without a change.
+  const timer = setInterval(() => {
+    for (const t of body.querySelectorAll("time[data-ms]")) t.textContent = ago(Number(t.dataset.ms));
+  }, 10000);
   signal.addEventListener("abort", () => clearInterval(timer));
   return { el };
 }

@@ -29,6 +29,15 @@ pub struct PreviewRecord {
     pub deployment_id: Option<u64>,
 }
 
+/// A preview that appeared, changed or went, as sent to followers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewChange {
+    pub repo: String,
+    pub number: u64,
+    /// `updated` (new or changed) or `removed`.
+    pub change: &'static str,
+}
+
 fn key(repo: &str, number: u64) -> Vec<u8> {
     let mut k = repo.to_ascii_lowercase().into_bytes();
     k.push(0);
@@ -60,7 +69,18 @@ impl Store {
             source,
         })?;
         self.previews.insert(key(&p.repo, p.number), json)?;
-        self.flush()
+        self.flush()?;
+        let _ = self.preview_live.send(PreviewChange {
+            repo: p.repo.clone(),
+            number: p.number,
+            change: "updated",
+        });
+        Ok(())
+    }
+
+    /// Preview changes as they are stored. Subscribe, then read the list.
+    pub fn subscribe_previews(&self) -> tokio::sync::broadcast::Receiver<PreviewChange> {
+        self.preview_live.subscribe()
     }
 
     pub fn preview(&self, repo: &str, number: u64) -> Result<Option<PreviewRecord>, StoreError> {
@@ -90,7 +110,15 @@ impl Store {
     }
 
     pub fn delete_preview(&self, repo: &str, number: u64) -> Result<(), StoreError> {
-        self.previews.remove(key(repo, number))?;
-        self.flush()
+        let removed = self.previews.remove(key(repo, number))?;
+        self.flush()?;
+        if removed.is_some() {
+            let _ = self.preview_live.send(PreviewChange {
+                repo: repo.to_string(),
+                number,
+                change: "removed",
+            });
+        }
+        Ok(())
     }
 }
