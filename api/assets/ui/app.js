@@ -44,6 +44,8 @@ function announce(text) {
   requestAnimationFrame(() => (el.textContent = text));
 }
 
+/** `owner/name` as two encoded path segments. */
+const repoPath = (repo) => repo.split("/").map(encodeURIComponent).join("/");
 const short = (sha) => (sha ? sha.slice(0, 8) : "");
 const shortDigest = (d) => (d ? d.replace(/^.*@/, "").replace(/^sha256:/, "sha256:").slice(0, 19) : "");
 
@@ -126,28 +128,40 @@ async function api(path, { method = "GET", body, signal, token = session.token }
  */
 async function follow(path, signal, onEvent, { after = 0, onOpen = null } = {}) {
   let last = after;
+  let wait = 1000;
   while (!signal.aborted) {
+    let reader = null;
     try {
       const headers = { Authorization: `Bearer ${session.token}`, Accept: "text/event-stream" };
       if (last) headers["Last-Event-ID"] = String(last);
       const res = await fetch(`/api/v1${path}`, { headers, signal });
       if (res.status === 401) return signOut("your token is no longer accepted");
+      // Not found or not allowed will not change by asking again.
+      if (res.status === 403 || res.status === 404) return;
       if (!res.ok) throw new Error(`${res.status}`);
+      wait = 1000;
       // The server subscribes before it answers: state read now misses nothing.
       if (onOpen) onOpen();
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
+      let heldCR = false;
       let busySince = performance.now();
       for (;;) {
         // Reads of data already received resolve without giving the page
         // a frame; a long replay would otherwise paint only at its end.
-        if (performance.now() - busySince > 12) {
+        // (Hidden tabs get no frames anyway, and throttle timers.)
+        if (!document.hidden && performance.now() - busySince > 12) {
           await new Promise((r) => setTimeout(r));
           busySince = performance.now();
         }
         const { value, done } = await reader.read();
         if (done) break;
-        buf += value;
+        // Lines may end in CRLF, LF or CR; a CR at a chunk's end may be
+        // half of a CRLF, so it waits for the next chunk.
+        buf += (heldCR ? "\r" : "") + value;
+        heldCR = buf.endsWith("\r");
+        if (heldCR) buf = buf.slice(0, -1);
+        buf = buf.replace(/\r\n?/g, "\n");
         let cut;
         while ((cut = buf.indexOf("\n\n")) >= 0) {
           const block = buf.slice(0, cut);
@@ -162,15 +176,20 @@ async function follow(path, signal, onEvent, { after = 0, onOpen = null } = {}) 
             else if (field === "id") id = val;
             else if (field === "data") data.push(val);
           }
-          if (id) last = Number(id);
           if (name === "end") return;
           if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+          // Only once handled: a reconnect resends what failed.
+          if (id) last = Number(id);
         }
       }
     } catch (e) {
       if (signal.aborted) return;
+      console.warn(`event stream ${path}:`, e);
+    } finally {
+      if (reader) reader.cancel().catch(() => {});
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, wait));
+    wait = Math.min(wait * 2, 15000);
   }
 }
 
@@ -221,7 +240,16 @@ let current = null; // { page, key, cleanup, update }
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = raw.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path
+    .split("/")
+    .filter(Boolean)
+    .map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        return p; // a stray `%` is kept as typed
+      }
+    });
   return { parts, query: new URLSearchParams(query) };
 }
 
@@ -261,12 +289,17 @@ async function route(why) {
   // to another step or line keeps its graph and stream).
   if (current && current.key === key && current.update && current.update(parts, query)) return;
   if (current && current.cleanup) current.cleanup();
+  // A control the new page also has (a filter just changed) keeps focus;
+  // otherwise focus moves to the new page, as after a page load.
+  const focusedId = document.activeElement && document.activeElement.id;
   const ctl = new AbortController();
   current = { key, cleanup: () => ctl.abort() };
   const view = page(parts, query, ctl.signal);
   current.update = view.update;
   main.replaceChildren(view.el);
-  if (why !== "keep-focus") main.focus({ preventScroll: true });
+  const same = focusedId && document.getElementById(focusedId);
+  if (same && main.contains(same)) same.focus();
+  else main.focus({ preventScroll: true });
 }
 
 function notFoundPage() {
@@ -348,19 +381,29 @@ function runsPage(parts, query, signal) {
     ];
   };
 
-  const put = (r, { top = false, fresh = false } = {}) => {
+  /** Adds or updates a row; `live` rows go where their start time puts them. */
+  const put = (r, { live = false } = {}) => {
     let row = rows.get(r.id);
+    if (row && ENDED(row.run.status) && !ENDED(r.status)) return; // an older event
     if (!row) {
       if (!matches(r)) return;
       row = { tr: h("tr", { dataset: { run: r.id } }), run: r };
       rows.set(r.id, row);
-      if (top) tbody.prepend(row.tr);
-      else tbody.append(row.tr);
-      if (fresh) row.tr.classList.add("fresh");
+      if (live) {
+        const after = [...tbody.children].find((tr) => rows.get(tr.dataset.run).run.created_ms < r.created_ms);
+        tbody.insertBefore(row.tr, after || null);
+        row.tr.classList.add("fresh");
+      } else tbody.append(row.tr);
     }
     row.run = { ...row.run, ...r };
-    row.tr.dataset.status = row.run.status;
-    row.tr.replaceChildren(...cells(row.run));
+    if (!matches(row.run)) {
+      // It left the filter (a status filter, say): it goes from the list.
+      row.tr.remove();
+      rows.delete(r.id);
+    } else {
+      row.tr.dataset.status = row.run.status;
+      row.tr.replaceChildren(...cells(row.run));
+    }
     empty.hidden = rows.size > 0;
   };
 
@@ -377,22 +420,44 @@ function runsPage(parts, query, signal) {
   more.addEventListener("click", () => load(next));
 
   const error = h("p", { class: "error", role: "alert", hidden: true });
-  load()
-    .then(() => {
-      // The feed starts from now; anything created between the list and the
-      // subscription arrives as a `run` event and is merged by id.
-      follow("/events", signal, (name, ev) => {
-        if (name !== "run") return;
-        const known = rows.has(ev.run);
-        put({ id: ev.run, ...ev }, { top: true, fresh: !known });
-        if (!known && matches(ev)) announce(`New run ${ev.run} on ${ev.repo || "local"}`);
+  // Subscribe first, then read the list: events from the moment the feed
+  // opened wait in `early` until the list is drawn, then apply in order,
+  // so no change falls between the two.
+  let early = [];
+  const applyEvent = (ev) => {
+    const known = rows.has(ev.run);
+    put({ id: ev.run, ...ev }, { live: true });
+    if (!known && rows.has(ev.run) && ev.status === "queued") announce(`New run ${ev.run} on ${ev.repo || "local"}`);
+  };
+  let opened = false;
+  const start = () => {
+    if (opened) return; // a reconnect resumes where it left off
+    opened = true;
+    load()
+      .then(() => {
+        const waiting = early;
+        early = null;
+        waiting.forEach(applyEvent);
+      })
+      .catch((e) => {
+        if (signal.aborted) return;
+        error.hidden = false;
+        error.textContent = e.message;
       });
-    })
-    .catch((e) => {
-      if (signal.aborted) return;
-      error.hidden = false;
-      error.textContent = e.message;
-    });
+  };
+  // Should the feed not open, the list is still shown, just not live.
+  const fallback = setTimeout(start, 3000);
+  signal.addEventListener("abort", () => clearTimeout(fallback));
+  follow(
+    "/events",
+    signal,
+    (name, ev) => {
+      if (name !== "run") return;
+      if (early) early.push(ev);
+      else applyEvent(ev);
+    },
+    { onOpen: start },
+  );
   // Running runs' durations tick.
   const tick = setInterval(() => {
     for (const row of rows.values()) {
@@ -485,7 +550,10 @@ function drawGraph(run, onPick) {
   };
   run.steps.forEach(paint);
   const select = (name) => {
-    for (const [n, { g }] of nodes) g.classList.toggle("selected", n === name);
+    for (const [n, { g }] of nodes) {
+      g.classList.toggle("selected", n === name);
+      g.setAttribute("aria-current", n === name ? "true" : "false");
+    }
     // A wide graph scrolls; bring the chosen step into view.
     const wrap = svg.parentElement;
     if (wrap && level.has(name)) {
@@ -544,8 +612,9 @@ const ESC = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b[()][A-Za-z0-9]|\x1b./g;
 /** A line's text runs with their ANSI state, escapes removed. */
 function segments(raw, state) {
   // A carriage return redraws the line in a terminal: keep what came last.
-  const cr = raw.lastIndexOf("\r", raw.length - 1);
-  const line = cr >= 0 && cr < raw.length - 1 ? raw.slice(cr + 1) : raw.replace(/\r$/, "");
+  const trimmed = raw.replace(/\r+$/, "");
+  const cr = trimmed.lastIndexOf("\r");
+  const line = cr >= 0 ? trimmed.slice(cr + 1) : trimmed;
   const out = [];
   let last = 0, m;
   ESC.lastIndex = 0;
@@ -556,6 +625,11 @@ function segments(raw, state) {
   }
   if (last < line.length) out.push({ text: line.slice(last), state });
   return { parts: out, end: state };
+}
+
+/** A line's text as shown: escapes removed, text a CR overwrote dropped. */
+function shown(raw) {
+  return raw.includes("\x1b") || raw.includes("\r") ? segments(raw, {}).parts.map((p) => p.text).join("") : raw;
 }
 
 function classesOf(st) {
@@ -583,6 +657,8 @@ class LogView {
     this.partial = ""; // a chunk's unterminated tail
     this.target = null;
     this.query = "";
+    this.find = null;
+    this.findAll = null;
     this.matches = [];
     this.at = -1;
     this.follow = false;
@@ -612,11 +688,13 @@ class LogView {
       if (Object.keys(this.state).length) this.starts[this.lines.length] = this.state;
       this.lines.push(line);
       if (line.includes("\x1b")) this.state = segments(line, this.state).end;
-      if (this.query && line.toLowerCase().includes(this.query)) this.matches.push(this.lines.length - 1);
+      if (this.find && this.find.test(shown(line))) this.matches.push(this.lines.length - 1);
     }
     this.spacer.style.height = `${this.lines.length * LINE_H}px`;
     this.empty.hidden = this.lines.length > 0;
-    if (this.target && this.target <= this.lines.length) this.reveal(this.target, false);
+    // A linked line is scrolled to once, when it arrives; after that the
+    // reader scrolls where they like.
+    if (this.target && !this.revealed && this.target <= this.lines.length) this.reveal(this.target, false);
     else if (wasBottom) this.el.scrollTop = this.el.scrollHeight;
     this.schedule();
   }
@@ -650,7 +728,7 @@ class LogView {
     const n = i + 1;
     const tx = h("span", { class: "tx" });
     const { parts } = segments(this.lines[i], this.starts[i] || {});
-    const hits = this.query ? this.ranges(parts) : [];
+    const hits = this.findAll ? this.ranges(parts) : [];
     let offset = 0;
     for (const part of parts) {
       const cls = classesOf(part.state);
@@ -671,10 +749,8 @@ class LogView {
   }
 
   ranges(parts) {
-    const text = parts.map((p) => p.text).join("").toLowerCase();
-    const out = [];
-    for (let at = text.indexOf(this.query); at >= 0; at = text.indexOf(this.query, at + this.query.length)) out.push([at, at + this.query.length]);
-    return out;
+    const text = parts.map((p) => p.text).join("");
+    return [...text.matchAll(this.findAll)].map((m) => [m.index, m.index + m[0].length]);
   }
 
   markInto(el, text, offset, hits, current) {
@@ -692,15 +768,20 @@ class LogView {
   /** Scrolls a line (1-based) into the middle of the view. */
   reveal(n, mark = true) {
     if (mark) this.target = n;
+    this.revealed = true;
     this.el.scrollTop = Math.max(0, (n - 1) * LINE_H - this.el.clientHeight / 2);
     this.render(true);
   }
 
+  /** Searches what is shown (escapes and overwritten text excluded), case-insensitively. */
   search(query) {
-    this.query = query.toLowerCase();
+    this.query = query;
+    const escaped = query.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    this.find = query ? new RegExp(escaped, "i") : null;
+    this.findAll = query ? new RegExp(escaped, "gi") : null;
     this.matches = [];
     this.at = -1;
-    if (this.query) this.lines.forEach((l, i) => l.toLowerCase().includes(this.query) && this.matches.push(i));
+    if (this.find) this.lines.forEach((l, i) => this.find.test(shown(l)) && this.matches.push(i));
     this.render(true);
     return this.matches.length;
   }
@@ -734,6 +815,7 @@ function runPage(parts, query, signal) {
     const key = JSON.stringify([run.status, run.error, run.notes, run.finished_ms]);
     if (key === shownHead) return;
     shownHead = key;
+    const focusedId = head.contains(document.activeElement) ? document.activeElement.id : null;
     const ref = run.pull_request ? `PR #${run.pull_request}` : run.branch || run.git_ref || "local run";
     const dur = run.duration_ms ?? (run.finished_ms ? run.finished_ms - run.created_ms : Date.now() - run.created_ms);
     const buttons = [];
@@ -747,7 +829,7 @@ function runPage(parts, query, signal) {
       h(
         "div",
         { class: "run-head" },
-        h("h1", { id: "run-title" }, `Run `, h("span", { class: "mono" }, run.id), " ", badge(run.status)),
+        h("h1", { id: "run-title", tabindex: "-1" }, `Run `, h("span", { class: "mono" }, run.id), " ", badge(run.status)),
         h(
           "dl",
           {},
@@ -767,6 +849,8 @@ function runPage(parts, query, signal) {
       buttons.length ? h("div", { class: "actions" }, buttons) : null,
       ].filter(Boolean),
     );
+    // A button that went (Cancel, once the run ended) hands focus to the title.
+    if (focusedId) (document.getElementById(focusedId) || document.getElementById("run-title")).focus();
   };
 
   const act = async (what) => {
@@ -788,27 +872,49 @@ function runPage(parts, query, signal) {
 
   const byName = (name) => run.steps.find((st) => st.name === name);
 
+  // Each stream replays the run from its start (so a newly shown step's
+  // log comes whole). Run, step and note events already applied are
+  // skipped by seq; the notes the first GET returned are skipped by count
+  // (the replay sends them first, in order); and nothing that has ended
+  // is shown as going again, so a replay never flickers old states.
+  let applied = 0;
+  let notesToSkip = 0; // set when the run is read
+  const settled = (status) => !["pending", "queued", "running"].includes(status);
+  signal.addEventListener("abort", () => stream && stream.abort());
+
   // One stream per shown step: the run's state and that step's log lines.
   const listen = (step) => {
     if (stream) stream.abort();
     stream = new AbortController();
-    signal.addEventListener("abort", () => stream.abort());
     const mine = stream.signal;
     const logs = step ? encodeURIComponent(step) : "";
     let firstLog = true;
     follow(`/runs/${encodeURIComponent(run.id)}/events?logs=${logs}`, mine, (name, ev) => {
       if (mine.aborted) return;
+      if (name !== "log") {
+        if (ev.seq <= applied) return;
+        applied = ev.seq;
+      }
       if (name === "run") {
+        if (settled(run.status) && !settled(ev.status)) return;
         Object.assign(run, { status: ev.status, error: ev.error, finished_ms: ev.finished_ms, duration_ms: ev.finished_ms ? ev.finished_ms - run.created_ms : null });
         renderHead();
         document.body.dataset.runStatus = run.status;
       } else if (name === "step") {
         const st = byName(ev.step);
-        if (!st) return;
+        if (!st || (settled(st.status) && !settled(ev.status))) return;
         Object.assign(st, { status: ev.status, exit_code: ev.exit_code, started_ms: ev.started_ms, finished_ms: ev.finished_ms, duration_ms: ev.started_ms && ev.finished_ms ? ev.finished_ms - ev.started_ms : null });
         graph.paint(st);
-        if (ev.step === selected) renderLogStatus(st);
+        if (ev.step === selected) {
+          renderLogStatus(st);
+          // A step that ended may have left a last line without a newline.
+          if (settled(st.status) && log) log.finish();
+        }
       } else if (name === "note") {
+        if (notesToSkip > 0) {
+          notesToSkip--;
+          return;
+        }
         run.notes = [...(run.notes || []), ev.text];
         renderHead();
       } else if (name === "log" && ev.step === selected && log) {
@@ -866,7 +972,7 @@ function runPage(parts, query, signal) {
       if (ev.key === "Enter") {
         ev.preventDefault();
         clearTimeout(debounce);
-        if (log.query !== search.value.toLowerCase()) log.search(search.value);
+        if (log.query !== search.value) log.search(search.value);
         findNext(ev.shiftKey ? -1 : 1);
       }
     });
@@ -899,6 +1005,7 @@ function runPage(parts, query, signal) {
   api(`/runs/${encodeURIComponent(id)}`, { signal })
     .then((r) => {
       run = r;
+      notesToSkip = (run.notes || []).length;
       document.title = `Run ${run.id} · Slipway`;
       document.body.dataset.runStatus = run.status;
       renderHead();
@@ -936,7 +1043,14 @@ function environmentsPage(parts, query, signal) {
   api("/repos", { signal })
     .then((repos) => {
       const withEnvs = repos.filter((r) => r.environments.length);
-      const chosen = parts[1] && parts[2] ? `${parts[1]}/${parts[2]}` : withEnvs.length ? withEnvs[0].name : null;
+      // Only a repository the server lists: the name goes into API paths.
+      const asked = parts[1] && parts[2] ? `${parts[1]}/${parts[2]}`.toLowerCase() : null;
+      const known = withEnvs.find((r) => r.name.toLowerCase() === asked);
+      if (asked && !known) {
+        body.replaceChildren(h("p", { class: "error", role: "alert" }, `No repository “${parts[1]}/${parts[2]}” with environments here.`));
+        return;
+      }
+      const chosen = known ? known.name : withEnvs.length ? withEnvs[0].name : null;
       if (!chosen) {
         body.replaceChildren(h("p", { class: "muted" }, "No repository has environments configured ([[repos.environments]] in slipway.toml)."));
         return;
@@ -946,7 +1060,7 @@ function environmentsPage(parts, query, signal) {
         { id: "env-repo" },
         withEnvs.map((r) => h("option", { value: r.name, selected: r.name.toLowerCase() === chosen.toLowerCase() }, r.name)),
       );
-      select.addEventListener("change", () => (location.hash = `#/environments/${select.value}`));
+      select.addEventListener("change", () => (location.hash = `#/environments/${repoPath(select.value)}`));
       const board = h("div", { class: "board", id: "board" });
       const audit = h("div", { id: "audit" });
       body.replaceChildren(
@@ -964,8 +1078,8 @@ function environmentsPage(parts, query, signal) {
 }
 
 function environmentBoard(repo, board, audit, signal) {
-  const [owner, name] = repo.split("/");
   const drafts = new Map(); // comment text typed but not sent survives refreshes
+  const openHistory = new Set(); // histories the user opened stay open
   let busy = false, again = false;
   const refresh = async () => {
     if (signal.aborted) return;
@@ -977,11 +1091,11 @@ function environmentBoard(repo, board, audit, signal) {
     busy = true;
     try {
       const [envs, trail] = await Promise.all([
-        api(`/repos/${encodeURIComponent(owner)}/${encodeURIComponent(name)}/environments`, { signal }),
+        api(`/repos/${repoPath(repo)}/environments`, { signal }),
         api(`/audit?repo=${encodeURIComponent(repo)}`, { signal }),
       ]);
       const focused = document.activeElement && document.activeElement.id;
-      board.replaceChildren(...envs.map((env) => environmentCard(repo, env, envs, drafts, refresh)));
+      board.replaceChildren(...envs.map((env) => environmentCard(repo, env, envs, drafts, refresh, openHistory)));
       audit.replaceChildren(auditTable(trail));
       const refocus = focused && document.getElementById(focused);
       if (refocus) {
@@ -1009,7 +1123,7 @@ function environmentBoard(repo, board, audit, signal) {
   });
 }
 
-function environmentCard(repo, env, all, drafts, refresh) {
+function environmentCard(repo, env, all, drafts, refresh, openHistory) {
   const now = env.current;
   const policy = env.auto
     ? "Promoted automatically from the default branch"
@@ -1047,7 +1161,7 @@ function environmentCard(repo, env, all, drafts, refresh) {
               id: `request-${env.name}`,
               onclick: async () => {
                 try {
-                  await api(`/repos/${repo}/promotions`, { method: "POST", body: { to: env.name } });
+                  await api(`/repos/${repoPath(repo)}/promotions`, { method: "POST", body: { to: env.name } });
                   announce(`Promotion to ${env.name} requested`);
                   refresh();
                 } catch (e) {
@@ -1064,20 +1178,19 @@ function environmentCard(repo, env, all, drafts, refresh) {
     }
   }
   if (env.history.length > 1) {
-    card.append(
+    const details = h("details", { open: openHistory.has(env.name) });
+    details.addEventListener("toggle", () => (details.open ? openHistory.add(env.name) : openHistory.delete(env.name)));
+    append(details, [
+      h("summary", {}, `History (${env.history.length})`),
       h(
-        "details",
+        "ol",
         {},
-        h("summary", {}, `History (${env.history.length})`),
-        h(
-          "ol",
-          {},
-          env.history.map((st) =>
-            h("li", {}, h("span", { class: "mono", title: st.digest }, shortDigest(st.digest)), " · ", h("span", { class: "mono" }, short(st.sha)), " · ", timeEl(st.promoted_ms)),
-          ),
+        env.history.map((st) =>
+          h("li", {}, h("span", { class: "mono", title: st.digest }, shortDigest(st.digest)), " · ", h("span", { class: "mono" }, short(st.sha)), " · ", timeEl(st.promoted_ms)),
         ),
       ),
-    );
+    ]);
+    card.append(details);
   }
   return card;
 }
@@ -1212,7 +1325,7 @@ function previewRow(p, refresh) {
       }
       del.disabled = true;
       try {
-        await api(`/previews/${p.repo}/${p.number}`, { method: "DELETE" });
+        await api(`/previews/${repoPath(p.repo)}/${p.number}`, { method: "DELETE" });
         announce(`Preview of ${p.repo} #${p.number} deleted`);
       } catch (e) {
         actions.append(h("span", { class: "error" }, e.message));
@@ -1241,5 +1354,5 @@ document.getElementById("skip").addEventListener("click", (ev) => {
   ev.preventDefault();
   document.getElementById("main").focus();
 });
-window.addEventListener("hashchange", () => route("keep-focus"));
+window.addEventListener("hashchange", () => route());
 route();
