@@ -618,24 +618,10 @@ mod tests {
             .unwrap()
             .unwrap_err();
         let pending = Promotion {
-            id: "p1".into(),
-            repo: "acme/web".into(),
-            environment: "prod".into(),
-            from: Some("dev".into()),
-            digest: good.clone(),
-            source: format!("r/acme/web@{good}"),
             run: Some("r1".into()),
             sha: Some("abc".into()),
-            author: None,
-            requested_by: "dave".into(),
-            created_ms: now_ms(),
             expires_ms: now_ms(),
-            status: "pending".into(),
-            approvals: vec![],
-            rejection: None,
-            error: None,
-            finished_ms: None,
-            attempts: 0,
+            ..Promotion::pending_for_test("p1", "acme/web", "prod", &good)
         };
         p.store.create_promotion(&pending).unwrap().unwrap();
         std::thread::sleep(Duration::from_millis(5));

@@ -505,26 +505,7 @@ mod audit_tests {
     use crate::store::Promotion;
 
     fn promotion(id: &str, repo: &str) -> Promotion {
-        Promotion {
-            id: id.into(),
-            repo: repo.into(),
-            environment: "staging".into(),
-            from: Some("dev".into()),
-            digest: "sha256:aa".into(),
-            source: "r/x@sha256:aa".into(),
-            run: None,
-            sha: None,
-            author: None,
-            requested_by: "dave".into(),
-            created_ms: 1,
-            expires_ms: u64::MAX,
-            status: "pending".into(),
-            approvals: vec![],
-            rejection: None,
-            error: None,
-            finished_ms: None,
-            attempts: 0,
-        }
+        Promotion::pending_for_test(id, repo, "staging", "sha256:aa")
     }
 
     #[tokio::test]

@@ -60,6 +60,37 @@ impl Promotion {
     pub fn is_open(&self) -> bool {
         matches!(self.status.as_str(), "pending" | "approved" | "promoting")
     }
+
+    /// For tests: dave's pending request to promote dev's `digest` to
+    /// `environment`, never expiring; override what a test needs.
+    #[cfg(test)]
+    pub(crate) fn pending_for_test(
+        id: &str,
+        repo: &str,
+        environment: &str,
+        digest: &str,
+    ) -> Promotion {
+        Promotion {
+            id: id.into(),
+            repo: repo.into(),
+            environment: environment.into(),
+            from: Some("dev".into()),
+            digest: digest.into(),
+            source: format!("r/{repo}@{digest}"),
+            run: None,
+            sha: None,
+            author: None,
+            requested_by: "dave".into(),
+            created_ms: now_ms(),
+            expires_ms: u64::MAX,
+            status: "pending".into(),
+            approvals: vec![],
+            rejection: None,
+            error: None,
+            finished_ms: None,
+            attempts: 0,
+        }
+    }
 }
 
 /// What an environment holds.
