@@ -28,7 +28,8 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
   lint:
     image: {BUSYBOX}
     needs: [fetch]
-    commands: ['echo lint ok']
+    commands: ['echo lint ok', 'mkdir -p out && echo \"no lint findings\" > out/lint.txt']
+    artifacts: [out/lint.txt]
   test:
     image: {BUSYBOX}
     needs: [fetch]
@@ -69,6 +70,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
             &format!("return document.querySelector(\"{row}\").dataset.status === 'running'"),
         )
         .await;
+    browser.assert_named("runs").await;
     browser.screenshot("runs").await;
 
     // Open the run while `fetch` still runs; watch the nodes change.
@@ -222,18 +224,39 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
             "return document.querySelector('.line.target')?.id === 'L5'",
         )
         .await;
+    browser.assert_named("run").await;
     browser.screenshot("run").await;
+
+    // A step's kept files download from the page (the token goes with them).
+    browser.click("g.node[data-step='lint']").await;
+    browser
+        .wait(
+            "lint's artifact",
+            10,
+            "return document.querySelector(\"[data-artifact='out/lint.txt']\")",
+        )
+        .await;
+    browser.click("[data-artifact='out/lint.txt']").await;
+    let saved = browser.downloads().join("lint.txt");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&saved).ok().as_deref() != Some("no lint findings\n") {
+        assert!(
+            Instant::now() < deadline,
+            "no download at {}",
+            saved.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Rerun, then cancel the new run, with the page's buttons.
     browser.click("#rerun").await;
     let rerun = browser
-        .wait(
+        .wait_text(
             "the rerun's page",
             10,
             &format!("const m = location.hash.match(/^#\\/runs\\/([^/]+)$/); return m && m[1] !== '{id}' && m[1]"),
         )
         .await;
-    let rerun = rerun.as_str().unwrap().to_string();
     browser
         .wait(
             "the rerun running",
@@ -349,13 +372,12 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
         .await;
     browser.click("#request-staging").await;
     let pending = browser
-        .wait(
+        .wait_text(
             "the pending promotion",
             10,
             &format!("return {staging}.querySelector('.pending')?.dataset.promotion"),
         )
         .await;
-    let pending = pending.as_str().unwrap().to_string();
     let approve = format!("#approve-{pending}");
     let no_buttons = format!(
         "return !document.querySelector('{approve}') && !document.querySelector('#reject-{pending}')"
@@ -402,6 +424,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     browser
         .type_into(&format!("#comment-{pending}"), "ship it")
         .await;
+    browser.assert_named("environments").await;
     browser.screenshot("environments-approver").await;
     browser.click(&approve).await;
     browser
@@ -775,13 +798,12 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
     assert_eq!(status, 202, "{body}");
     let live = wait_preview(&server, &head).await;
     let text = browser
-        .wait(
+        .wait_text(
             "the preview's row, live",
             10,
             &format!("return document.querySelector(\"{row}\")?.innerText"),
         )
         .await;
-    let text = text.as_str().unwrap();
     assert_eq!(
         browser
             .js("return window.__sameDocument === true", vec![])
@@ -821,6 +843,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
             &format!("return document.querySelector(\"{row} button\")"),
         )
         .await;
+    browser.assert_named("previews").await;
     browser.screenshot("previews").await;
     assert_eq!(preview_containers(&d).await, 1);
     browser.click(&format!("{row} button")).await;

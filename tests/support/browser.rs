@@ -68,6 +68,10 @@ impl Browser {
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
+                "prefs": {
+                    "download.default_directory": profile.path().join("downloads").to_string_lossy(),
+                    "download.prompt_for_download": false,
+                },
             }),
         );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -80,6 +84,11 @@ impl Browser {
             driver,
             _profile: profile,
         }
+    }
+
+    /// Where the browser saves downloads.
+    pub fn downloads(&self) -> PathBuf {
+        self._profile.path().join("downloads")
     }
 
     pub async fn goto(&self, url: &str) {
@@ -120,6 +129,38 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// [`Browser::wait`] for a script that returns a string once ready.
+    pub async fn wait_text(&self, what: &str, secs: u64, script: &str) -> String {
+        match self.wait(what, secs, script).await {
+            Value::String(s) => s,
+            other => panic!("{what}: expected a string, got {other}"),
+        }
+    }
+
+    /// Fails if a control, image or focusable element on the page has no
+    /// accessible name (no label, text, aria-label or alt): what a screen
+    /// reader would announce as just "button" or "edit text".
+    pub async fn assert_named(&self, page: &str) {
+        let nameless = self
+            .js(
+                "const named = el => (el.labels && el.labels.length > 0)
+                   || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+                   || el.getAttribute('alt') !== null || el.getAttribute('title')
+                   || (el.tagName === 'BUTTON' || el.tagName === 'A') && el.textContent.trim();
+                 return [...document.querySelectorAll(
+                   'input, select, textarea, button, a[href], img, [tabindex]:not([tabindex=\"-1\"]), [role=button]')]
+                   .filter(el => !el.closest('[hidden]') && !named(el))
+                   .map(el => el.outerHTML.slice(0, 120));",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            nameless,
+            json!([]),
+            "{page}: elements without an accessible name"
+        );
     }
 
     /// Clicks the first match of `css`; a live page may redraw the element

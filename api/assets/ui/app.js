@@ -66,6 +66,12 @@ function duration(ms) {
   return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
 }
 
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
 const timeEl = (ms) => h("time", { datetime: new Date(ms).toISOString(), title: when(ms), dataset: { ms: String(ms) } }, ago(ms));
 
@@ -907,8 +913,10 @@ function runPage(parts, query, signal) {
         graph.paint(st);
         if (ev.step === selected) {
           renderLogStatus(st);
-          // A step that ended may have left a last line without a newline.
+          // A step that ended may have left a last line without a newline,
+          // and an image or files.
           if (settled(st.status) && log) log.finish();
+          if (settled(st.status)) refreshOutputs(st.name);
         }
       } else if (name === "note") {
         if (notesToSkip > 0) {
@@ -937,6 +945,55 @@ function runPage(parts, query, signal) {
   };
 
   const status = h("span", { id: "log-status" });
+
+  // What a step left: the image it pushed and the files it kept.
+  const outputs = h("div", { class: "outputs", id: "step-outputs" });
+  const renderOutputs = (st) => {
+    const items = [];
+    if (st.output) items.push(h("div", {}, h("strong", {}, "Image "), h("span", { class: "mono digest" }, st.output)));
+    if (st.artifacts && st.artifacts.length) {
+      items.push(
+        h(
+          "div",
+          {},
+          h("strong", {}, "Artifacts "),
+          st.artifacts.map((a) =>
+            h("button", { type: "button", class: "link", "data-artifact": a.path, onclick: () => downloadArtifact(st.name, a.path) }, `${a.path} (${size(a.size)})`),
+          ),
+        ),
+      );
+    }
+    outputs.replaceChildren(...items);
+  };
+  // A link cannot carry the token, so the file is fetched and handed to the
+  // browser as a download.
+  const downloadArtifact = async (step, path) => {
+    const url = `/api/v1/runs/${encodeURIComponent(run.id)}/artifacts/${encodeURIComponent(step)}/${path.split("/").map(encodeURIComponent).join("/")}`;
+    try {
+      const res = await fetch(url, { headers: { Authorization: `Bearer ${session.token}` } });
+      if (!res.ok) throw new Error(`${path}: ${res.status} ${res.statusText}`);
+      const blob = URL.createObjectURL(await res.blob());
+      const a = h("a", { href: blob, download: path.split("/").pop(), hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(blob), 30000);
+    } catch (e) {
+      announce(e.message);
+      outputs.append(h("p", { class: "error", role: "alert" }, e.message));
+    }
+  };
+  // Outputs are recorded when a step ends; the run is read again for them.
+  const refreshOutputs = (name) =>
+    api(`/runs/${encodeURIComponent(run.id)}`, { signal })
+      .then((fresh) => {
+        const now = fresh.steps.find((x) => x.name === name);
+        const st = byName(name);
+        if (!now || !st) return;
+        Object.assign(st, { output: now.output, artifacts: now.artifacts });
+        if (selected === name) renderOutputs(st);
+      })
+      .catch(() => {});
   const renderLogStatus = (st) => status.replaceChildren(badge(st.status), st.exit_code !== null && st.exit_code !== undefined ? ` exit ${st.exit_code}` : "");
 
   const showStep = (step, line) => {
@@ -978,6 +1035,7 @@ function runPage(parts, query, signal) {
     });
     const bottom = h("button", { type: "button", onclick: () => { log.follow = true; log.el.scrollTop = log.el.scrollHeight; } }, "Jump to end");
     renderLogStatus(st);
+    renderOutputs(st);
     logPanel.replaceChildren(
       h(
         "div",
@@ -991,6 +1049,7 @@ function runPage(parts, query, signal) {
         found,
         bottom,
       ),
+      outputs,
       log.el,
     );
     listen(step);
