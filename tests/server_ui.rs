@@ -274,9 +274,49 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         .await;
     assert_eq!(wait_done(&server.store, &rerun).await.status, "cancelled");
 
+    // Start a run of a branch from the runs page.
+    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    browser
+        .wait(
+            "the trigger form",
+            10,
+            "return !document.getElementById('trigger').hidden",
+        )
+        .await;
+    browser.click("#trigger summary").await;
+    browser.type_into("#t-ref", "master").await;
+    browser.click("#trigger button[type=submit]").await;
+    let manual = browser
+        .wait_text(
+            "the triggered run's page",
+            10,
+            &format!(
+                "const m = location.hash.match(/^#\\/runs\\/([^/]+)$/); \
+                 return m && m[1] !== '{id}' && m[1] !== '{rerun}' && m[1]"
+            ),
+        )
+        .await;
+    let triggered = wait_done(&server.store, &manual).await;
+    assert_eq!(triggered.event, "manual");
+    assert_eq!(triggered.status, "success");
+
     // A reader sees the run, and no button to change it.
     browser.sign_out().await;
     browser.sign_in(&base(&server), READER).await;
+    browser
+        .wait(
+            "the repositories loaded",
+            10,
+            "return document.querySelectorAll('#f-repo option').length > 1",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.getElementById('trigger').hidden", vec![])
+            .await,
+        json!(true),
+        "a reader cannot start runs"
+    );
     browser
         .goto(&format!("{}/#/runs/{id}/test", base(&server)))
         .await;
@@ -289,7 +329,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         .await;
     let buttons = browser
         .js(
-            "return ['rerun', 'rerun-failed', 'cancel'].filter(id => document.getElementById(id))",
+            "return ['rerun', 'rerun-failed', 'cancel', 'trigger'].filter(id => { const el = document.getElementById(id); return el && !el.hidden; })",
             vec![],
         )
         .await;
@@ -327,6 +367,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
     server.shutdown.cancel();
     assert_eq!(leftovers(&d, &id).await, Vec::<String>::new());
     assert_eq!(leftovers(&d, &rerun).await, Vec::<String>::new());
+    assert_eq!(leftovers(&d, &manual).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]

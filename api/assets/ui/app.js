@@ -348,9 +348,16 @@ function runsPage(parts, query, signal) {
     ev.preventDefault();
     apply();
   });
+  // Writers may start a run of what a branch or tag points at now.
+  const triggerBox = h("form", { class: "filters", "aria-label": "Start a run" });
+  const trigger = h("details", { id: "trigger", class: "trigger", hidden: true }, h("summary", {}, "Start a run…"), triggerBox);
   api("/repos", { signal })
     .then((repos) => {
       for (const r of repos) repoSelect.append(h("option", { value: r.name, selected: r.name === filters.repo }, r.name));
+      if (session.canWrite && repos.length) {
+        triggerForm(repos, triggerBox);
+        trigger.hidden = false;
+      }
     })
     .catch(() => {});
 
@@ -472,7 +479,35 @@ function runsPage(parts, query, signal) {
   }, 1000);
   signal.addEventListener("abort", () => clearInterval(tick));
   document.title = "Runs · Slipway";
-  return { el: h("section", { "aria-labelledby": "runs-title" }, h("h1", { id: "runs-title" }, "Runs"), form, error, table, empty, more) };
+  return { el: h("section", { "aria-labelledby": "runs-title" }, h("h1", { id: "runs-title" }, "Runs"), trigger, form, error, table, empty, more) };
+}
+
+/** Fills the (hidden) trigger form: repository, ref, Start. */
+function triggerForm(repos, form) {
+  const repo = h("select", { id: "t-repo" }, repos.map((r) => h("option", { value: r.name }, r.name)));
+  const ref = h("input", { id: "t-ref", required: true, placeholder: "main, v1.2.0 or refs/…", value: repos[0].default_branch || "" });
+  repo.addEventListener("change", () => {
+    const r = repos.find((x) => x.name === repo.value);
+    if (r && r.default_branch) ref.value = r.default_branch;
+  });
+  const msg = h("p", { role: "status" });
+  form.replaceChildren(
+    h("div", { class: "field" }, h("label", { for: "t-repo" }, "Run repository"), repo),
+    h("div", { class: "field" }, h("label", { for: "t-ref" }, "at branch, tag or ref"), ref),
+    h("button", { type: "submit", class: "primary" }, "Start run"),
+    msg,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api("/trigger", { method: "POST", body: { repo: repo.value, ref: ref.value.trim() } });
+      location.hash = `#/runs/${encodeURIComponent(res.run)}`;
+    } catch (e) {
+      msg.className = "error";
+      msg.textContent = e.message;
+    }
+  });
+  return form;
 }
 
 // ---------------------------------------------------------------- a run

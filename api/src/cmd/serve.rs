@@ -39,6 +39,7 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let repos = config.repos.len();
+    let tokens = config.tokens.len();
     let running =
         slipway_api::serve::start(config, store.clone(), &data_dir, backend, listener).await?;
     if !running.interrupted.is_empty() {
@@ -49,10 +50,16 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         );
     }
     eprintln!(
-        "slipway: serving on http://{} ({repos} repositories, data in {})",
+        "slipway: serving on http://{} ({repos} repositories, data in {}); web page at http://{}/",
         running.addr,
-        data_dir.display()
+        data_dir.display(),
+        running.addr
     );
+    if tokens == 0 {
+        eprintln!(
+            "slipway: no [[tokens]] configured: the API and the web page refuse every request"
+        );
+    }
     wait_for_signal().await;
     eprintln!("slipway: shutting down: cancelling running runs");
     running.shutdown.cancel();
