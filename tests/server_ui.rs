@@ -71,6 +71,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         )
         .await;
     browser.assert_named("runs").await;
+    browser.assert_fits("runs").await;
     browser.screenshot("runs").await;
 
     // Open the run while `fetch` still runs; watch the nodes change.
@@ -225,6 +226,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         )
         .await;
     browser.assert_named("run").await;
+    browser.assert_fits("run").await;
     browser.screenshot("run").await;
 
     // A step's kept files download from the page (the token goes with them).
@@ -351,16 +353,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
                 "return document.querySelector('.log .line, #runs tbody tr')",
             )
             .await;
-        let overflow = browser
-            .js(
-                "return document.documentElement.scrollWidth - window.innerWidth",
-                vec![],
-            )
-            .await;
-        assert!(
-            overflow.as_i64().unwrap() <= 0,
-            "{name} is wider than a phone by {overflow}px"
-        );
+        browser.assert_fits(name).await;
         browser.screenshot(name).await;
     }
     browser.close().await;
@@ -374,7 +367,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
 async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see_no_button() {
     use super::promotion::{build_into_dev, config, env, pipeline, token};
     docker().await;
-    let registry = slipway_tests::Registry::start();
+    let mut registry = slipway_tests::Registry::start();
     let host = registry.host.clone();
     let repo_dir = TempDir::new("origin-ui-promote");
     let (bare, sha) = git_repo(
@@ -526,20 +519,55 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
         "alice does not approve prod"
     );
     browser.screenshot("environments").await;
+    let prod_request = body["id"].as_str().unwrap().to_string();
+
+    // carol approves prod while the registry is down: the board says why it
+    // failed; once the registry is back, Retry lands the digest.
+    registry.stop();
+    browser.sign_out().await;
+    browser.sign_in(&base(&server), token("carol")).await;
+    browser
+        .goto(&format!("{}/#/environments", base(&server)))
+        .await;
+    browser
+        .wait(
+            "carol's approve button",
+            10,
+            &format!("return document.getElementById('approve-{prod_request}')"),
+        )
+        .await;
+    browser.click(&format!("#approve-{prod_request}")).await;
+    let why = browser
+        .wait_text(
+            "the failure on the board",
+            60,
+            "return document.querySelector(\"article[data-env='prod'] .failed .error\")?.textContent",
+        )
+        .await;
+    assert!(why.contains(&host), "the failure names the registry: {why}");
+    browser.assert_fits("environments with a failure").await;
+    browser.screenshot("environments-failed").await;
+    registry.restart();
+    browser.click(&format!("#retry-{prod_request}")).await;
+    browser
+        .wait(
+            "prod's digest after the retry",
+            60,
+            &format!(
+                "return document.querySelector(\"article[data-env='prod'] .now\")?.dataset.digest === '{digest}' \
+                 && !document.querySelector(\"article[data-env='prod'] .failed\")"
+            ),
+        )
+        .await;
+    assert_eq!(
+        registry.manifest_digest("acme/web-prod", "prod").as_deref(),
+        Some(digest.as_str())
+    );
 
     // At phone width nothing runs off the side.
     browser.client.set_window_size(390, 844).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let overflow = browser
-        .js(
-            "return document.documentElement.scrollWidth - window.innerWidth",
-            vec![],
-        )
-        .await;
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "wider than a phone by {overflow}px"
-    );
+    browser.assert_fits("environments at phone width").await;
     browser.screenshot("environments-phone").await;
     browser.close().await;
     server.shutdown.cancel();
@@ -885,6 +913,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
         )
         .await;
     browser.assert_named("previews").await;
+    browser.assert_fits("previews").await;
     browser.screenshot("previews").await;
     assert_eq!(preview_containers(&d).await, 1);
     browser.click(&format!("{row} button")).await;

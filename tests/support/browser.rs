@@ -163,6 +163,21 @@ impl Browser {
         );
     }
 
+    /// Fails if the page is wider than the window (something long that
+    /// does not wrap makes the whole page scroll sideways).
+    pub async fn assert_fits(&self, page: &str) {
+        let overflow = self
+            .js(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                vec![],
+            )
+            .await;
+        assert!(
+            overflow.as_i64().unwrap_or(i64::MAX) <= 0,
+            "{page} is wider than the window by {overflow}px"
+        );
+    }
+
     /// Clicks the first match of `css`; a live page may redraw the element
     /// between finding and clicking it, so that is tried again.
     pub async fn click(&self, css: &str) {

@@ -386,7 +386,7 @@ function runsPage(parts, query, signal) {
       h("td", { "data-label": "Status" }, badge(r.status)),
       h("td", { "data-label": "Run" }, h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, h("span", { class: "mono" }, r.id)), " ", h("span", { class: "muted" }, r.pipeline)),
       h("td", { "data-label": "Repository" }, r.repo || "local"),
-      h("td", { "data-label": "Ref" }, ref),
+      h("td", { "data-label": "Ref", class: "wrap" }, ref),
       h("td", { "data-label": "Commit", class: "mono", title: r.sha || "" }, short(r.sha)),
       h("td", { "data-label": "Trigger" }, r.event),
       h("td", { "data-label": "Started" }, timeEl(r.created_ms)),
@@ -1184,10 +1184,16 @@ function environmentBoard(repo, board, audit, signal) {
     }
     busy = true;
     try {
-      const [envs, trail] = await Promise.all([
+      const [envs, trail, failed] = await Promise.all([
         api(`/repos/${repoPath(repo)}/environments`, { signal }),
         api(`/audit?repo=${encodeURIComponent(repo)}`, { signal }),
+        api(`/promotions?repo=${encodeURIComponent(repo)}&status=failed`, { signal }),
       ]);
+      // A failed promotion matters until something newer lands there.
+      for (const env of envs) {
+        const since = env.current ? env.current.promoted_ms : 0;
+        env.failed = env.pending ? null : failed.find((p) => p.environment === env.name && (p.finished_ms || 0) > since) || null;
+      }
       const focused = document.activeElement && document.activeElement.id;
       board.replaceChildren(...envs.map((env) => environmentCard(repo, env, envs, drafts, refresh, openHistory)));
       audit.replaceChildren(auditTable(trail));
@@ -1240,6 +1246,7 @@ function environmentCard(repo, env, all, drafts, refresh, openHistory) {
   );
   const p = env.pending;
   if (p) card.append(pendingBox(repo, env, p, drafts, refresh));
+  else if (env.failed) card.append(failedBox(env.failed, refresh));
   else if (session.canWrite && env.from) {
     const source = all.find((e) => e.name === env.from);
     if (source && source.current && (!now || now.digest !== source.current.digest)) {
@@ -1287,6 +1294,46 @@ function environmentCard(repo, env, all, drafts, refresh, openHistory) {
     card.append(details);
   }
   return card;
+}
+
+/** The last promotion here failed: why, and (for writers) Retry. */
+function failedBox(p, refresh) {
+  const msg = h("p", { role: "status" });
+  const box = h(
+    "div",
+    { class: "pending failed", id: `promotion-${p.id}`, dataset: { promotion: p.id, status: p.status } },
+    h("h3", {}, "Promotion ", badge(p.status)),
+    h("div", {}, h("span", { class: "mono", title: p.digest }, shortDigest(p.digest)), p.sha ? ` · commit ${short(p.sha)}` : ""),
+    h("p", { class: "error" }, p.error || "failed"),
+  );
+  if (session.canWrite) {
+    box.append(
+      h(
+        "div",
+        { class: "actions" },
+        h(
+          "button",
+          {
+            type: "button",
+            id: `retry-${p.id}`,
+            onclick: async () => {
+              try {
+                await api(`/promotions/${encodeURIComponent(p.id)}/retry`, { method: "POST" });
+                announce("Promotion retried");
+                refresh();
+              } catch (e) {
+                msg.className = "error";
+                msg.textContent = e.message;
+              }
+            },
+          },
+          "Retry",
+        ),
+      ),
+      msg,
+    );
+  }
+  return box;
 }
 
 function pendingBox(repo, env, p, drafts, refresh) {
@@ -1354,7 +1401,7 @@ function auditTable(trail) {
           h("td", { "data-label": "Action" }, a.action),
           h("td", { "data-label": "Environment" }, a.environment),
           h("td", { "data-label": "Digest", class: "mono", title: a.digest }, shortDigest(a.digest)),
-          h("td", { "data-label": "Comment" }, a.comment || ""),
+          h("td", { "data-label": "Comment", class: "wrap" }, a.comment || ""),
         ),
       ),
     ),
@@ -1433,7 +1480,7 @@ function previewRow(p, refresh) {
     { dataset: { preview: `${p.repo}#${p.number}` } },
     h("td", { "data-label": "Pull request" }, `${p.repo} #${p.number}`),
     h("td", { "data-label": "Commit", class: "mono", title: p.sha }, short(p.sha)),
-    h("td", { "data-label": "URL" }, h("a", { href: p.url, rel: "noopener" }, p.url)),
+    h("td", { "data-label": "URL", class: "wrap" }, h("a", { href: p.url, rel: "noopener" }, p.url)),
     h("td", { "data-label": "Age" }, timeEl(p.created_ms)),
     h("td", { "data-label": "Run" }, h("a", { href: `#/runs/${encodeURIComponent(p.run)}`, class: "mono" }, p.run)),
     actions,
