@@ -250,6 +250,39 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The graph by keyboard: fetch, right to what needs it (lint), down to
+    // test, Enter shows test's log.
+    browser.click("g.node[data-step='fetch']").await;
+    for key in ["\u{E014}", "\u{E015}"] {
+        browser
+            .client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(key)
+            .await
+            .unwrap();
+    }
+    let focused = browser
+        .js("return document.activeElement.dataset.step", vec![])
+        .await;
+    assert_eq!(focused, json!("test"), "arrow keys move between steps");
+    browser
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    browser
+        .wait(
+            "test's log by keyboard",
+            10,
+            "return location.hash.endsWith('/test') && document.getElementById('log-title').textContent.includes('test')",
+        )
+        .await;
+
     // Rerun, then cancel the new run, with the page's buttons.
     browser.click("#rerun").await;
     let rerun = browser

@@ -549,7 +549,14 @@ function drawGraph(run, onPick) {
   const rows = Math.max(1, ...columns.map((c) => c.length));
   const width = PAD * 2 + columns.length * NODE_W + Math.max(0, columns.length - 1) * GAP_X;
   const height = PAD * 2 + rows * NODE_H + (rows - 1) * GAP_Y;
-  const svg = s("svg", { class: "graph", width, height, viewBox: `0 0 ${width} ${height}`, role: "group", "aria-label": `Pipeline graph: ${run.steps.length} steps` });
+  const svg = s("svg", {
+    class: "graph",
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "group",
+    "aria-label": `Pipeline graph: ${run.steps.length} steps. Arrow keys move between steps: up and down within a stage, left to what a step needs, right to what needs it.`,
+  });
   const at = (n) => ({ x: PAD + level.get(n) * (NODE_W + GAP_X), y: PAD + row.get(n) * (NODE_H + GAP_Y) });
   const edges = s("g");
   for (const [step, ns] of needs) {
@@ -564,7 +571,8 @@ function drawGraph(run, onPick) {
   const nodes = new Map();
   for (const st of run.steps) {
     const { x, y } = at(st.name);
-    const g = s("g", { class: "node", transform: `translate(${x},${y})`, tabindex: "0", role: "button", "data-step": st.name });
+    // One node is in the tab order (roving tabindex); arrows move within.
+    const g = s("g", { class: "node", transform: `translate(${x},${y})`, tabindex: st === run.steps[0] ? "0" : "-1", role: "button", "data-step": st.name });
     const title = s("title");
     const label = s("text", { x: 10, y: 21 });
     g.append(s("rect", { width: NODE_W, height: NODE_H, rx: 6 }), label, title);
@@ -573,6 +581,12 @@ function drawGraph(run, onPick) {
       if (ev.key === "Enter" || ev.key === " ") {
         ev.preventDefault();
         onPick(st.name);
+        return;
+      }
+      const next = neighbour(st.name, ev.key);
+      if (next) {
+        ev.preventDefault();
+        focusNode(next);
       }
     });
     nodes.set(st.name, { g, label, title });
@@ -590,18 +604,42 @@ function drawGraph(run, onPick) {
     n.g.setAttribute("aria-label", `Step ${st.name}: ${st.status}${took}. Show its log.`);
   };
   run.steps.forEach(paint);
-  const select = (name) => {
-    for (const [n, { g }] of nodes) {
-      g.classList.toggle("selected", n === name);
-      g.setAttribute("aria-current", n === name ? "true" : "false");
+  const dependents = (name) => [...needs].filter(([, ns]) => ns.includes(name)).map(([n]) => n);
+  const neighbour = (name, key) => {
+    const col = columns[level.get(name)];
+    const i = row.get(name);
+    if (key === "ArrowUp") return col[i - 1];
+    if (key === "ArrowDown") return col[i + 1];
+    if (key === "ArrowLeft") return needs.get(name)[0];
+    if (key === "ArrowRight") return dependents(name)[0];
+    if (key === "Home") return run.steps[0] && run.steps[0].name;
+    if (key === "End") return run.steps.length && run.steps[run.steps.length - 1].name;
+    return null;
+  };
+  const focusNode = (name) => {
+    for (const [n, { g }] of nodes) g.setAttribute("tabindex", n === name ? "0" : "-1");
+    const node = nodes.get(name);
+    if (node) {
+      scrollTo(name);
+      node.g.focus();
     }
-    // A wide graph scrolls; bring the chosen step into view.
+  };
+  // A wide graph scrolls; bring a step into view.
+  const scrollTo = (name) => {
     const wrap = svg.parentElement;
     if (wrap && level.has(name)) {
       const { x, y } = at(name);
       if (x < wrap.scrollLeft || x + NODE_W > wrap.scrollLeft + wrap.clientWidth) wrap.scrollLeft = x - (wrap.clientWidth - NODE_W) / 2;
       if (y < wrap.scrollTop || y + NODE_H > wrap.scrollTop + wrap.clientHeight) wrap.scrollTop = y - (wrap.clientHeight - NODE_H) / 2;
     }
+  };
+  const select = (name) => {
+    for (const [n, { g }] of nodes) {
+      g.classList.toggle("selected", n === name);
+      g.setAttribute("aria-current", n === name ? "true" : "false");
+      g.setAttribute("tabindex", n === name ? "0" : "-1");
+    }
+    scrollTo(name);
   };
   return { svg, paint, select };
 }
