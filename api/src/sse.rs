@@ -57,12 +57,14 @@ pub async fn run_events(
         tx,
         shutdown: state.shutdown.clone(),
         last: after,
+        seen: after,
         logs: q.logs.map(|l| {
             l.split(',')
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect()
         }),
+        feed: false,
     };
     tokio::spawn(follow.run(run.id, run_ended(&run.status), live));
     Ok(sse(rx))
@@ -88,7 +90,9 @@ pub async fn all_events(
         tx,
         shutdown: state.shutdown.clone(),
         last,
+        seen: last,
         logs: None,
+        feed: true,
     };
     tokio::spawn(follow.feed(live));
     Ok(sse(rx))
@@ -153,10 +157,9 @@ async fn follow_audit(
             .json_data(e)
             .ok()
     };
-    // Entries are numbered before their transactions commit, so two
-    // concurrent ones may arrive out of order: what was replayed is
-    // remembered by seq rather than by a high-water mark, so none is lost.
-    let mut sent = std::collections::HashSet::new();
+    // Entries are numbered, flushed and announced in order (the store
+    // holds one lock across the three), so the newest seq sent is enough
+    // to skip what the replay already sent.
     let mut from = after;
     loop {
         let replay = {
@@ -165,7 +168,8 @@ async fn follow_audit(
         };
         let Ok(Ok(entries)) = replay else { return };
         for e in &entries {
-            if !wanted(e) || !sent.insert(e.seq) {
+            from = from.max(e.seq);
+            if !wanted(e) {
                 continue;
             }
             let Some(event) = send(e) else { return };
@@ -173,7 +177,6 @@ async fn follow_audit(
                 return;
             }
         }
-        from = entries.last().map_or(from, |e| e.seq);
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -181,7 +184,11 @@ async fn follow_audit(
                 r = live.recv() => r,
             };
             match received {
-                Ok(e) if wanted(&e) && sent.insert(e.seq) => {
+                Ok(e) if e.seq > from => {
+                    from = e.seq;
+                    if !wanted(&e) {
+                        continue;
+                    }
                     let Some(event) = send(&e) else { return };
                     if tx.send(event).await.is_err() {
                         return;
@@ -269,8 +276,14 @@ struct Follow {
     tx: mpsc::Sender<SseEvent>,
     shutdown: CancellationToken,
     last: u64,
+    /// The newest event looked at, sent or filtered out: replays start
+    /// after it, so a filtered stream does not read the same events again.
+    seen: u64,
     /// Steps whose log events are sent; `None` sends all.
     logs: Option<Vec<String>>,
+    /// The every-run feed, which never ends by itself (a run's stream
+    /// ends with its run).
+    feed: bool,
 }
 
 /// Whether the stream goes on after a batch.
@@ -330,9 +343,7 @@ impl Follow {
                 r = live.recv() => r,
             };
             let next = match received {
-                Ok(event) if matches!(event.kind, EventKind::Run { .. }) => {
-                    self.send_feed(&event).await
-                }
+                Ok(event) if matches!(event.kind, EventKind::Run { .. }) => self.send(&event).await,
                 Ok(_) => Next::More,
                 Err(broadcast::error::RecvError::Lagged(_)) => self.replay(&replay).await,
                 Err(broadcast::error::RecvError::Closed) => Next::Stop,
@@ -352,7 +363,7 @@ impl Follow {
     ) -> Next {
         // Events this stream filters out do not move `last`, so pages
         // are read from a cursor of their own.
-        let mut from = self.last;
+        let mut from = self.last.max(self.seen);
         loop {
             let events = match fetch(from, REPLAY_PAGE).await {
                 Ok(Ok(events)) => events,
@@ -380,6 +391,7 @@ impl Follow {
         if event.seq <= self.last {
             return Next::More;
         }
+        self.seen = self.seen.max(event.seq);
         if let (EventKind::Log { step, .. }, Some(wanted)) = (&event.kind, &self.logs)
             && !wanted.contains(step)
         {
@@ -388,19 +400,11 @@ impl Follow {
         if let Next::Stop = self.forward(event).await {
             return Next::Stop;
         }
-        if event.ends_run() {
+        if !self.feed && event.ends_run() {
             self.end().await;
             return Next::Stop;
         }
         Next::More
-    }
-
-    /// Sends a feed event; the feed never ends by itself.
-    async fn send_feed(&mut self, event: &Event) -> Next {
-        if event.seq <= self.last {
-            return Next::More;
-        }
-        self.forward(event).await
     }
 
     async fn forward(&mut self, event: &Event) -> Next {
@@ -506,6 +510,45 @@ mod audit_tests {
 
     fn promotion(id: &str, repo: &str) -> Promotion {
         Promotion::pending_for_test(id, repo, "staging", "sha256:aa")
+    }
+
+    /// Writers racing still announce entries in number order, each after
+    /// it is durable, so a follower may resume after the last it saw.
+    #[tokio::test]
+    async fn concurrent_writers_announce_audit_entries_in_order() {
+        let (state, dir) = test_state("");
+        let store = state.store.clone();
+        let mut live = store.subscribe_audit();
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store
+                        .create_promotion(&promotion(&format!("p{i}"), &format!("acme/r{i}")))
+                        .unwrap()
+                        .unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut seqs = Vec::new();
+        while seqs.len() < 8 {
+            let e = live.recv().await.unwrap();
+            assert!(
+                e.seq <= store.last_audit_seq().unwrap(),
+                "announced before durable"
+            );
+            seqs.push(e.seq);
+        }
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {seqs:?}"
+        );
+        assert_eq!(store.audit_after(seqs[3]).unwrap().len(), 4);
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -622,6 +665,59 @@ mod preview_tests {
             text.contains("event: preview") && text.contains("\"number\":7"),
             "{text}"
         );
+        drop(body);
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    use crate::server::app;
+    use crate::server::tests::test_state;
+
+    /// Resuming the every-run feed replays finished runs and goes on: the
+    /// end of one run is not the end of the feed.
+    #[tokio::test]
+    async fn a_resumed_feed_goes_past_runs_that_ended() {
+        let (state, dir) = test_state(
+            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
+        );
+        let parsed = slipway_engine::parse::parse(
+            ".slipway.yml",
+            "steps:\n  a:\n    image: x\n    commands: [a]\n",
+        );
+        let pipeline = parsed.pipeline.expect("valid pipeline");
+        for id in ["first", "second"] {
+            let mut run = crate::record::new_run(id, &pipeline, ".slipway.yml", "push", None);
+            state.store.put_run(&run).unwrap();
+            run.status = "success".into();
+            state.store.put_run(&run).unwrap();
+        }
+        let req = Request::get("/api/v1/events?after=0")
+            .header("Authorization", "Bearer rita-token-0123456789x")
+            .body(Body::empty())
+            .unwrap();
+        let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
+        let mut text = String::new();
+        while text.matches("\"status\":\"success\"").count() < 2 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("the feed stalled:\n{text}"))
+                .expect("the feed is still open")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+        assert!(text.contains("\"run\":\"second\""), "{text}");
+        assert!(!text.contains("event: end"), "{text}");
         drop(body);
         drop(state);
         let _ = std::fs::remove_dir_all(dir);

@@ -220,6 +220,12 @@ pub struct Store {
     /// Audit entries as they are written: every change to a promotion or
     /// an environment writes one, so this is what a board follows.
     audit_live: broadcast::Sender<Arc<AuditEntry>>,
+    /// Held from numbering an audit entry until it is flushed and
+    /// announced, so entries become durable and are announced in number
+    /// order and a follower can resume after a number.
+    audit_order: Arc<Mutex<()>>,
+    /// The newest audit entry known to be flushed.
+    audit_flushed: Arc<std::sync::atomic::AtomicU64>,
     preview_live: broadcast::Sender<PreviewChange>,
     /// Held while a change is written and its events numbered and sent, so
     /// events are stored and delivered in the order of the changes.
@@ -245,6 +251,12 @@ impl Store {
                     source,
                 },
             })?;
+        let audit = db.open_tree("audit")?;
+        // What is on disk at start-up is durable.
+        let audit_flushed = audit
+            .last()?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
         Ok(Store {
             runs: db.open_tree("runs")?,
             order: db.open_tree("order")?,
@@ -257,10 +269,12 @@ impl Store {
             open_promotions: db.open_tree("open_promotions")?,
             environments: db.open_tree("environments")?,
             env_history: db.open_tree("env_history")?,
-            audit: db.open_tree("audit")?,
+            audit,
             previews: db.open_tree("previews")?,
             live: broadcast::channel(LIVE_EVENTS).0,
             audit_live: broadcast::channel(LIVE_EVENTS).0,
+            audit_order: Arc::default(),
+            audit_flushed: Arc::new(audit_flushed.into()),
             preview_live: broadcast::channel(LIVE_EVENTS).0,
             emitting: Arc::default(),
             db,

@@ -184,6 +184,7 @@ fn finish<T>(r: Result<Result<T, Refused>, TransactionError<StoreError>>) -> Out
 impl Store {
     /// Stores a new request, unless its environment has an open one.
     pub fn create_promotion(&self, p: &Promotion) -> Outcome<()> {
+        let _order = self.audit_order();
         let entry = entry(
             self.db.generate_id()? + 1,
             p,
@@ -223,6 +224,7 @@ impl Store {
         id: &str,
         change: impl Fn(&mut Promotion) -> Result<(String, String, Option<String>), String>,
     ) -> Outcome<Promotion> {
+        let _order = self.audit_order();
         let seq = self.db.generate_id()? + 1;
         let r = (&self.promotions, &self.open_promotions, &self.audit).transaction(
             |(promotions, open, audit_tree)| {
@@ -271,6 +273,7 @@ impl Store {
     /// Marks a promotion succeeded and moves its environment to its digest,
     /// in one transaction with the history and audit entries.
     pub fn complete_promotion(&self, id: &str, state: &EnvState) -> Outcome<Promotion> {
+        let _order = self.audit_order();
         let seq = self.db.generate_id()? + 1;
         let hist = self.db.generate_id()? + 1;
         let state_json = json(id, state)?;
@@ -361,26 +364,34 @@ impl Store {
         self.audit_after(0)
     }
 
-    /// Audit entries after `seq`, oldest first.
+    /// Audit entries after `seq`, oldest first, up to the newest flushed
+    /// one: a follower is never told of an entry a crash could still lose.
     pub fn audit_after(&self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let durable = self.last_audit_seq()?;
+        if seq >= durable {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
-        for item in self.audit.range(seq.saturating_add(1).to_be_bytes()..) {
+        for item in self
+            .audit
+            .range(seq.saturating_add(1).to_be_bytes()..=durable.to_be_bytes())
+        {
             let (_, v) = item?;
             out.push(parse("audit", &v)?);
         }
         Ok(out)
     }
 
-    /// The newest audit entry's seq (0 when there is none).
+    /// The newest flushed audit entry's seq (0 when there is none).
     pub fn last_audit_seq(&self) -> Result<u64, StoreError> {
-        Ok(match self.audit.last()? {
-            Some((k, _)) => k
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or_default(),
-            None => 0,
-        })
+        Ok(self
+            .audit_flushed
+            .load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn audit_order(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guard protects no data, so a panic elsewhere leaves nothing torn.
+        self.audit_order.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Audit entries as they are written (after they are flushed).
@@ -389,9 +400,12 @@ impl Store {
         self.audit_live.subscribe()
     }
 
-    /// Sends the entry just committed to whoever follows the audit log;
-    /// read back rather than passed in, so it is exactly what was stored.
+    /// Marks the entry just committed and flushed as durable and sends it
+    /// to whoever follows the audit log; read back rather than passed in,
+    /// so it is exactly what was stored. Called under `audit_order`.
     fn announce_audit(&self, seq: u64) {
+        self.audit_flushed
+            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
         if let Ok(Some(bytes)) = self.audit.get(seq.to_be_bytes())
             && let Ok(entry) = parse::<AuditEntry>("audit", &bytes)
         {
