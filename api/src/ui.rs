@@ -80,7 +80,12 @@ fn serve(i: usize, request: &HeaderMap) -> Response {
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+        .is_some_and(|v| {
+            // `*`, or the tag, strong or weak (a proxy may weaken it).
+            v.split(',')
+                .map(|t| t.trim())
+                .any(|t| t == "*" || t.trim_start_matches("W/") == tag)
+        });
     let headers = [
         (
             header::CONTENT_TYPE,

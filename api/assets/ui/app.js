@@ -1038,22 +1038,37 @@ function runPage(parts, query, signal) {
     }
     outputs.replaceChildren(...items);
   };
-  // A link cannot carry the token, so the file is fetched and handed to the
-  // browser as a download.
+  // A link cannot carry the token, so files are fetched and handed to the
+  // browser as downloads.
+  const saveAs = (name, blob) => {
+    const url = URL.createObjectURL(blob);
+    const a = h("a", { href: url, download: name, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 30000);
+  };
+  const failed = (e) => {
+    announce(e.message);
+    outputs.append(h("p", { class: "error", role: "alert" }, e.message));
+  };
   const downloadArtifact = async (step, path) => {
     const url = `/api/v1/runs/${encodeURIComponent(run.id)}/artifacts/${encodeURIComponent(step)}/${path.split("/").map(encodeURIComponent).join("/")}`;
     try {
       const res = await fetch(url, { headers: { Authorization: `Bearer ${session.token}` } });
       if (!res.ok) throw new Error(`${path}: ${res.status} ${res.statusText}`);
-      const blob = URL.createObjectURL(await res.blob());
-      const a = h("a", { href: blob, download: path.split("/").pop(), hidden: true });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(blob), 30000);
+      saveAs(path.split("/").pop(), await res.blob());
     } catch (e) {
-      announce(e.message);
-      outputs.append(h("p", { class: "error", role: "alert" }, e.message));
+      failed(e);
+    }
+  };
+  // The whole log as stored, escapes and all, as a terminal would want it.
+  const downloadLog = async (step) => {
+    try {
+      const chunk = await api(`/runs/${encodeURIComponent(run.id)}/logs/${encodeURIComponent(step)}`, { signal });
+      saveAs(`${run.id}-${step.replace(/[^A-Za-z0-9._-]/g, "_")}.log`, new Blob([chunk.text], { type: "text/plain" }));
+    } catch (e) {
+      failed(e);
     }
   };
   // Outputs are recorded when a step ends; the run is read again for them.
@@ -1107,6 +1122,7 @@ function runPage(parts, query, signal) {
       }
     });
     const bottom = h("button", { type: "button", onclick: () => { log.follow = true; log.el.scrollTop = log.el.scrollHeight; } }, "Jump to end");
+    const raw = h("button", { type: "button", id: "log-download", onclick: () => downloadLog(step) }, "Download");
     renderLogStatus(st);
     renderOutputs(st);
     logPanel.replaceChildren(
@@ -1121,6 +1137,7 @@ function runPage(parts, query, signal) {
         h("button", { type: "button", onclick: () => findNext(1), "aria-label": "Next match" }, "↓"),
         found,
         bottom,
+        raw,
       ),
       outputs,
       log.el,
@@ -1387,7 +1404,8 @@ function pendingBox(repo, env, p, drafts, refresh) {
     p.error ? h("p", { class: "error" }, p.error) : null,
   );
   const me = session.me.user;
-  if (p.status === "pending" && session.approves(repo, env.name) && !approvedBy.includes(me)) {
+  const ownRequest = env.prevent_self_approval && p.requested_by === me;
+  if (p.status === "pending" && session.approves(repo, env.name) && !approvedBy.includes(me) && !ownRequest) {
     const cid = `comment-${p.id}`;
     const comment = h("textarea", { id: cid, rows: "2" });
     comment.value = drafts.get(p.id) || "";
@@ -1416,6 +1434,8 @@ function pendingBox(repo, env, p, drafts, refresh) {
     );
   } else if (p.status === "pending" && approvedBy.includes(me)) {
     box.append(h("p", { class: "muted" }, "You approved this; waiting for others."));
+  } else if (p.status === "pending" && ownRequest && session.approves(repo, env.name)) {
+    box.append(h("p", { class: "muted" }, "You asked for this; another approver decides."));
   }
   return box;
 }
