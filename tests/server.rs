@@ -1300,6 +1300,28 @@ from = \"staging\"
         )
     }
 
+    /// A registry, and a bare repository whose `master` commit (`sha`)
+    /// builds and pushes an image; `marker` makes each test's image its own.
+    pub fn promotion_repo(
+        tag: &str,
+        marker: &str,
+    ) -> (slipway_tests::Registry, TempDir, std::path::PathBuf, String) {
+        let registry = slipway_tests::Registry::start();
+        let repo_dir = TempDir::new(tag);
+        let (bare, sha) = git_repo(
+            &repo_dir,
+            "master",
+            &[
+                (".slipway.yml", &pipeline(&registry.host)),
+                (
+                    "Dockerfile",
+                    &format!("FROM {BUSYBOX}\nRUN echo {marker} > /app\n"),
+                ),
+            ],
+        );
+        (registry, repo_dir, bare, sha)
+    }
+
     pub fn pipeline(host: &str) -> String {
         format!(
             "steps:
@@ -1427,20 +1449,8 @@ from = \"staging\"
     #[tokio::test(flavor = "multi_thread")]
     async fn images_move_by_digest_through_dev_staging_and_prod_behind_their_gates() {
         docker().await;
-        let registry = slipway_tests::Registry::start();
+        let (registry, _repo_dir, bare, sha) = promotion_repo("origin-promote", "app");
         let host = registry.host.clone();
-        let repo_dir = TempDir::new("origin-promote");
-        let (bare, sha) = git_repo(
-            &repo_dir,
-            "master",
-            &[
-                (".slipway.yml", &pipeline(&host)),
-                (
-                    "Dockerfile",
-                    &format!("FROM {BUSYBOX}\nRUN echo app > /app\n"),
-                ),
-            ],
-        );
         let server = start_with(
             &format!("file://{}", bare.display()),
             &config(&host, 1, "approvals = 2\napprovers = [\"alice\", \"bob\", \"carol\"]\nprevent_self_approval = true"),
@@ -1640,20 +1650,8 @@ from = \"staging\"
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_approvals_promote_once_outages_fail_retryably_and_restarts_keep_requests() {
         docker().await;
-        let mut registry = slipway_tests::Registry::start();
+        let (mut registry, _repo_dir, bare, sha) = promotion_repo("origin-promote-2", "two");
         let host = registry.host.clone();
-        let repo_dir = TempDir::new("origin-promote-2");
-        let (bare, sha) = git_repo(
-            &repo_dir,
-            "master",
-            &[
-                (".slipway.yml", &pipeline(&host)),
-                (
-                    "Dockerfile",
-                    &format!("FROM {BUSYBOX}\nRUN echo two > /app\n"),
-                ),
-            ],
-        );
         let url = format!("file://{}", bare.display());
         // Staging needs one of alice/bob; prod needs nobody.
         let settings = config(&host, 1, "");
@@ -1739,20 +1737,8 @@ from = \"staging\"
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_deploy_leaves_the_environment_and_its_tag_where_they_were() {
         docker().await;
-        let registry = slipway_tests::Registry::start();
+        let (registry, repo_dir, bare, sha) = promotion_repo("origin-promote-3", "three");
         let host = registry.host.clone();
-        let repo_dir = TempDir::new("origin-promote-3");
-        let (bare, sha) = git_repo(
-            &repo_dir,
-            "master",
-            &[
-                (".slipway.yml", &pipeline(&host)),
-                (
-                    "Dockerfile",
-                    &format!("FROM {BUSYBOX}\nRUN echo three > /app\n"),
-                ),
-            ],
-        );
         // Staging needs no approval here.
         let server = start_with(&format!("file://{}", bare.display()), &config(&host, 0, "")).await;
         let promotions = format!("/api/v1/repos/{REPO}/promotions");

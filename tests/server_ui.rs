@@ -43,7 +43,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
     let browser = Browser::start(1280, 900).await;
     browser.sign_in(&base(&server), WRITER).await;
     // A marker that a reload would wipe: the row must arrive without one.
-    browser.js("window.__sameDocument = true", vec![]).await;
+    browser.mark_document().await;
 
     let (status, json) = push(&server, &sha, "ui-live").await;
     assert_eq!(status, 202, "{json}");
@@ -56,13 +56,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
             &format!("return document.querySelector(\"{row}\")"),
         )
         .await;
-    assert_eq!(
-        browser
-            .js("return window.__sameDocument === true", vec![])
-            .await,
-        json!(true),
-        "the runs page reloaded instead of updating live"
-    );
+    browser.assert_same_document("the runs page").await;
     browser
         .wait(
             "the row to show running",
@@ -70,9 +64,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
             &format!("return document.querySelector(\"{row}\").dataset.status === 'running'"),
         )
         .await;
-    browser.assert_named("runs").await;
-    browser.assert_fits("runs").await;
-    browser.screenshot("runs").await;
+    browser.inspect("runs").await;
 
     // Open the run while `fetch` still runs; watch the nodes change.
     browser.click(&format!("{row} a")).await;
@@ -225,9 +217,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
             "return document.querySelector('.line.target')?.id === 'L5'",
         )
         .await;
-    browser.assert_named("run").await;
-    browser.assert_fits("run").await;
-    browser.screenshot("run").await;
+    browser.inspect("run").await;
 
     // A step's kept files download from the page (the token goes with them).
     browser.click("g.node[data-step='lint']").await;
@@ -382,7 +372,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         )
         .await;
     assert_eq!(buttons, json!([]), "a reader gets no run actions");
-    browser.screenshot("run-reader").await;
+    browser.inspect("run-reader").await;
 
     // At phone width the page does not run off the side (the graph and the
     // log scroll inside their own boxes).
@@ -399,8 +389,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
                 "return document.querySelector('.log .line, #runs tbody tr')",
             )
             .await;
-        browser.assert_fits(name).await;
-        browser.screenshot(name).await;
+        browser.inspect(name).await;
     }
     browser.close().await;
     server.shutdown.cancel();
@@ -411,22 +400,10 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see_no_button() {
-    use super::promotion::{build_into_dev, config, env, pipeline, token};
+    use super::promotion::{build_into_dev, config, env, promotion_repo, token};
     docker().await;
-    let mut registry = slipway_tests::Registry::start();
+    let (mut registry, _repo_dir, bare, sha) = promotion_repo("origin-ui-promote", "ui");
     let host = registry.host.clone();
-    let repo_dir = TempDir::new("origin-ui-promote");
-    let (bare, sha) = git_repo(
-        &repo_dir,
-        "master",
-        &[
-            (".slipway.yml", &pipeline(&host)),
-            (
-                "Dockerfile",
-                &format!("FROM {BUSYBOX}\nRUN echo ui > /app\n"),
-            ),
-        ],
-    );
     let server = start_with(
         &format!("file://{}", bare.display()),
         &config(&host, 1, "approvals = 1\napprovers = [\"carol\"]"),
@@ -467,7 +444,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
         json!(true),
         "dave sees no approve button"
     );
-    browser.screenshot("environments-requested").await;
+    browser.inspect("environments-requested").await;
 
     // carol approves prod only: no button on staging either.
     browser.sign_out().await;
@@ -504,8 +481,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     browser
         .type_into(&format!("#comment-{pending}"), "ship it")
         .await;
-    browser.assert_named("environments").await;
-    browser.screenshot("environments-approver").await;
+    browser.inspect("environments-approver").await;
     browser.click(&approve).await;
     browser
         .wait(
@@ -564,7 +540,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
         json!(false),
         "alice does not approve prod"
     );
-    browser.screenshot("environments").await;
+    browser.inspect("environments").await;
     let prod_request = body["id"].as_str().unwrap().to_string();
 
     // carol approves prod while the registry is down: the board says why it
@@ -591,8 +567,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
         )
         .await;
     assert!(why.contains(&host), "the failure names the registry: {why}");
-    browser.assert_fits("environments with a failure").await;
-    browser.screenshot("environments-failed").await;
+    browser.inspect("environments-failed").await;
     registry.restart();
     browser.click(&format!("#retry-{prod_request}")).await;
     browser
@@ -613,8 +588,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     // At phone width nothing runs off the side.
     browser.client.set_window_size(390, 844).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    browser.assert_fits("environments at phone width").await;
-    browser.screenshot("environments-phone").await;
+    browser.inspect("environments-phone").await;
     browser.close().await;
     server.shutdown.cancel();
 }
@@ -818,7 +792,7 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
         )
         .await
         .unwrap();
-    browser.screenshot("run-big").await;
+    browser.inspect("run-big").await;
     println!(
         "ui perf: 200-step graph painted {:.0} ms, first log screen {:.0} ms, page meaningful paint (both) {:.0} ms (target < 1000 ms); \
          all 50,000 lines streamed in {:.0} ms; log jumps median {:.1} ms, max {:.1} ms, at most {rows_max} line elements in the page for 50,000 lines; \
@@ -905,7 +879,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
             "return document.querySelector('main').innerText.includes('No open previews')",
         )
         .await;
-    browser.js("window.__sameDocument = true", vec![]).await;
+    browser.mark_document().await;
 
     // The pull request opens: its preview appears on the open page by
     // itself, with its commit and URL; a reader gets no delete button.
@@ -919,13 +893,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
             &format!("return document.querySelector(\"{row}\")?.innerText"),
         )
         .await;
-    assert_eq!(
-        browser
-            .js("return window.__sameDocument === true", vec![])
-            .await,
-        json!(true),
-        "the page reloaded instead of updating live"
-    );
+    browser.assert_same_document("the previews page").await;
     assert!(text.contains("Codertocat/Hello-World #2"), "{text}");
     assert!(text.contains(&head[..8]), "the commit: {text}");
     assert!(text.contains(&live.url), "the URL: {text}");
@@ -958,9 +926,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
             &format!("return document.querySelector(\"{row} button\")"),
         )
         .await;
-    browser.assert_named("previews").await;
-    browser.assert_fits("previews").await;
-    browser.screenshot("previews").await;
+    browser.inspect("previews").await;
     assert_eq!(preview_containers(&d).await, 1);
     browser.click(&format!("{row} button")).await;
     assert!(

@@ -439,45 +439,82 @@ impl Follow {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::server::app;
     use crate::server::tests::test_state;
+    use crate::server::{AppState, app};
+    use crate::store::{PreviewRecord, Promotion};
 
-    /// The run's stream with `?logs=...`, read to its end.
-    async fn stream(state: &crate::server::AppState, run: &str, query: &str) -> String {
-        let req = Request::get(format!("/api/v1/runs/{run}/events{query}"))
+    const READER: &str =
+        "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n";
+
+    /// A stream opened with rita's read token.
+    async fn open(state: &AppState, uri: &str) -> Body {
+        let req = Request::get(uri)
             .header("Authorization", "Bearer rita-token-0123456789x")
             .body(Body::empty())
             .unwrap();
-        let resp = app(state.clone()).oneshot(req).await.unwrap();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        app(state.clone()).oneshot(req).await.unwrap().into_body()
+    }
+
+    /// A stream that ends by itself (a finished run's), read whole.
+    async fn read_all(state: &AppState, uri: &str) -> String {
+        let bytes = open(state, uri).await.collect().await.unwrap().to_bytes();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    #[tokio::test]
-    async fn a_run_stream_sends_only_the_logs_asked_for() {
-        let (state, dir) = test_state(
-            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
-        );
+    /// Reads a stream that stays open into `text` until `done(text)`.
+    async fn read_until(body: &mut Body, text: &mut String, done: impl Fn(&str) -> bool) {
+        while !done(text) {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("the stream stalled after:\n{text}"))
+                .expect("the stream is still open")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Stores run `id` of a pipeline with steps `a` and `b`, as running.
+    fn running_run(state: &AppState, id: &str) -> crate::store::RunRecord {
         let parsed = slipway_engine::parse::parse(
             ".slipway.yml",
             "steps:\n  a:\n    image: x\n    commands: [a]\n  b:\n    image: x\n    commands: [b]\n",
         );
         let pipeline = parsed.pipeline.expect("valid pipeline");
-        let mut run = crate::record::new_run("r1", &pipeline, ".slipway.yml", "push", None);
+        let run = crate::record::new_run(id, &pipeline, ".slipway.yml", "push", None);
         state.store.put_run(&run).unwrap();
+        run
+    }
+
+    fn promotion(id: &str, repo: &str) -> Promotion {
+        Promotion::pending_for_test(id, repo, "staging", "sha256:aa")
+    }
+
+    fn done(state: AppState, dir: std::path::PathBuf) {
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_run_stream_sends_only_the_logs_asked_for() {
+        let (state, dir) = test_state(READER);
+        let mut run = running_run(&state, "r1");
         state.store.append_log("r1", "a", "from a\n").unwrap();
         state.store.append_log("r1", "b", "from b\n").unwrap();
         run.status = "success".into();
         state.store.put_run(&run).unwrap();
 
-        let all = stream(&state, "r1", "").await;
+        let all = read_all(&state, "/api/v1/runs/r1/events").await;
         assert!(all.contains("from a") && all.contains("from b"), "{all}");
-        let only_b = stream(&state, "r1", "?logs=b").await;
+        let only_b = read_all(&state, "/api/v1/runs/r1/events?logs=b").await;
         assert!(
             only_b.contains("from b") && !only_b.contains("from a"),
             "{only_b}"
@@ -487,29 +524,33 @@ mod tests {
             "run events still come: {only_b}"
         );
         assert!(only_b.contains("event: end"), "{only_b}");
-        let none = stream(&state, "r1", "?logs=").await;
+        let none = read_all(&state, "/api/v1/runs/r1/events?logs=").await;
         assert!(!none.contains("event: log"), "{none}");
-        let both = stream(&state, "r1", "?logs=a,b").await;
+        let both = read_all(&state, "/api/v1/runs/r1/events?logs=a,b").await;
         assert!(both.contains("from a") && both.contains("from b"), "{both}");
-        drop(state);
-        let _ = std::fs::remove_dir_all(dir);
+        done(state, dir);
     }
-}
 
-#[cfg(test)]
-mod audit_tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use std::time::Duration;
-    use tower::ServiceExt;
-
-    use crate::server::app;
-    use crate::server::tests::test_state;
-    use crate::store::Promotion;
-
-    fn promotion(id: &str, repo: &str) -> Promotion {
-        Promotion::pending_for_test(id, repo, "staging", "sha256:aa")
+    /// Resuming the every-run feed replays finished runs and goes on: the
+    /// end of one run is not the end of the feed.
+    #[tokio::test]
+    async fn a_resumed_feed_goes_past_runs_that_ended() {
+        let (state, dir) = test_state(READER);
+        for id in ["first", "second"] {
+            let mut run = running_run(&state, id);
+            run.status = "success".into();
+            state.store.put_run(&run).unwrap();
+        }
+        let mut body = open(&state, "/api/v1/events?after=0").await;
+        let mut text = String::new();
+        read_until(&mut body, &mut text, |t| {
+            t.matches("\"status\":\"success\"").count() == 2
+        })
+        .await;
+        assert!(text.contains("\"run\":\"second\""), "{text}");
+        assert!(!text.contains("event: end"), "{text}");
+        drop(body);
+        done(state, dir);
     }
 
     /// Writers racing still announce entries in number order, each after
@@ -547,40 +588,24 @@ mod audit_tests {
             "out of order: {seqs:?}"
         );
         assert_eq!(store.audit_after(seqs[3]).unwrap().len(), 4);
-        drop(state);
-        let _ = std::fs::remove_dir_all(dir);
+        done(state, dir);
     }
 
     #[tokio::test]
     async fn audit_entries_stream_as_they_are_written_for_one_repository() {
-        let (state, dir) = test_state(
-            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
-        );
+        let (state, dir) = test_state(READER);
         let store = state.store.clone();
         store
             .create_promotion(&promotion("p1", "acme/web"))
             .unwrap()
             .unwrap();
-        let req = Request::get("/api/v1/audit/events?after=0&repo=acme/web")
-            .header("Authorization", "Bearer rita-token-0123456789x")
-            .body(Body::empty())
-            .unwrap();
-        let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
+        let mut body = open(&state, "/api/v1/audit/events?after=0&repo=acme/web").await;
         let mut text = String::new();
-        let mut read_until = async |want: &str, text: &mut String| {
-            while !text.contains(want) {
-                let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-                    .await
-                    .unwrap_or_else(|_| panic!("no `{want}` in:\n{text}"))
-                    .expect("stream open")
-                    .unwrap();
-                if let Ok(data) = frame.into_data() {
-                    text.push_str(&String::from_utf8_lossy(&data));
-                }
-            }
-        };
         // The stored entry first, then live ones as they are committed.
-        read_until("\"action\":\"requested\"", &mut text).await;
+        read_until(&mut body, &mut text, |t| {
+            t.contains("\"action\":\"requested\"")
+        })
+        .await;
         store
             .create_promotion(&promotion("other", "acme/api"))
             .unwrap()
@@ -592,7 +617,10 @@ mod audit_tests {
             })
             .unwrap()
             .unwrap();
-        read_until("\"action\":\"rejected\"", &mut text).await;
+        read_until(&mut body, &mut text, |t| {
+            t.contains("\"action\":\"rejected\"")
+        })
+        .await;
         assert!(text.contains("\"comment\":\"not yet\""), "{text}");
         assert!(text.contains("event: audit"), "{text}");
         assert!(
@@ -600,33 +628,13 @@ mod audit_tests {
             "another repository's entry: {text}"
         );
         drop(body);
-        drop(state);
-        let _ = std::fs::remove_dir_all(dir);
+        done(state, dir);
     }
-}
-
-#[cfg(test)]
-mod preview_tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use std::time::Duration;
-    use tower::ServiceExt;
-
-    use crate::server::app;
-    use crate::server::tests::test_state;
-    use crate::store::PreviewRecord;
 
     #[tokio::test]
     async fn preview_changes_stream_as_they_are_stored() {
-        let (state, dir) = test_state(
-            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
-        );
-        let req = Request::get("/api/v1/previews/events")
-            .header("Authorization", "Bearer rita-token-0123456789x")
-            .body(Body::empty())
-            .unwrap();
-        let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
+        let (state, dir) = test_state(READER);
+        let mut body = open(&state, "/api/v1/previews/events").await;
         let preview = PreviewRecord {
             repo: "acme/web".into(),
             number: 7,
@@ -648,16 +656,7 @@ mod preview_tests {
         // Deleting what is not there announces nothing.
         state.store.delete_preview("acme/web", 7).unwrap();
         let mut text = String::new();
-        while !text.contains("removed") {
-            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("no removal in:\n{text}"))
-                .expect("stream open")
-                .unwrap();
-            if let Ok(data) = frame.into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
+        read_until(&mut body, &mut text, |t| t.contains("removed")).await;
         let updated = text.find("\"change\":\"updated\"").expect("updated first");
         let removed = text.find("\"change\":\"removed\"").unwrap();
         assert!(updated < removed, "{text}");
@@ -666,60 +665,6 @@ mod preview_tests {
             "{text}"
         );
         drop(body);
-        drop(state);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-#[cfg(test)]
-mod feed_tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use std::time::Duration;
-    use tower::ServiceExt;
-
-    use crate::server::app;
-    use crate::server::tests::test_state;
-
-    /// Resuming the every-run feed replays finished runs and goes on: the
-    /// end of one run is not the end of the feed.
-    #[tokio::test]
-    async fn a_resumed_feed_goes_past_runs_that_ended() {
-        let (state, dir) = test_state(
-            "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n",
-        );
-        let parsed = slipway_engine::parse::parse(
-            ".slipway.yml",
-            "steps:\n  a:\n    image: x\n    commands: [a]\n",
-        );
-        let pipeline = parsed.pipeline.expect("valid pipeline");
-        for id in ["first", "second"] {
-            let mut run = crate::record::new_run(id, &pipeline, ".slipway.yml", "push", None);
-            state.store.put_run(&run).unwrap();
-            run.status = "success".into();
-            state.store.put_run(&run).unwrap();
-        }
-        let req = Request::get("/api/v1/events?after=0")
-            .header("Authorization", "Bearer rita-token-0123456789x")
-            .body(Body::empty())
-            .unwrap();
-        let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
-        let mut text = String::new();
-        while text.matches("\"status\":\"success\"").count() < 2 {
-            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("the feed stalled:\n{text}"))
-                .expect("the feed is still open")
-                .unwrap();
-            if let Ok(data) = frame.into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
-        assert!(text.contains("\"run\":\"second\""), "{text}");
-        assert!(!text.contains("event: end"), "{text}");
-        drop(body);
-        drop(state);
-        let _ = std::fs::remove_dir_all(dir);
+        done(state, dir);
     }
 }

@@ -178,6 +178,31 @@ impl Browser {
         );
     }
 
+    /// The checks every page gets (accessible names, fits its window),
+    /// then its screenshot under `name`.
+    pub async fn inspect(&self, name: &str) {
+        self.assert_named(name).await;
+        self.assert_fits(name).await;
+        self.screenshot(name).await;
+    }
+
+    /// Marks the loaded document; [`Browser::assert_same_document`] then
+    /// tells whether the page changed in place or was reloaded.
+    pub async fn mark_document(&self) {
+        self.js("window.__slipwayMark = true", vec![]).await;
+    }
+
+    pub async fn assert_same_document(&self, page: &str) {
+        let same = self
+            .js("return window.__slipwayMark === true", vec![])
+            .await;
+        assert_eq!(
+            same,
+            json!(true),
+            "{page} reloaded instead of updating live"
+        );
+    }
+
     /// Clicks the first match of `css`; a live page may redraw the element
     /// between finding and clicking it, so that is tried again.
     pub async fn click(&self, css: &str) {
