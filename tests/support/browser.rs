@@ -2,6 +2,7 @@
 //! web UI's end-to-end tests. Both come from Debian (`chromium`,
 //! `chromium-driver`); `.ci/run` installs them.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,7 +41,10 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        // Its own process group, which the browser it starts joins: a
+        // test that fails before `close` still stops the whole browser.
         let driver = Command::new(find("chromedriver", "CHROMEDRIVER"))
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -65,6 +69,8 @@ impl Browser {
                     "--disable-dev-shm-usage",
                     "--no-first-run",
                     "--disable-extensions",
+                    "--disable-crash-reporter",
+                    "--disable-breakpad",
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
@@ -277,16 +283,20 @@ impl Browser {
         path
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop stops what is left.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // A failed test still stops chromedriver (and with it chromium).
+        // chromedriver and every browser process it started share its
+        // process group; kill them all, also when a test panicked.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
