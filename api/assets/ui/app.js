@@ -9,9 +9,14 @@ const OVERSCAN = 30; // log lines rendered above and below the viewport
 
 // ---------------------------------------------------------------- helpers
 
+// Tables turn into cards at phone width (display: block), which makes
+// some browsers forget they are tables; explicit roles keep them one.
+const TABLE_ROLES = { table: "table", thead: "rowgroup", tbody: "rowgroup", tr: "row", th: "columnheader", td: "cell" };
+
 /** Builds an element; strings become text nodes, never HTML. */
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
+  if (TABLE_ROLES[tag]) el.setAttribute("role", TABLE_ROLES[tag]);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
@@ -147,7 +152,7 @@ async function follow(path, signal, onEvent, { after = 0, onOpen = null } = {}) 
       if (!res.ok) throw new Error(`${res.status}`);
       wait = 1000;
       // The server subscribes before it answers: state read now misses nothing.
-      if (onOpen) onOpen();
+      if (onOpen) onOpen(last > 0);
       reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
       let heldCR = false;
@@ -300,6 +305,9 @@ async function route(why) {
   const focusedId = document.activeElement && document.activeElement.id;
   const ctl = new AbortController();
   current = { key, cleanup: () => ctl.abort() };
+  // Markers the run page sets for tests and styles belong to that page.
+  delete document.body.dataset.logPainted;
+  delete document.body.dataset.runStatus;
   const view = page(parts, query, ctl.signal);
   current.update = view.update;
   main.replaceChildren(view.el);
@@ -401,12 +409,15 @@ function runsPage(parts, query, signal) {
     if (!row) {
       if (!matches(r)) return;
       row = { tr: h("tr", { dataset: { run: r.id } }), run: r };
-      rows.set(r.id, row);
       if (live) {
         const after = [...tbody.children].find((tr) => rows.get(tr.dataset.run).run.created_ms < r.created_ms);
+        // Older than every row shown while older pages exist: it belongs
+        // to a page not loaded yet, and comes with it.
+        if (!after && next) return;
         tbody.insertBefore(row.tr, after || null);
         row.tr.classList.add("fresh");
       } else tbody.append(row.tr);
+      rows.set(r.id, row);
     }
     row.run = { ...row.run, ...r };
     if (!matches(row.run)) {
@@ -420,46 +431,57 @@ function runsPage(parts, query, signal) {
     empty.hidden = rows.size > 0;
   };
 
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  const showError = (e) => {
+    if (signal.aborted) return;
+    error.hidden = false;
+    error.textContent = e.message;
+  };
+  // Each (re)load is a generation; an older one still in flight draws nothing.
+  let generation = 0;
   const load = async (cursor) => {
+    const mine = generation;
     const q = new URLSearchParams({ limit: "50" });
     for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
     if (cursor) q.set("cursor", cursor);
     const page = await api(`/runs?${q}`, { signal });
+    if (mine !== generation) return;
     for (const r of page.runs) put(r);
     next = page.next;
     more.hidden = !next;
     empty.hidden = rows.size > 0;
   };
-  more.addEventListener("click", () => load(next));
+  more.addEventListener("click", () => load(next).catch(showError));
 
-  const error = h("p", { class: "error", role: "alert", hidden: true });
   // Subscribe first, then read the list: events from the moment the feed
   // opened wait in `early` until the list is drawn, then apply in order,
-  // so no change falls between the two.
-  let early = [];
+  // so no change falls between the two. A feed that opens without resuming
+  // (first time, or the server forgot where we were) means a fresh read.
+  let early = null;
   const applyEvent = (ev) => {
     const known = rows.has(ev.run);
     put({ id: ev.run, ...ev }, { live: true });
     if (!known && rows.has(ev.run) && ev.status === "queued") announce(`New run ${ev.run} on ${ev.repo || "local"}`);
   };
-  let opened = false;
-  const start = () => {
-    if (opened) return; // a reconnect resumes where it left off
-    opened = true;
+  const reload = () => {
+    generation++;
+    const mine = generation;
+    early = [];
+    rows.clear();
+    tbody.replaceChildren();
+    next = null;
     load()
       .then(() => {
+        if (mine !== generation) return;
         const waiting = early;
         early = null;
         waiting.forEach(applyEvent);
       })
-      .catch((e) => {
-        if (signal.aborted) return;
-        error.hidden = false;
-        error.textContent = e.message;
-      });
+      .catch(showError);
   };
+  let opened = false;
   // Should the feed not open, the list is still shown, just not live.
-  const fallback = setTimeout(start, 3000);
+  const fallback = setTimeout(() => opened || reload(), 3000);
   signal.addEventListener("abort", () => clearTimeout(fallback));
   follow(
     "/events",
@@ -469,7 +491,12 @@ function runsPage(parts, query, signal) {
       if (early) early.push(ev);
       else applyEvent(ev);
     },
-    { onOpen: start },
+    {
+      onOpen: (resumed) => {
+        opened = true;
+        if (!resumed) reload();
+      },
+    },
   );
   // Running runs' durations tick.
   const tick = setInterval(() => {
@@ -491,20 +518,25 @@ function triggerForm(repos, form) {
     if (r && r.default_branch) ref.value = r.default_branch;
   });
   const msg = h("p", { role: "status" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Start run");
   form.replaceChildren(
     h("div", { class: "field" }, h("label", { for: "t-repo" }, "Run repository"), repo),
     h("div", { class: "field" }, h("label", { for: "t-ref" }, "at branch, tag or ref"), ref),
-    h("button", { type: "submit", class: "primary" }, "Start run"),
+    submit,
     msg,
   );
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    if (submit.disabled) return; // one run per click, however fast the clicks
+    submit.disabled = true;
     try {
       const res = await api("/trigger", { method: "POST", body: { repo: repo.value, ref: ref.value.trim() } });
       location.hash = `#/runs/${encodeURIComponent(res.run)}`;
     } catch (e) {
       msg.className = "error";
       msg.textContent = e.message;
+    } finally {
+      submit.disabled = false;
     }
   });
   return form;
@@ -691,18 +723,22 @@ const ESC = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b[()][A-Za-z0-9]|\x1b./g;
 /** A line's text runs with their ANSI state, escapes removed. */
 function segments(raw, state) {
   // A carriage return redraws the line in a terminal: keep what came last.
-  const trimmed = raw.replace(/\r+$/, "");
-  const cr = trimmed.lastIndexOf("\r");
-  const line = cr >= 0 ? trimmed.slice(cr + 1) : trimmed;
+  // Colours set before the CR still apply to what follows it.
+  const line = raw.replace(/\r+$/, "");
+  const cut = line.lastIndexOf("\r") + 1;
   const out = [];
+  const emit = (from, to) => {
+    from = Math.max(from, cut);
+    if (to > from) out.push({ text: line.slice(from, to), state });
+  };
   let last = 0, m;
   ESC.lastIndex = 0;
   while ((m = ESC.exec(line))) {
-    if (m.index > last) out.push({ text: line.slice(last, m.index), state });
+    emit(last, m.index);
     if (m[2] === "m") state = sgr(state, m[1]);
     last = ESC.lastIndex;
   }
-  if (last < line.length) out.push({ text: line.slice(last), state });
+  emit(last, line.length);
   return { parts: out, end: state };
 }
 
@@ -848,6 +884,7 @@ class LogView {
   reveal(n, mark = true) {
     if (mark) this.target = n;
     this.revealed = true;
+    this.follow = false; // the reader asked for this line, not the end
     this.el.scrollTop = Math.max(0, (n - 1) * LINE_H - this.el.clientHeight / 2);
     this.render(true);
   }
@@ -959,6 +996,12 @@ function runPage(parts, query, signal) {
   let applied = 0;
   let notesToSkip = 0; // set when the run is read
   const settled = (status) => !["pending", "queued", "running"].includes(status);
+  // States only move forward: pending/queued, running, then an end.
+  const rank = (status) => (status === "pending" || status === "queued" ? 0 : status === "running" ? 1 : 2);
+  const backwards = (now, ev) => rank(ev) < rank(now);
+  // Steps that ended since the page read the run: their outputs are read
+  // again when shown.
+  const stale = new Set();
   signal.addEventListener("abort", () => stream && stream.abort());
 
   // One stream per shown step: the run's state and that step's log lines.
@@ -975,13 +1018,13 @@ function runPage(parts, query, signal) {
         applied = ev.seq;
       }
       if (name === "run") {
-        if (settled(run.status) && !settled(ev.status)) return;
+        if (backwards(run.status, ev.status)) return;
         Object.assign(run, { status: ev.status, error: ev.error, finished_ms: ev.finished_ms, duration_ms: ev.finished_ms ? ev.finished_ms - run.created_ms : null });
         renderHead();
         document.body.dataset.runStatus = run.status;
       } else if (name === "step") {
         const st = byName(ev.step);
-        if (!st || (settled(st.status) && !settled(ev.status))) return;
+        if (!st || backwards(st.status, ev.status)) return;
         Object.assign(st, { status: ev.status, exit_code: ev.exit_code, started_ms: ev.started_ms, finished_ms: ev.finished_ms, duration_ms: ev.started_ms && ev.finished_ms ? ev.finished_ms - ev.started_ms : null });
         graph.paint(st);
         if (ev.step === selected) {
@@ -990,6 +1033,8 @@ function runPage(parts, query, signal) {
           // and an image or files.
           if (settled(st.status) && log) log.finish();
           if (settled(st.status)) refreshOutputs(st.name);
+        } else if (settled(st.status)) {
+          stale.add(st.name);
         }
       } else if (name === "note") {
         if (notesToSkip > 0) {
@@ -1088,6 +1133,10 @@ function runPage(parts, query, signal) {
     const st = byName(step);
     if (!st) {
       logPanel.replaceChildren(h("p", { class: "error" }, `This run has no step “${step}”.`));
+      // Nothing is shown, so a click on the old step must show it again.
+      selected = null;
+      log = null;
+      listen(null);
       return;
     }
     graph.select(step);
@@ -1095,9 +1144,10 @@ function runPage(parts, query, signal) {
       if (line) log.reveal(line);
       return;
     }
+    if (stale.delete(step)) refreshOutputs(step);
     selected = step;
     log = new LogView(linkFor(step));
-    log.follow = !ENDED(st.status);
+    log.follow = !settled(st.status);
     if (line) log.target = line;
     const search = h("input", { id: "log-search", type: "search", placeholder: "Search the log", "aria-describedby": "log-found" });
     const found = h("span", { id: "log-found", class: "muted", "aria-live": "polite" });
@@ -1155,6 +1205,9 @@ function runPage(parts, query, signal) {
     .then((r) => {
       run = r;
       notesToSkip = (run.notes || []).length;
+      // Opened by a prefix of the id: links now carry the whole id, and
+      // must still count as this page.
+      if (!signal.aborted && run.id !== id && current) current.key = `run:${run.id}`;
       document.title = `Run ${run.id} · Slipway`;
       document.body.dataset.runStatus = run.status;
       renderHead();
@@ -1239,15 +1292,19 @@ function environmentBoard(repo, board, audit, signal) {
     }
     busy = true;
     try {
-      const [envs, trail, failed] = await Promise.all([
+      const [envs, trail, promotions] = await Promise.all([
         api(`/repos/${repoPath(repo)}/environments`, { signal }),
         api(`/audit?repo=${encodeURIComponent(repo)}`, { signal }),
-        api(`/promotions?repo=${encodeURIComponent(repo)}&status=failed`, { signal }),
+        api(`/promotions?repo=${encodeURIComponent(repo)}`, { signal }),
       ]);
-      // A failed promotion matters until something newer lands there.
+      // The last promotion here to close, if it failed: it matters until
+      // something newer closes (lands, is rejected, expires).
+      const ended = (p) => p.finished_ms || p.created_ms;
       for (const env of envs) {
-        const since = env.current ? env.current.promoted_ms : 0;
-        env.failed = env.pending ? null : failed.find((p) => p.environment === env.name && (p.finished_ms || 0) > since) || null;
+        const last = promotions
+          .filter((p) => p.environment === env.name && !["pending", "approved", "promoting"].includes(p.status))
+          .reduce((a, b) => (!a || ended(b) > ended(a) ? b : a), null);
+        env.failed = !env.pending && last && last.status === "failed" ? last : null;
       }
       const focused = document.activeElement && document.activeElement.id;
       board.replaceChildren(...envs.map((env) => environmentCard(repo, env, envs, drafts, refresh, openHistory)));
@@ -1271,11 +1328,18 @@ function environmentBoard(repo, board, audit, signal) {
   refresh();
   // Every change to a promotion or an environment writes an audit entry;
   // the board redraws when one arrives.
-  follow(`/audit/events?repo=${encodeURIComponent(repo)}`, signal, (name, entry) => {
-    if (name !== "audit") return;
-    refresh();
-    announce(`${entry.user} ${entry.action} ${entry.environment}`);
-  });
+  // Read again whenever the stream (re)opens: nothing changed between the
+  // first read and the subscription goes unseen.
+  follow(
+    `/audit/events?repo=${encodeURIComponent(repo)}`,
+    signal,
+    (name, entry) => {
+      if (name !== "audit") return;
+      refresh();
+      announce(`${entry.user} ${entry.action} ${entry.environment}`);
+    },
+    { onOpen: () => refresh() },
+  );
 }
 
 function environmentCard(repo, env, all, drafts, refresh, openHistory) {
@@ -1302,7 +1366,7 @@ function environmentCard(repo, env, all, drafts, refresh, openHistory) {
   const p = env.pending;
   if (p) card.append(pendingBox(repo, env, p, drafts, refresh));
   else if (env.failed) card.append(failedBox(env.failed, refresh));
-  else if (session.canWrite && env.from) {
+  if (!p && session.canWrite && env.from) {
     const source = all.find((e) => e.name === env.from);
     if (source && source.current && (!now || now.digest !== source.current.digest)) {
       const msg = h("p", { role: "status" });
@@ -1476,6 +1540,7 @@ function previewsPage(parts, query, signal) {
   const refresh = async () => {
     // Answers may arrive out of order; only the newest request's is drawn.
     const mine = ++latest;
+    const focused = document.activeElement && document.activeElement.dataset.preview;
     try {
       const list = await api("/previews", { signal });
       if (mine !== latest) return;
@@ -1492,8 +1557,13 @@ function previewsPage(parts, query, signal) {
           h("tbody", {}, list.map((p) => previewRow(p, refresh))),
         ),
       );
+      // A Delete button that had focus keeps it across the redraw.
+      if (focused) {
+        const again = [...body.querySelectorAll("button[data-preview]")].find((b) => b.dataset.preview === focused);
+        if (again) again.focus();
+      }
     } catch (e) {
-      if (!signal.aborted) body.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      if (mine === latest && !signal.aborted) body.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
     }
   };
   // Read the list each time the stream (re)opens, then on each change.
