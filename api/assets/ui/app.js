@@ -1172,7 +1172,7 @@ function runPage(parts, query, signal) {
       }
     });
     const bottom = h("button", { type: "button", onclick: () => { log.follow = true; log.el.scrollTop = log.el.scrollHeight; } }, "Jump to end");
-    const raw = h("button", { type: "button", id: "log-download", onclick: () => downloadLog(step) }, "Download");
+    const raw = h("button", { type: "button", id: "log-download", onclick: () => downloadLog(step) }, "Download log");
     renderLogStatus(st);
     renderOutputs(st);
     logPanel.replaceChildren(
