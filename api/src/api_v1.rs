@@ -320,6 +320,9 @@ pub async fn trigger(
         pr_target_branch: None,
         from_fork: false,
         delivery: None,
+        // A manual run builds what a ref points at; its commits' authors
+        // are not known here.
+        author: None,
     };
     let branch = git_ref.strip_prefix("refs/heads/").map(String::from);
     let run = crate::server::queued_run(&repo.name, &repo.pipeline, "manual", branch, source);
@@ -508,6 +511,7 @@ mod tests {
                         pr_target_branch: None,
                         from_fork: false,
                         delivery: None,
+                        author: None,
                     }),
                     notes: vec![],
                     rerun: None,

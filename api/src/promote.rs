@@ -169,9 +169,10 @@ impl Promoter {
             Some(image) => format!("{image}@{digest}"),
             None => pushed,
         };
-        let (run, sha) = (
+        let (run, sha, author) = (
             Some(built.id.clone()),
             built.source.as_ref().map(|s| s.sha.clone()),
+            built.source.as_ref().and_then(|s| s.author.clone()),
         );
         let now = now_ms();
         let promotion = Promotion {
@@ -183,7 +184,7 @@ impl Promoter {
             source,
             run,
             sha,
-            author: None,
+            author,
             requested_by: user.into(),
             created_ms: now,
             expires_ms: now + env.expires_after.as_millis() as u64,
@@ -524,18 +525,31 @@ mod tests {
     use crate::store::{SourceRecord, StepRecord};
 
     fn promoter(dir: &std::path::Path) -> Arc<Promoter> {
+        promoter_with(dir, "")
+    }
+
+    /// dev (auto) and prod (alice approves; requests expire at once), and
+    /// `more` environments.
+    fn promoter_with(dir: &std::path::Path, more: &str) -> Arc<Promoter> {
         let config = Config::parse(
             "t.toml",
-            "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n\
-             [[repos.environments]]\nname = \"dev\"\nimage = \"r/acme/web\"\ntag = \"dev\"\nauto = true\n\
-             [[repos.environments]]\nname = \"prod\"\nimage = \"r/acme/web\"\ntag = \"prod\"\nfrom = \"dev\"\n\
-             approvals = 1\napprovers = [\"alice\"]\nexpires_after = \"1ms\"\n",
+            &format!(
+                "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n\
+                 [[repos.environments]]\nname = \"dev\"\nimage = \"r/acme/web\"\ntag = \"dev\"\nauto = true\n\
+                 [[repos.environments]]\nname = \"prod\"\nimage = \"r/acme/web\"\ntag = \"prod\"\nfrom = \"dev\"\n\
+                 approvals = 1\napprovers = [\"alice\"]\nexpires_after = \"1ms\"\n{more}"
+            ),
         )
         .unwrap();
         Promoter::new(Arc::new(config), Store::open(dir).unwrap(), Arc::default())
     }
 
     fn built(store: &Store, id: &str, status: &str, digest: &str) {
+        built_by(store, id, status, digest, None);
+    }
+
+    /// A finished run of acme/web that pushed `digest`, written by `author`.
+    fn built_by(store: &Store, id: &str, status: &str, digest: &str, author: Option<&str>) {
         store
             .put_run(&RunRecord {
                 id: id.into(),
@@ -561,12 +575,64 @@ mod tests {
                     pr_target_branch: None,
                     from_fork: false,
                     delivery: None,
+                    author: author.map(String::from),
                 }),
                 notes: vec![],
                 rerun: None,
                 deploy: None,
             })
             .unwrap();
+    }
+
+    /// With prevent_self_approval, whoever wrote the commit cannot approve
+    /// its promotion either, not just whoever asked for it.
+    #[tokio::test]
+    async fn the_commit_author_cannot_approve_its_promotion() {
+        let dir = std::env::temp_dir().join(format!("slipway-promote-{}", new_run_id()));
+        let p = promoter_with(
+            &dir,
+            "[[repos.environments]]\nname = \"qa\"\nimage = \"r/acme/web\"\ntag = \"qa\"\nfrom = \"dev\"\n\
+             approvals = 1\napprovers = [\"alice\", \"bob\"]\nprevent_self_approval = true\n",
+        );
+        let digest = format!("sha256:{}", "d".repeat(64));
+        built_by(&p.store, "r1", "success", &digest, Some("alice"));
+        // dev holds it, as after the automatic promotion of that run.
+        let to_dev = Promotion {
+            status: "promoting".into(),
+            ..Promotion::pending_for_test("d1", "acme/web", "dev", &digest)
+        };
+        p.store.create_promotion(&to_dev).unwrap().unwrap();
+        p.store
+            .complete_promotion(
+                "d1",
+                &EnvState {
+                    digest: digest.clone(),
+                    image: format!("r/acme/web@{digest}"),
+                    run: Some("r1".into()),
+                    sha: Some("abc".into()),
+                    promotion: "d1".into(),
+                    promoted_ms: now_ms(),
+                },
+            )
+            .unwrap()
+            .unwrap();
+        let asked = p.request("acme/web", "qa", None, "dave").unwrap();
+        assert_eq!(
+            asked.author.as_deref(),
+            Some("alice"),
+            "the author comes from the run"
+        );
+        let e = p.approve(&asked.id, "alice", None).unwrap_err();
+        assert!(e.to_string().contains("wrote its commit"), "{e}");
+        assert_eq!(
+            p.store.promotion(&asked.id).unwrap().unwrap().status,
+            "pending"
+        );
+        // bob wrote nothing here: his approval counts.
+        let approved = p.approve(&asked.id, "bob", None).unwrap();
+        assert_eq!(approved.approvals.len(), 1);
+        drop(p);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

@@ -341,6 +341,7 @@ fn source_of(repo: &str, build: &BuildRequest, delivery: &str) -> SourceRecord {
         pr_target_branch: build.pull_request.as_ref().map(|p| p.target_branch.clone()),
         from_fork: build.pull_request.as_ref().is_some_and(|p| p.from_fork),
         delivery: Some(delivery.to_string()),
+        author: build.author.clone(),
     }
 }
 

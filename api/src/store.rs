@@ -114,6 +114,9 @@ pub struct SourceRecord {
     pub pr_target_branch: Option<String>,
     pub from_fork: bool,
     pub delivery: Option<String>,
+    /// The forge login of who wrote the change, where the webhook said.
+    #[serde(default)]
+    pub author: Option<String>,
 }
 
 /// What accepting a delivery did.

@@ -46,6 +46,10 @@ pub struct BuildRequest {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub pull_request: Option<PullRequestInfo>,
+    /// The forge login of who wrote the change (the head commit's author,
+    /// else who pushed; a pull request's author), for the rule that nobody
+    /// approves the promotion of their own work.
+    pub author: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +208,14 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
         .map_err(|e| WebhookError::Malformed(format!("`{event}` body: {e}")))?;
     match parsed.specific {
         WebhookEventPayload::Ping(_) => Ok(Verdict::Ping),
-        WebhookEventPayload::Push(push) => Ok(push_verdict(&push.r#ref, &push.after, push.deleted)),
+        WebhookEventPayload::Push(push) => {
+            let author = push
+                .head_commit
+                .as_ref()
+                .and_then(|c| c.author.username.clone())
+                .or_else(|| parsed.sender.as_ref().map(|s| s.login.clone()));
+            Ok(push_verdict(&push.r#ref, &push.after, push.deleted, author))
+        }
         WebhookEventPayload::PullRequest(pr) => {
             let action = serde_json::to_value(&pr.action)
                 .ok()
@@ -240,13 +251,14 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                     target_branch: base.ref_field.clone(),
                     from_fork: head_repo.is_some() && head_repo != base_repo,
                 }),
+                author: pr.pull_request.user.as_ref().map(|u| u.login.clone()),
             }))
         }
         _ => Ok(Verdict::Ignored(format!("event `{event}` does not build"))),
     }
 }
 
-fn push_verdict(git_ref: &str, after: &str, deleted: bool) -> Verdict {
+fn push_verdict(git_ref: &str, after: &str, deleted: bool, author: Option<String>) -> Verdict {
     if deleted || after == ZERO_SHA {
         return Verdict::Ignored(format!("`{git_ref}` was deleted: nothing to build"));
     }
@@ -258,6 +270,7 @@ fn push_verdict(git_ref: &str, after: &str, deleted: bool) -> Verdict {
             branch: Some(branch.into()),
             tag: None,
             pull_request: None,
+            author,
         })
     } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
         Verdict::Build(BuildRequest {
@@ -267,6 +280,7 @@ fn push_verdict(git_ref: &str, after: &str, deleted: bool) -> Verdict {
             branch: None,
             tag: Some(tag.into()),
             pull_request: None,
+            author,
         })
     } else {
         Verdict::Ignored(format!(
@@ -278,11 +292,22 @@ fn push_verdict(git_ref: &str, after: &str, deleted: bool) -> Verdict {
 /// Gitea and Forgejo send GitHub-shaped bodies; only the fields we use are read.
 fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     #[derive(Deserialize)]
+    struct Login {
+        #[serde(alias = "username")]
+        login: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Commit {
+        author: Option<Login>,
+    }
+    #[derive(Deserialize)]
     struct Push {
         r#ref: String,
         after: String,
         #[serde(default)]
         deleted: bool,
+        head_commit: Option<Commit>,
+        pusher: Option<Login>,
     }
     #[derive(Deserialize)]
     struct Branch {
@@ -294,6 +319,7 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     struct Pr {
         head: Branch,
         base: Branch,
+        user: Option<Login>,
     }
     #[derive(Deserialize)]
     struct PrEvent {
@@ -305,7 +331,12 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     match event {
         "push" => {
             let p: Push = serde_json::from_slice(body).map_err(malformed)?;
-            Ok(push_verdict(&p.r#ref, &p.after, p.deleted))
+            let author = p
+                .head_commit
+                .and_then(|c| c.author)
+                .and_then(|a| a.login)
+                .or_else(|| p.pusher.and_then(|u| u.login));
+            Ok(push_verdict(&p.r#ref, &p.after, p.deleted, author))
         }
         "pull_request" => {
             let p: PrEvent = serde_json::from_slice(body).map_err(malformed)?;
@@ -323,6 +354,7 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             target_branch: p.pull_request.base.r#ref,
                             from_fork: p.pull_request.head.repo_id != p.pull_request.base.repo_id,
                         }),
+                        author: p.pull_request.user.and_then(|u| u.login),
                     }))
                 }
                 "closed" => Ok(Verdict::Closed { number: p.number }),
@@ -340,6 +372,11 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     struct Push {
         r#ref: String,
         after: String,
+        user_username: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct User {
+        username: Option<String>,
     }
     #[derive(Deserialize)]
     struct Attrs {
@@ -358,15 +395,17 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     #[derive(Deserialize)]
     struct Mr {
         object_attributes: Attrs,
+        user: Option<User>,
     }
     let malformed = |e: serde_json::Error| WebhookError::Malformed(format!("`{event}` body: {e}"));
     match event {
         "Push Hook" | "Tag Push Hook" => {
             let p: Push = serde_json::from_slice(body).map_err(malformed)?;
-            Ok(push_verdict(&p.r#ref, &p.after, false))
+            Ok(push_verdict(&p.r#ref, &p.after, false, p.user_username))
         }
         "Merge Request Hook" => {
             let m: Mr = serde_json::from_slice(body).map_err(malformed)?;
+            let author = m.user.and_then(|u| u.username);
             let a = m.object_attributes;
             let action = a.action.unwrap_or_default();
             match action.as_str() {
@@ -386,6 +425,7 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             target_branch: a.target_branch,
                             from_fork: a.source_project_id != a.target_project_id,
                         }),
+                        author,
                     }))
                 }
                 "close" | "merge" => Ok(Verdict::Closed { number: a.iid }),
@@ -545,6 +585,11 @@ mod tests {
         assert_eq!(push.event, "push");
         assert_eq!(push.branch.as_deref(), Some("master"));
         assert_eq!(push.sha, "6113728f27ae82c7b1a177c8d03f9e96e0adf246");
+        assert_eq!(
+            push.author.as_deref(),
+            Some("Codertocat"),
+            "head commit's author"
+        );
         for (file, action) in [
             ("pull_request.opened.json", "opened"),
             ("pull_request.synchronize.json", "synchronize"),
@@ -565,6 +610,11 @@ mod tests {
             );
             assert_eq!(pr.git_ref, "refs/pull/2/head");
             assert_eq!(pr.branch.as_deref(), Some("changes"));
+            assert_eq!(
+                pr.author.as_deref(),
+                Some("Codertocat"),
+                "the pull request's author"
+            );
             assert!(!info.from_fork);
         }
         assert_eq!(
@@ -607,5 +657,28 @@ mod tests {
             classify(Provider::Gitea, "issues", b"{}"),
             Ok(Verdict::Ignored("event `issues` does not build".into()))
         );
+    }
+
+    #[test]
+    fn authors_from_gitea_and_gitlab_bodies() {
+        let gitea = br#"{"ref":"refs/heads/main","after":"abc","head_commit":{"author":{"name":"Ann","username":"ann"}},"pusher":{"login":"pat"}}"#;
+        let Ok(Verdict::Build(b)) = classify(Provider::Gitea, "push", gitea) else {
+            panic!()
+        };
+        assert_eq!(
+            b.author.as_deref(),
+            Some("ann"),
+            "the commit's author, not the pusher"
+        );
+        let pushed = br#"{"ref":"refs/heads/main","after":"abc","pusher":{"login":"pat"}}"#;
+        let Ok(Verdict::Build(b)) = classify(Provider::Gitea, "push", pushed) else {
+            panic!()
+        };
+        assert_eq!(b.author.as_deref(), Some("pat"), "else the pusher");
+        let gitlab = br#"{"ref":"refs/heads/main","after":"abc","user_username":"gil"}"#;
+        let Ok(Verdict::Build(b)) = classify(Provider::Gitlab, "Push Hook", gitlab) else {
+            panic!()
+        };
+        assert_eq!(b.author.as_deref(), Some("gil"));
     }
 }

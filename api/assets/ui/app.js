@@ -1468,7 +1468,7 @@ function pendingBox(repo, env, p, drafts, refresh) {
     p.error ? h("p", { class: "error" }, p.error) : null,
   );
   const me = session.me.user;
-  const ownRequest = env.prevent_self_approval && p.requested_by === me;
+  const ownRequest = env.prevent_self_approval && (p.requested_by === me || p.author === me);
   if (p.status === "pending" && session.approves(repo, env.name) && !approvedBy.includes(me) && !ownRequest) {
     const cid = `comment-${p.id}`;
     const comment = h("textarea", { id: cid, rows: "2" });
@@ -1499,7 +1499,7 @@ function pendingBox(repo, env, p, drafts, refresh) {
   } else if (p.status === "pending" && approvedBy.includes(me)) {
     box.append(h("p", { class: "muted" }, "You approved this; waiting for others."));
   } else if (p.status === "pending" && ownRequest && session.approves(repo, env.name)) {
-    box.append(h("p", { class: "muted" }, "You asked for this; another approver decides."));
+    box.append(h("p", { class: "muted" }, p.requested_by === me ? "You asked for this; another approver decides." : "You wrote this change; another approver decides."));
   }
   return box;
 }
