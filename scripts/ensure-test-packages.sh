@@ -2,6 +2,7 @@
 # Install the Debian packages the tests need, where missing:
 #   busybox-static   the test images' userland (scripts/build-test-images.sh)
 #   docker-registry  a real OCI registry the registry tests start on loopback
+#   apache2-utils    htpasswd, for the registry that requires a login
 #   chromium, chromium-driver   the web UI's browser tests
 #   git              the tests' local repositories
 # Installing needs root; without it, say what is missing and fail.
@@ -20,7 +21,7 @@ case "${1:-}" in
 esac
 say() { [ "$QUIET" = 1 ] || echo "ensure-test-packages: $*"; }
 
-PACKAGES=(busybox-static docker-registry chromium chromium-driver git)
+PACKAGES=(busybox-static docker-registry apache2-utils chromium chromium-driver git)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")

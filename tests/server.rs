@@ -1306,7 +1306,15 @@ from = \"staging\"
         tag: &str,
         marker: &str,
     ) -> (slipway_tests::Registry, TempDir, std::path::PathBuf, String) {
-        let registry = slipway_tests::Registry::start();
+        repo_for(slipway_tests::Registry::start(), tag, marker)
+    }
+
+    /// [`promotion_repo`] on a registry of the test's choosing.
+    pub fn repo_for(
+        registry: slipway_tests::Registry,
+        tag: &str,
+        marker: &str,
+    ) -> (slipway_tests::Registry, TempDir, std::path::PathBuf, String) {
         let repo_dir = TempDir::new(tag);
         let (bare, sha) = git_repo(
             &repo_dir,
@@ -1729,6 +1737,53 @@ from = \"staging\"
         );
         assert_eq!(
             registry.manifest_digest("acme/web-prod", "prod").as_deref(),
+            Some(digest.as_str())
+        );
+        server.shutdown.cancel();
+    }
+
+    /// The registry answers nobody without a login: the build's push and the
+    /// promotion's copy both use the `[[registries]]` login of the config.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn builds_and_promotions_log_in_to_a_registry_that_requires_it() {
+        docker().await;
+        let (registry, _repo_dir, bare, sha) = repo_for(
+            slipway_tests::Registry::start_with_login("ci", "s3cret-pass-1"),
+            "origin-promote-auth",
+            "auth",
+        );
+        let host = registry.host.clone();
+        let h = host.clone();
+        let (status, _) =
+            tokio::task::spawn_blocking(move || slipway_tests::http("GET", &h, "/v2/", &[], b""))
+                .await
+                .unwrap();
+        assert_eq!(status, 401, "the registry must refuse anonymous clients");
+        // Staging needs no approval here.
+        let server = start_with(
+            &format!("file://{}", bare.display()),
+            &format!(
+                "{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"s3cret-pass-1\"\n",
+                config(&host, 0, "")
+            ),
+        )
+        .await;
+        let digest = build_into_dev(&server, &registry, &sha).await;
+        let (status, p) = api(
+            &server,
+            "POST",
+            &format!("/api/v1/repos/{REPO}/promotions"),
+            "dave",
+            json!({"to": "staging"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{p}");
+        let done = wait_promotion(&server, p["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(
+            registry
+                .manifest_digest("acme/web-staging", "staging")
+                .as_deref(),
             Some(digest.as_str())
         );
         server.shutdown.cancel();

@@ -147,11 +147,23 @@ pub struct Registry {
     child: std::process::Child,
     /// `127.0.0.1:<port>`, usable in image references.
     pub host: String,
+    /// `Authorization` value for a registry that requires a login.
+    login: Option<String>,
     _dir: TempDir,
 }
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with(None)
+    }
+
+    /// A registry that answers only `user` with `password` (htpasswd with
+    /// bcrypt, from Debian's apache2-utils).
+    pub fn start_with_login(user: &str, password: &str) -> Registry {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Registry {
         let dir = TempDir::new("registry");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -161,14 +173,36 @@ impl Registry {
         let config = dir.write(
             "config.yml",
             &format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{}",
+                dir.path().join("data").display(),
+                match login {
+                    None => String::new(),
+                    Some((user, password)) => {
+                        let out = Command::new("htpasswd")
+                            .args(["-Bbn", user, password])
+                            .output()
+                            .expect("htpasswd (apt-get install apache2-utils; scripts/test does)");
+                        assert!(out.status.success(), "htpasswd failed");
+                        let file = dir.write("htpasswd", &String::from_utf8_lossy(&out.stdout));
+                        format!(
+                            "auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n",
+                            file.display()
+                        )
+                    }
+                }
             ),
         );
         let child = Self::spawn(&dir, &config);
         let mut registry = Registry {
             child,
             host,
+            login: login.map(|(user, password)| {
+                use base64::Engine;
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+                )
+            }),
             _dir: dir,
         };
         registry.wait_until_up();
@@ -221,15 +255,24 @@ impl Registry {
         }
     }
 
-    /// `GET /v2/` answers 200: the registry is serving.
+    /// Extra request headers: the login, if the registry wants one.
+    fn auth_header(&self) -> String {
+        self.login
+            .as_ref()
+            .map(|l| format!("Authorization: {l}\r\n"))
+            .unwrap_or_default()
+    }
+
+    /// `GET /v2/` answers 200 (with the login, if any): the registry is serving.
     fn answers(&self) -> bool {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(&self.host) else {
             return false;
         };
         let req = format!(
-            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.host
+            "GET /v2/ HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\n\r\n",
+            self.host,
+            self.auth_header()
         );
         let mut answer = String::new();
         s.write_all(req.as_bytes()).is_ok()
@@ -243,8 +286,9 @@ impl Registry {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.host).ok()?;
         let req = format!(
-            "HEAD /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json\r\n\r\n",
-            self.host
+            "HEAD /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json\r\n\r\n",
+            self.host,
+            self.auth_header()
         );
         s.write_all(req.as_bytes()).ok()?;
         let mut answer = String::new();
