@@ -1794,8 +1794,16 @@ from = \"staging\"
         docker().await;
         let (registry, repo_dir, bare, sha) = promotion_repo("origin-promote-3", "three");
         let host = registry.host.clone();
+        let (github, seen) = super::previews::fake_github().await;
         // Staging needs no approval here.
-        let server = start_with(&format!("file://{}", bare.display()), &config(&host, 0, "")).await;
+        let server = start_with(
+            &format!("file://{}", bare.display()),
+            &format!(
+                "api_url = \"{github}\"\napi_token = \"gh-token\"\n{}",
+                config(&host, 0, "")
+            ),
+        )
+        .await;
         let promotions = format!("/api/v1/repos/{REPO}/promotions");
         let first = build_into_dev(&server, &registry, &sha).await;
         let (_, p) = api(
@@ -1856,6 +1864,29 @@ from = \"staging\"
             Some(first.as_str()),
             "the tag points back at what staging holds"
         );
+
+        // The forge saw each promotion as a deployment of its commit to the
+        // environment: in progress, then success, or failure for the second.
+        let states = |sha: &str, env: &str| -> Vec<String> {
+            let seen = seen.lock().unwrap();
+            let ids: Vec<u64> = seen
+                .iter()
+                .filter(|(kind, _, what)| kind == "deployment" && *what == format!("{sha} {env}"))
+                .map(|(_, id, _)| *id)
+                .collect();
+            seen.iter()
+                .filter(|(kind, id, _)| kind == "status" && ids.contains(id))
+                .map(|(_, _, what)| what.trim().to_string())
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while states(&sha2, "staging").len() < 2 {
+            assert!(Instant::now() < deadline, "{:?}", seen.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(states(&sha, "staging"), ["in_progress", "success"]);
+        assert_eq!(states(&sha2, "staging"), ["in_progress", "failure"]);
+        assert_eq!(states(&sha, "dev"), ["in_progress", "success"]);
         server.shutdown.cancel();
     }
 }

@@ -364,11 +364,14 @@ impl Promoter {
         }) else {
             return self.fail(id, "the environment is no longer configured".into());
         };
+        let deployment = Deployment::start(&repo, &env, &p).await;
         let copier = Copier::new(self.config.registries.clone(), Vec::new());
         let target = env.reference();
         let previous = self.store.environment_state(&repo.name, &env.name)?;
         if let Err(e) = copier.copy(&p.source, &target).await {
-            return self.fail(id, format!("copying {} to {target} failed: {e}", p.source));
+            let why = format!("copying {} to {target} failed: {e}", p.source);
+            deployment.end(&repo, false, &why).await;
+            return self.fail(id, why);
         }
         let image = format!("{}@{}", env.image, p.digest);
         if let Err(why) = self.deploy(&repo, &env, &p, &image).await {
@@ -378,6 +381,7 @@ impl Promoter {
             {
                 warn!(promotion = id, error = %e, "cannot move the tag back");
             }
+            deployment.end(&repo, false, &why).await;
             return self.fail(id, why);
         }
         let state = EnvState {
@@ -389,6 +393,9 @@ impl Promoter {
             promoted_ms: now_ms(),
         };
         self.store.complete_promotion(id, &state)?.ok();
+        deployment
+            .end(&repo, true, &format!("{} is in {}", p.digest, env.name))
+            .await;
         info!(promotion = id, env = %env.name, "promoted");
         Ok(())
     }
@@ -516,6 +523,88 @@ impl Promoter {
             }
         }
         Ok(())
+    }
+}
+
+/// The forge's view of a promotion: a deployment of the commit to the
+/// environment, `in_progress` while it runs, then `success` or `failure`
+/// (GitHub marks the environment's previous deployment inactive). Trouble
+/// reporting is logged; it never changes the promotion.
+struct Deployment(
+    Option<(
+        octocrab::Octocrab,
+        String,
+        String,
+        octocrab::models::DeploymentId,
+    )>,
+);
+
+impl Deployment {
+    async fn start(repo: &Repo, env: &Environment, p: &Promotion) -> Deployment {
+        let (Some(sha), Some((owner, name))) = (&p.sha, repo.name.split_once('/')) else {
+            return Deployment(None);
+        };
+        let client = match crate::report::forge_client(repo) {
+            Ok(Some((client, _))) => client,
+            Ok(None) => return Deployment(None),
+            Err(e) => {
+                warn!(promotion = %p.id, error = %e, "cannot report the promotion as a deployment");
+                return Deployment(None);
+            }
+        };
+        // The last environment of the chain is where users are.
+        let production = !repo
+            .environments
+            .iter()
+            .any(|e| e.from.as_deref() == Some(env.name.as_str()));
+        let handler = client.repos(owner, name);
+        let deployments = handler.deployments();
+        let made = deployments
+            .create(sha.clone())
+            .environment(env.name.clone())
+            .auto_merge(false)
+            .required_contexts(Vec::<String>::new())
+            .production_environment(production)
+            .description(format!("Slipway promotion {} of {}", p.id, p.digest))
+            .send()
+            .await;
+        let id = match made {
+            Ok(d) => d.id,
+            Err(e) => {
+                warn!(promotion = %p.id, error = %e, "cannot report the promotion as a deployment");
+                return Deployment(None);
+            }
+        };
+        let state = octocrab::models::repos::DeploymentStatusState::InProgress;
+        if let Err(e) = deployments.statuses(id).create(state).send().await {
+            warn!(promotion = %p.id, error = %e, "cannot mark the deployment in progress");
+        }
+        Deployment(Some((client, owner.to_string(), name.to_string(), id)))
+    }
+
+    async fn end(&self, repo: &Repo, ok: bool, description: &str) {
+        let Some((client, owner, name, id)) = &self.0 else {
+            return;
+        };
+        let state = if ok {
+            octocrab::models::repos::DeploymentStatusState::Success
+        } else {
+            octocrab::models::repos::DeploymentStatusState::Failure
+        };
+        // GitHub keeps at most 140 characters of a status description.
+        let description: String = description.chars().take(140).collect();
+        if let Err(e) = client
+            .repos(owner, name)
+            .deployments()
+            .statuses(*id)
+            .create(state)
+            .description(description)
+            .auto_inactive(true)
+            .send()
+            .await
+        {
+            warn!(repo = %repo.name, error = %e, "cannot report the deployment's end");
+        }
     }
 }
 
