@@ -39,22 +39,28 @@ fn first_line(s: &str) -> String {
     line.chars().take(120).collect()
 }
 
-/// Reports a run's status for its commit, if the repository has an API to
-/// report to; returns an error message only when every attempt failed.
 /// An API client for the repository's forge and its base URL; `None`
 /// when no token is configured, or the forge does not speak GitHub's API
-/// (GitLab).
+/// (GitLab: see [`gitlab_client`]).
 pub fn forge_client(repo: &Repo) -> Result<Option<(Octocrab, String)>, String> {
-    let Some(token) = &repo.api_token else {
-        return Ok(None);
-    };
     if repo.provider == Provider::Gitlab {
         return Ok(None);
     }
-    let base = repo
-        .api_url
-        .clone()
-        .unwrap_or_else(|| "https://api.github.com".into());
+    client_for(repo, "https://api.github.com")
+}
+
+/// GitLab speaks its own API, but octocrab's HTTP client (base URL, bearer
+/// token, which GitLab accepts for access tokens) serves for the one call
+/// Slipway makes: setting a commit status.
+fn gitlab_client(repo: &Repo) -> Result<Option<(Octocrab, String)>, String> {
+    client_for(repo, "https://gitlab.com/api/v4")
+}
+
+fn client_for(repo: &Repo, default_base: &str) -> Result<Option<(Octocrab, String)>, String> {
+    let Some(token) = &repo.api_token else {
+        return Ok(None);
+    };
+    let base = repo.api_url.clone().unwrap_or_else(|| default_base.into());
     let client = Octocrab::builder()
         .base_uri(base.as_str())
         .and_then(|b| b.personal_token(token.clone()).build())
@@ -62,6 +68,19 @@ pub fn forge_client(repo: &Repo) -> Result<Option<(Octocrab, String)>, String> {
     Ok(Some((client, base)))
 }
 
+/// GitLab's name for a run status's commit status.
+pub fn gitlab_state(run_status: &str) -> &'static str {
+    match run_status {
+        "queued" => "pending",
+        "running" => "running",
+        "success" | "skipped" => "success",
+        "cancelled" => "canceled",
+        _ => "failed",
+    }
+}
+
+/// Reports a run's status for its commit, if the repository has an API to
+/// report to; returns an error message only when every attempt failed.
 pub async fn report(
     repo: &Repo,
     sha: &str,
@@ -69,7 +88,13 @@ pub async fn report(
     error: Option<&str>,
     target_url: &str,
 ) -> Result<(), String> {
-    let Some((client, base)) = forge_client(repo)? else {
+    let gitlab = repo.provider == Provider::Gitlab;
+    let client = if gitlab {
+        gitlab_client(repo)?
+    } else {
+        forge_client(repo)?
+    };
+    let Some((client, base)) = client else {
         return Ok(());
     };
     let Some((owner, name)) = repo.name.split_once('/') else {
@@ -79,21 +104,43 @@ pub async fn report(
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        let sent = client
-            .repos(owner, name)
-            .create_status(sha.to_string(), state)
-            .context(CONTEXT.to_string())
-            .description(description.clone())
-            .target(target_url.to_string())
-            .send()
-            .await;
+        let sent = if gitlab {
+            let body = serde_json::json!({
+                "state": gitlab_state(run_status),
+                "name": CONTEXT,
+                "description": description,
+                "target_url": target_url,
+            });
+            // The project is named by its path, URL-encoded as one segment.
+            let route = format!("/projects/{}/statuses/{sha}", repo.name.replace('/', "%2F"));
+            match client._post(route, Some(&body)).await {
+                Ok(resp) if resp.status().is_success() => Ok(()),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = client.body_to_string(resp).await.unwrap_or_default();
+                    Err(format!("{} ({status})", first_line(&text)))
+                }
+                Err(e) => Err(error_text(&e)),
+            }
+        } else {
+            client
+                .repos(owner, name)
+                .create_status(sha.to_string(), state)
+                .context(CONTEXT.to_string())
+                .description(description.clone())
+                .target(target_url.to_string())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| error_text(&e))
+        };
         match sent {
-            Ok(_) => {
+            Ok(()) => {
                 debug!(%sha, ?state, "commit status reported");
                 return Ok(());
             }
             Err(e) => {
-                last = error_text(&e);
+                last = e;
                 warn!(%sha, attempt, error = %last, "reporting the commit status failed");
             }
         }
@@ -171,6 +218,70 @@ pub fn spawn_reporter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// GitLab has no octocrab model: the status goes out as GitLab's own
+    /// call, to a fake GitLab on loopback that fails the first attempt.
+    #[tokio::test]
+    async fn gitlab_statuses_are_set_through_gitlabs_api_with_retries() {
+        type Seen = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .fallback(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 uri: axum::http::Uri,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let mut s = seen.lock().unwrap();
+                    s.push((
+                        uri.path().to_string(),
+                        headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                        serde_json::from_slice(&body).unwrap_or_default(),
+                    ));
+                    if s.len() == 1 {
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "busy")
+                    } else {
+                        (axum::http::StatusCode::CREATED, "{}")
+                    }
+                },
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = crate::config::Config::parse(
+            "t.toml",
+            &format!(
+                "[[repos]]\nname = \"acme/web\"\nprovider = \"gitlab\"\nclone_url = \"file:///x\"\n\
+                 api_url = \"http://{addr}/api/v4\"\napi_token = \"glpat-test\"\n"
+            ),
+        )
+        .unwrap();
+        report(
+            &config.repos[0],
+            "abc123",
+            "success",
+            None,
+            "http://ci/api/v1/runs/r1",
+        )
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "one retry after the 500: {seen:?}");
+        let (path, auth, body) = &seen[1];
+        assert_eq!(path, "/api/v4/projects/acme%2Fweb/statuses/abc123");
+        assert_eq!(auth, "Bearer glpat-test");
+        assert_eq!(body["state"], "success");
+        assert_eq!(body["name"], "slipway");
+        assert_eq!(body["target_url"], "http://ci/api/v1/runs/r1");
+        assert_eq!(gitlab_state("cancelled"), "canceled");
+        assert_eq!(gitlab_state("interrupted"), "failed");
+        assert_eq!(gitlab_state("queued"), "pending");
+    }
 
     #[test]
     fn run_statuses_map_to_commit_statuses() {
