@@ -229,29 +229,16 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         )
         .await;
     browser.click("[data-artifact='out/lint.txt']").await;
-    let saved = browser.downloads().join("lint.txt");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&saved).ok().as_deref() != Some("no lint findings\n") {
-        assert!(
-            Instant::now() < deadline,
-            "no download at {}",
-            saved.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    browser
+        .wait_download("lint.txt", "no lint findings\n")
+        .await;
     // And the step's whole log, as stored.
     browser.click("#log-download").await;
-    let saved = browser.downloads().join(format!("{id}-lint.log"));
     let stored = server.store.read_log(&id, "lint").unwrap();
     assert!(stored.contains("lint ok"), "{stored}");
-    while std::fs::read_to_string(&saved).ok().as_deref() != Some(stored.as_str()) {
-        assert!(
-            Instant::now() < deadline,
-            "no log download at {}",
-            saved.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    browser
+        .wait_download(&format!("{id}-lint.log"), &stored)
+        .await;
 
     // The graph by keyboard: fetch, right to what needs it (lint), down to
     // test, Enter shows test's log.

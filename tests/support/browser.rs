@@ -97,6 +97,20 @@ impl Browser {
         self._profile.path().join("downloads")
     }
 
+    /// Waits until the browser has saved `name` with exactly `contents`.
+    pub async fn wait_download(&self, name: &str, contents: &str) {
+        let saved = self.downloads().join(name);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&saved).ok().as_deref() != Some(contents) {
+            assert!(
+                Instant::now() < deadline,
+                "no download of {contents:?} at {}",
+                saved.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("navigate");
     }
