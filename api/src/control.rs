@@ -110,13 +110,23 @@ impl RunControl {
             store.flush()?;
             return Ok(Cancelled::Queued);
         }
+        let stored = |store: &Store| {
+            store
+                .get_run(id)?
+                .ok_or_else(|| StoreError::NotFound(id.into()))
+        };
+        // The final status is stored a moment before the executor lets go
+        // of the run: what is stored decides, or a finished run would be
+        // answered "cancelling".
+        let run = stored(store)?;
+        if crate::store::run_ended(&run.status) {
+            return Ok(Cancelled::AlreadyEnded(run.status));
+        }
         if self.cancel_running(id, reason) {
             return Ok(Cancelled::Stopping);
         }
-        let run = store
-            .get_run(id)?
-            .ok_or_else(|| StoreError::NotFound(id.into()))?;
-        // Claimed by the executor between the two checks above.
+        // Claimed by the executor between the checks above.
+        let run = stored(store)?;
         if run.status == "running" && self.cancel_running(id, reason) {
             return Ok(Cancelled::Stopping);
         }
@@ -150,5 +160,45 @@ impl RunControl {
             self.cancel(store, id, &reason)?;
         }
         Ok(older)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The executor stores a run's final status, then lets go of it; a
+    /// cancel in between must say the run ended, not "cancelling".
+    #[test]
+    fn a_run_stored_as_ended_is_not_cancelled_while_still_registered() {
+        let dir =
+            std::env::temp_dir().join(format!("slipway-control-{}", crate::ids::new_run_id()));
+        let store = Store::open(&dir).unwrap();
+        let parsed = slipway_engine::parse::parse(
+            ".slipway.yml",
+            "steps:\n  a:\n    image: x\n    commands: [a]\n",
+        );
+        let pipeline = parsed.pipeline.expect("valid pipeline");
+        let mut run = crate::record::new_run("r1", &pipeline, ".slipway.yml", "push", None);
+        run.status = "success".into();
+        store.put_run(&run).unwrap();
+        let control = RunControl::default();
+        let token = CancellationToken::new();
+        control.start("r1", "acme/web", "refs/heads/main", token.clone());
+        assert_eq!(
+            control.cancel(&store, "r1", "cancelled by t").unwrap(),
+            Cancelled::AlreadyEnded("success".into())
+        );
+        assert!(!token.is_cancelled(), "a finished run is left alone");
+        // Still running: it is stopped.
+        run.status = "running".into();
+        store.put_run(&run).unwrap();
+        assert_eq!(
+            control.cancel(&store, "r1", "cancelled by t").unwrap(),
+            Cancelled::Stopping
+        );
+        assert!(token.is_cancelled());
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
