@@ -434,10 +434,8 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     browser.inspect("environments-requested").await;
 
     // carol approves prod only: no button on staging either.
-    browser.sign_out().await;
-    browser.sign_in(&base(&server), token("carol")).await;
     browser
-        .goto(&format!("{}/#/environments", base(&server)))
+        .switch_user(&base(&server), token("carol"), "#/environments")
         .await;
     browser
         .wait(
@@ -453,10 +451,8 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     );
 
     // alice approves staging, with a comment; the board moves the digest.
-    browser.sign_out().await;
-    browser.sign_in(&base(&server), token("alice")).await;
     browser
-        .goto(&format!("{}/#/environments", base(&server)))
+        .switch_user(&base(&server), token("alice"), "#/environments")
         .await;
     browser
         .wait(
@@ -533,10 +529,8 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     // carol approves prod while the registry is down: the board says why it
     // failed; once the registry is back, Retry lands the digest.
     registry.stop();
-    browser.sign_out().await;
-    browser.sign_in(&base(&server), token("carol")).await;
     browser
-        .goto(&format!("{}/#/environments", base(&server)))
+        .switch_user(&base(&server), token("carol"), "#/environments")
         .await;
     browser
         .wait(
@@ -903,9 +897,9 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
     );
 
     // A writer deletes it: the first click only arms the button.
-    browser.sign_out().await;
-    browser.sign_in(&base(&server), WRITER).await;
-    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser
+        .switch_user(&base(&server), WRITER, "#/previews")
+        .await;
     browser
         .wait(
             "the delete button",

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_v1::authorize;
 use crate::config::Scope;
-use crate::promote::PromoteError;
+use std::sync::Arc;
+
+use crate::promote::{PromoteError, Promoter};
 use crate::server::{ApiError, AppState};
 use crate::store::{AuditEntry, EnvState, Promotion};
 
@@ -162,31 +164,46 @@ pub struct DecisionBody {
 /// `POST /api/v1/promotions/{id}/approve` (write, and an approver of the
 /// environment)
 pub async fn approve(
-    State(state): State<AppState>,
+    state: State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<Promotion>, ApiError> {
-    let token = authorize(&state, &headers, Scope::Write)?;
-    let comment = body.and_then(|b| b.0.comment);
-    let promoter = state.promoter.clone();
-    Ok(Json(
-        blocking(move || promoter.approve(&id, &token.user, comment)).await?,
-    ))
+    decide(state, headers, id, body, |p, id, user, comment| {
+        p.approve(id, user, comment)
+    })
+    .await
 }
 
 /// `POST /api/v1/promotions/{id}/reject` (write, and an approver)
 pub async fn reject(
+    state: State<AppState>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> Result<Json<Promotion>, ApiError> {
+    decide(state, headers, id, body, |p, id, user, comment| {
+        p.reject(id, user, comment)
+    })
+    .await
+}
+
+/// Approve or reject: promotion id, user, comment.
+type Decide = fn(&Arc<Promoter>, &str, &str, Option<String>) -> Result<Promotion, PromoteError>;
+
+/// An approver's decision, with its optional comment, made by the promoter.
+async fn decide(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
+    decision: Decide,
 ) -> Result<Json<Promotion>, ApiError> {
     let token = authorize(&state, &headers, Scope::Write)?;
     let comment = body.and_then(|b| b.0.comment);
     let promoter = state.promoter.clone();
     Ok(Json(
-        blocking(move || promoter.reject(&id, &token.user, comment)).await?,
+        blocking(move || decision(&promoter, &id, &token.user, comment)).await?,
     ))
 }
 

@@ -269,6 +269,14 @@ impl Browser {
         .await;
     }
 
+    /// Signs the current user out, `token`'s user in, and opens `page`
+    /// (a `#/...` address) on the server at `base`.
+    pub async fn switch_user(&self, base: &str, token: &str, page: &str) {
+        self.sign_out().await;
+        self.sign_in(base, token).await;
+        self.goto(&format!("{base}/{page}")).await;
+    }
+
     pub async fn sign_out(&self) {
         self.click("#sign-out").await;
         self.wait(
