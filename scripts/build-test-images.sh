@@ -37,7 +37,9 @@ BUSYBOX_IMAGE="slipway.test/busybox:1"
 CLEANUP=()
 cleanup() { [ "${#CLEANUP[@]}" = 0 ] || rm -rf "${CLEANUP[@]}"; }
 trap cleanup EXIT
-trap 'echo "build-test-images: ERROR: command failed at line $LINENO" >&2' ERR
+# errtrace: functions inherit the trap, so a failure anywhere says what failed.
+set -o errtrace
+trap 'echo "build-test-images: ERROR: \`$BASH_COMMAND\` failed (exit $?) at line $LINENO" >&2' ERR
 
 say() { [ "$QUIET" = 1 ] || echo "build-test-images: $*"; }
 die() {
@@ -58,7 +60,7 @@ image_current() {
 ensure_busybox_static() {
     # Debian's busybox-static ships a statically linked /bin/busybox; the
     # dynamic "busybox" package ships the same path, so check the package.
-    if dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' &&
+    if [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" = "install ok installed" ] &&
         [ -x /bin/busybox ]; then
         return 0
     fi
@@ -122,7 +124,12 @@ EOF
 
     local old_id new_id bbver
     old_id=$(docker image inspect --format '{{.Id}}' "$BUSYBOX_IMAGE" 2>/dev/null || true)
-    bbver=$(/bin/busybox | head -n1 | awk '{print $2}')
+    # No pipe into a reader that stops early (`head`): under pipefail the
+    # writer's SIGPIPE would fail the script at random.
+    local banner
+    banner=$(/bin/busybox 2>&1 || true)
+    banner=${banner%%$'\n'*}
+    bbver=$(awk '{print $2}' <<<"$banner")
     say "building $BUSYBOX_IMAGE (busybox $bbver, $n applets)"
     # Without the buildx plugin, ask for the legacy builder outright (it needs
     # no registry either); with it, let Docker use BuildKit.

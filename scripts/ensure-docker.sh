@@ -7,6 +7,9 @@
 #
 # Usage: scripts/ensure-docker.sh [--quiet]
 set -euo pipefail
+# errtrace: functions inherit the trap, so a failure anywhere says what failed.
+set -o errtrace
+trap 'echo "ensure-docker: ERROR: \`$BASH_COMMAND\` failed (exit $?) at line $LINENO" >&2' ERR
 
 QUIET=0
 case "${1:-}" in

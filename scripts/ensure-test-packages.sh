@@ -9,6 +9,9 @@
 #
 # Usage: scripts/ensure-test-packages.sh [--quiet]
 set -euo pipefail
+# errtrace: functions inherit the trap, so a failure anywhere says what failed.
+set -o errtrace
+trap 'echo "ensure-test-packages: ERROR: \`$BASH_COMMAND\` failed (exit $?) at line $LINENO" >&2' ERR
 
 QUIET=0
 case "${1:-}" in
@@ -24,7 +27,9 @@ say() { [ "$QUIET" = 1 ] || echo "ensure-test-packages: $*"; }
 PACKAGES=(busybox-static docker-registry apache2-utils chromium chromium-driver git)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+    # Compared whole, not piped into `grep -q`: an early-exiting reader
+    # can SIGPIPE the writer and fail the pipeline under pipefail.
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$pkg")
 done
 if [ "${#missing[@]}" = 0 ]; then
     say "all present: ${PACKAGES[*]}"
