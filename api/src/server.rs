@@ -202,7 +202,12 @@ async fn accept_hook(
             format!("no provider `{provider_name}` (github, gitea, forgejo, gitlab)"),
         )
     })?;
-    let repo_name = webhook::repository(provider, &body)?;
+    let repo_name = match webhook::subject(provider, &body)? {
+        webhook::Subject::Repository(name) => name,
+        webhook::Subject::Organization(org) => {
+            return organization_hook(&state, provider, &provider_name, &org, &headers, &body);
+        }
+    };
     let repo = state
         .config
         .repo(&repo_name)
@@ -303,6 +308,61 @@ async fn accept_hook(
                 .into_response(),
         ),
     })
+}
+
+/// A hook set on a whole organization: its `ping` names no repository.
+/// Accepted when it is signed with the webhook secret of one of the
+/// organization's configured repositories, and answered with the ones whose
+/// secret it matched, so whoever set the hook sees what it will reach.
+/// Other organization-wide events build nothing.
+fn organization_hook(
+    state: &AppState,
+    provider: Provider,
+    provider_name: &str,
+    org: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(&'static str, Response), ApiError> {
+    let prefix = format!("{}/", org.to_ascii_lowercase());
+    let candidates: Vec<&crate::config::Repo> = state
+        .config
+        .repos
+        .iter()
+        .filter(|r| r.provider == provider && r.name.to_ascii_lowercase().starts_with(&prefix))
+        .collect();
+    if candidates.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_organization",
+            format!("no repository of organization `{org}` is configured for {provider_name}"),
+        ));
+    }
+    let mut first_error = None;
+    let mut reached = Vec::new();
+    for repo in &candidates {
+        match webhook::verify(provider, repo.webhook_secret.as_deref(), headers, body) {
+            Ok(()) => reached.push(repo.name.clone()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if reached.is_empty() {
+        return Err(first_error.unwrap_or(WebhookError::BadSignature).into());
+    }
+    let event = webhook::event_name(provider, headers).unwrap_or_default();
+    if event == "ping" {
+        info!(organization = %org, repositories = ?reached, "organization webhook ping");
+        let answer = Json(json!({
+            "status": "pong",
+            "organization": org,
+            "repositories": reached,
+        }));
+        return Ok(("ping", (StatusCode::OK, answer).into_response()));
+    }
+    let reason = format!("organization event `{event}` names no repository: nothing to build");
+    let answer = Json(json!({ "status": "ignored", "reason": reason }));
+    Ok(("ignored", (StatusCode::OK, answer).into_response()))
 }
 
 /// A new queued run of a commit.
@@ -463,6 +523,52 @@ pub(crate) mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert!(state.store.list_runs(10).unwrap().is_empty());
         assert!(state.store.queued().unwrap().is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_organization_ping_is_answered_with_the_repositories_it_reaches() {
+        let (state, dir) = state();
+        let ping = fixture("ping.organization.json");
+        let (status, json) = send(&state, "ping", "o-1", &ping, signed(&ping)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["status"], "pong");
+        assert_eq!(json["organization"], "Octocoders");
+        assert_eq!(json["repositories"], json!(["Octocoders/Hello-World"]));
+        let (status, json) = send(
+            &state,
+            "ping",
+            "o-2",
+            &ping,
+            Some(webhook::sign_github("wrong", &ping)),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("bad_signature"))
+        );
+        let (status, json) = send(&state, "organization", "o-3", &ping, signed(&ping)).await;
+        assert_eq!(
+            (status, json["status"].as_str()),
+            (StatusCode::OK, Some("ignored"))
+        );
+        let elsewhere = String::from_utf8(ping)
+            .unwrap()
+            .replace("\"login\": \"Octocoders\"", "\"login\": \"Nobody\"");
+        let (status, json) = send(
+            &state,
+            "ping",
+            "o-4",
+            elsewhere.as_bytes(),
+            signed(elsewhere.as_bytes()),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("unknown_organization"))
+        );
+        assert!(state.store.list_runs(10).unwrap().is_empty());
         drop(state);
         std::fs::remove_dir_all(dir).unwrap();
     }

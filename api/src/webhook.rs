@@ -72,8 +72,19 @@ impl Headers for axum::http::HeaderMap {
     }
 }
 
-/// The repository a body is about: `owner/name`.
-pub fn repository(provider: Provider, body: &[u8]) -> Result<String, WebhookError> {
+/// What a body is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// `owner/name`.
+    Repository(String),
+    /// An organization's own hook (its `ping`, its membership events):
+    /// the body names the organization and no repository.
+    Organization(String),
+}
+
+/// What a body is about: the repository (`owner/name`), else the
+/// organization of an organization-wide hook.
+pub fn subject(provider: Provider, body: &[u8]) -> Result<Subject, WebhookError> {
     #[derive(Deserialize)]
     struct Repo {
         full_name: Option<String>,
@@ -83,9 +94,15 @@ pub fn repository(provider: Provider, body: &[u8]) -> Result<String, WebhookErro
         path_with_namespace: Option<String>,
     }
     #[derive(Deserialize)]
+    struct Organization {
+        login: Option<String>,
+        username: Option<String>,
+    }
+    #[derive(Deserialize)]
     struct Probe {
         repository: Option<Repo>,
         project: Option<Project>,
+        organization: Option<Organization>,
     }
     let probe: Probe = serde_json::from_slice(body)
         .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
@@ -93,7 +110,17 @@ pub fn repository(provider: Provider, body: &[u8]) -> Result<String, WebhookErro
         Provider::Gitlab => probe.project.and_then(|p| p.path_with_namespace),
         _ => probe.repository.and_then(|r| r.full_name),
     };
-    name.ok_or_else(|| WebhookError::Malformed("the body names no repository".into()))
+    if let Some(name) = name {
+        return Ok(Subject::Repository(name));
+    }
+    probe
+        .organization
+        .and_then(|o| o.login.or(o.username))
+        .filter(|o| !o.is_empty())
+        .map(Subject::Organization)
+        .ok_or_else(|| {
+            WebhookError::Malformed("the body names no repository and no organization".into())
+        })
 }
 
 /// Checks the body was signed with `secret`, in constant time.
@@ -291,10 +318,18 @@ fn push_verdict(git_ref: &str, after: &str, deleted: bool, author: Option<String
 
 /// Gitea and Forgejo send GitHub-shaped bodies; only the fields we use are read.
 fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
+    /// Gitea's users carry both `login` and `username` (its documented
+    /// bodies do); a commit's author only `username`. One serde alias
+    /// cannot take both: it answers "duplicate field".
     #[derive(Deserialize)]
     struct Login {
-        #[serde(alias = "username")]
         login: Option<String>,
+        username: Option<String>,
+    }
+    impl Login {
+        fn name(self) -> Option<String> {
+            self.login.filter(|l| !l.is_empty()).or(self.username)
+        }
     }
     #[derive(Deserialize)]
     struct Commit {
@@ -334,8 +369,8 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
             let author = p
                 .head_commit
                 .and_then(|c| c.author)
-                .and_then(|a| a.login)
-                .or_else(|| p.pusher.and_then(|u| u.login));
+                .and_then(Login::name)
+                .or_else(|| p.pusher.and_then(Login::name));
             Ok(push_verdict(&p.r#ref, &p.after, p.deleted, author))
         }
         "pull_request" => {
@@ -354,7 +389,7 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             target_branch: p.pull_request.base.r#ref,
                             from_fork: p.pull_request.head.repo_id != p.pull_request.base.repo_id,
                         }),
-                        author: p.pull_request.user.and_then(|u| u.login),
+                        author: p.pull_request.user.and_then(Login::name),
                     }))
                 }
                 "closed" => Ok(Verdict::Closed { number: p.number }),
@@ -438,22 +473,20 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
     }
 }
 
-/// A real webhook body from `shared/fixtures/webhooks/github/`, found in the
-/// nearest ancestor of the crate that has `shared/` (CI puts it beside the clone).
+/// A forge's documented webhook body, `tests/fixtures/webhooks/<path>` in
+/// the repository (sources and licences in the README there).
+#[cfg(test)]
+pub(crate) fn forge_fixture(path: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/webhooks")
+        .join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A real GitHub webhook body (octokit/webhooks' examples).
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
-    let start = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = start
-        .ancestors()
-        .map(|a| a.join("shared/fixtures/webhooks/github"))
-        .find(|d| d.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "no shared/fixtures/webhooks/github above {}",
-                start.display()
-            )
-        });
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    forge_fixture(&format!("github/{name}"))
 }
 
 #[cfg(test)]
@@ -626,8 +659,8 @@ mod tests {
             Ok(Verdict::Closed { number: 2 })
         );
         assert_eq!(
-            repository(Provider::Github, &fixture("push.branch-created.json")).unwrap(),
-            "Codertocat/Hello-World"
+            subject(Provider::Github, &fixture("push.branch-created.json")).unwrap(),
+            Subject::Repository("Codertocat/Hello-World".into())
         );
     }
 
@@ -650,13 +683,105 @@ mod tests {
             Err(WebhookError::Malformed(_))
         ));
         assert!(matches!(
-            repository(Provider::Github, b"not json"),
+            subject(Provider::Github, b"not json"),
             Err(WebhookError::Malformed(_))
         ));
         assert_eq!(
             classify(Provider::Gitea, "issues", b"{}"),
             Ok(Verdict::Ignored("event `issues` does not build".into()))
         );
+    }
+
+    fn build(provider: Provider, event: &str, path: &str) -> BuildRequest {
+        match classify(provider, event, &forge_fixture(path)) {
+            Ok(Verdict::Build(b)) => b,
+            other => panic!("{path}: expected a build, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn gitea_and_forgejo_documented_pushes_build_though_users_carry_login_and_username() {
+        for (provider, path, owner) in [
+            (Provider::Gitea, "gitea/push.json", "gitea"),
+            (Provider::Forgejo, "forgejo/push.json", "forgejo"),
+        ] {
+            let body = forge_fixture(path);
+            assert_eq!(
+                subject(provider, &body),
+                Ok(Subject::Repository(format!("{owner}/webhooks")))
+            );
+            let b = build(provider, "push", path);
+            assert_eq!(
+                (b.event.as_str(), b.git_ref.as_str(), b.branch.as_deref()),
+                ("push", "refs/heads/develop", Some("develop"))
+            );
+            assert_eq!(b.sha, "bffeb74224043ba2feb48d137756c8a9331c449a");
+            assert_eq!(b.author.as_deref(), Some(owner), "{path}: the pusher");
+        }
+    }
+
+    #[test]
+    fn a_gitea_pull_request_from_a_fork_builds_its_head() {
+        let b = build(
+            Provider::Gitea,
+            "pull_request",
+            "gitea/pull_request.opened.json",
+        );
+        assert_eq!(b.git_ref, "refs/pull/2/head");
+        assert_eq!(b.sha, "48e773f892a831faa47c0a160d1b7f0cd369ae2a");
+        assert_eq!(b.author.as_deref(), Some("example2"));
+        let pr = b.pull_request.expect("a pull request");
+        assert_eq!((pr.number, pr.target_branch.as_str()), (2, "master"));
+        assert!(pr.from_fork, "head repo 2, base repo 1");
+    }
+
+    #[test]
+    fn gitlab_documented_push_tag_and_merge_request() {
+        let push = forge_fixture("gitlab/push.json");
+        assert_eq!(
+            subject(Provider::Gitlab, &push),
+            Ok(Subject::Repository("mike/diaspora".into()))
+        );
+        let b = build(Provider::Gitlab, "Push Hook", "gitlab/push.json");
+        assert_eq!(
+            (b.branch.as_deref(), b.sha.as_str(), b.author.as_deref()),
+            (
+                Some("master"),
+                "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+                Some("jsmith")
+            )
+        );
+        let t = build(Provider::Gitlab, "Tag Push Hook", "gitlab/tag_push.json");
+        assert_eq!(
+            (t.event.as_str(), t.tag.as_deref(), t.author),
+            ("tag", Some("v1.0.0"), None)
+        );
+        let mr = build(
+            Provider::Gitlab,
+            "Merge Request Hook",
+            "gitlab/merge_request.opened.json",
+        );
+        assert_eq!(mr.git_ref, "refs/merge-requests/1/head");
+        assert_eq!(mr.sha, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+        assert_eq!(mr.branch.as_deref(), Some("ms-viewport"));
+        assert_eq!(mr.author.as_deref(), Some("root"));
+        let pr = mr.pull_request.expect("a merge request");
+        assert_eq!((pr.number, pr.target_branch.as_str()), (1, "master"));
+        assert!(!pr.from_fork, "source and target project are both 14");
+    }
+
+    #[test]
+    fn an_organization_ping_names_the_organization_not_a_repository() {
+        let body = fixture("ping.organization.json");
+        assert_eq!(
+            subject(Provider::Github, &body),
+            Ok(Subject::Organization("Octocoders".into()))
+        );
+        assert_eq!(classify(Provider::Github, "ping", &body), Ok(Verdict::Ping));
+        assert!(matches!(
+            subject(Provider::Github, b"{\"zen\": \"x\"}"),
+            Err(WebhookError::Malformed(m)) if m.contains("no repository and no organization")
+        ));
     }
 
     #[test]

@@ -389,21 +389,17 @@ pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf
     (bare, sha)
 }
 
-/// A real webhook body from `shared/fixtures/webhooks/github/`.
+/// A real webhook body from `tests/fixtures/webhooks/github/`.
 pub fn github_fixture(name: &str) -> String {
-    // CI puts shared/ beside the clone; look in every ancestor.
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = start
-        .ancestors()
-        .map(|a| a.join("shared/fixtures/webhooks/github"))
-        .find(|d| d.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "no shared/fixtures/webhooks/github above {}",
-                start.display()
-            )
-        });
-    let path = dir.join(name);
+    webhook_fixture(&format!("github/{name}"))
+}
+
+/// A forge's documented webhook body, `tests/fixtures/webhooks/<forge>/<file>`
+/// (sources in the README there).
+pub fn webhook_fixture(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/webhooks")
+        .join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
