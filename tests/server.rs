@@ -337,6 +337,187 @@ mod crash {
         }
     }
 
+    fn signal(child: &Child, name: &str) {
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`.
+    fn exit_within(
+        child: &mut Child,
+        limit: Duration,
+        data: &std::path::Path,
+    ) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                kill9(child);
+                panic!(
+                    "slipway serve did not exit within {limit:?}\nserver output:\n{}",
+                    slipway_tests::serve_log(data)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A config for the real binary on a free port: one repository, a read token.
+    fn serve_config(
+        dir: &TempDir,
+        bare: &std::path::Path,
+        server: &str,
+    ) -> (String, std::path::PathBuf) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.write(
+            "slipway.toml",
+            &format!(
+                "[server]\nlisten = \"{addr}\"\n{server}[[tokens]]\nuser = \"t\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
+                bare.display()
+            ),
+        );
+        (addr, config)
+    }
+
+    /// What the stopped server stored, read straight from its data dir.
+    fn stored_run(data: &std::path::Path, id: &str) -> slipway_api::RunRecord {
+        let store = Store::open(data).unwrap();
+        store.get_run(id).unwrap().expect("run stored")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sigterm_cancels_running_runs_removes_their_containers_and_records_why() {
+        let d = docker().await;
+        let dir = TempDir::new("sigterm");
+        let pipeline = format!(
+            "steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 300]\n"
+        );
+        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &pipeline)]);
+        let (addr, config) = serve_config(&dir, &bare, "");
+        let data = dir.path().join("data");
+        *SERVE_DATA.lock().unwrap() = Some(data.clone());
+        let mut server = serve_binary(&config, &data);
+        let (a, s) = (addr.clone(), sha.clone());
+        let slow = tokio::task::spawn_blocking(move || webhook(&a, &s, "sigterm-mid-run"))
+            .await
+            .unwrap();
+        wait_first_step_running(&addr, &slow).await;
+        assert!(
+            !leftovers(&d, &slow).await.is_empty(),
+            "the step's container runs"
+        );
+
+        let sent = Instant::now();
+        signal(&server, "TERM");
+        let status = exit_within(&mut server, Duration::from_secs(40), &data);
+        let took = sent.elapsed();
+        assert!(
+            status.success(),
+            "exit status {status}: {}",
+            slipway_tests::serve_log(&data)
+        );
+        // Nothing left for a next start to clean up: the server did it.
+        assert_eq!(leftovers(&d, &slow).await, Vec::<String>::new());
+        let run = stored_run(&data, &slow);
+        assert_eq!(run.status, "cancelled", "{run:?}");
+        assert_eq!(
+            run.error.as_deref(),
+            Some(slipway_api::serve::SHUTDOWN_REASON)
+        );
+        assert!(run.finished_ms.is_some());
+        assert_eq!(run.steps[0].status, "cancelled");
+        let store = Store::open(&data).unwrap();
+        let log = store.read_log(&slow, "slow").unwrap();
+        assert!(log.contains("started"), "the step's log is kept: {log}");
+        drop(store);
+        let out = slipway_tests::serve_log(&data);
+        assert!(
+            out.contains("cancelling 1 running run(s)")
+                && out.contains("every run stopped and recorded"),
+            "{out}"
+        );
+        // `sleep` ignores SIGTERM as PID 1, so the stop waits for the kill.
+        eprintln!("SIGTERM -> exit with one running step: {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn with_shutdown_wait_running_runs_finish_and_a_second_signal_cancels() {
+        let d = docker().await;
+        let dir = TempDir::new("sigterm-wait");
+        let pipeline = format!(
+            "steps:\n  short:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 3, echo finished]\n"
+        );
+        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &pipeline)]);
+        let (addr, config) = serve_config(&dir, &bare, "shutdown = \"wait\"\n");
+        let data = dir.path().join("data");
+        *SERVE_DATA.lock().unwrap() = Some(data.clone());
+
+        // 1. One signal: no new webhooks, the running run finishes.
+        let mut server = serve_binary(&config, &data);
+        let (a, s) = (addr.clone(), sha.clone());
+        let short = tokio::task::spawn_blocking(move || webhook(&a, &s, "wait-1"))
+            .await
+            .unwrap();
+        wait_first_step_running(&addr, &short).await;
+        signal(&server, "TERM");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "still waiting for the run"
+        );
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "webhooks are no longer accepted"
+        );
+        let status = exit_within(&mut server, Duration::from_secs(60), &data);
+        assert!(status.success(), "exit status {status}");
+        let run = stored_run(&data, &short);
+        assert_eq!(run.status, "success", "{run:?}");
+        assert_eq!(leftovers(&d, &short).await, Vec::<String>::new());
+
+        // 2. A second signal cancels what is still running.
+        let slow_pipeline =
+            format!("steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [sleep 300]\n");
+        let slow_dir = TempDir::new("sigterm-wait-slow");
+        let (slow_bare, slow_sha) =
+            git_repo(&slow_dir, "master", &[(".slipway.yml", &slow_pipeline)]);
+        let (addr, config) = serve_config(&dir, &slow_bare, "shutdown = \"wait\"\n");
+        let mut server = serve_binary(&config, &data);
+        let (a, s) = (addr.clone(), slow_sha.clone());
+        let slow = tokio::task::spawn_blocking(move || webhook(&a, &s, "wait-2"))
+            .await
+            .unwrap();
+        wait_first_step_running(&addr, &slow).await;
+        signal(&server, "TERM");
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "waiting, not cancelling"
+        );
+        signal(&server, "INT");
+        let status = exit_within(&mut server, Duration::from_secs(40), &data);
+        assert!(status.success(), "exit status {status}");
+        let run = stored_run(&data, &slow);
+        assert_eq!(run.status, "cancelled", "{run:?}");
+        assert_eq!(
+            run.error.as_deref(),
+            Some(slipway_api::serve::SHUTDOWN_REASON)
+        );
+        assert_eq!(leftovers(&d, &slow).await, Vec::<String>::new());
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn sigkill_loses_no_accepted_run_and_leaves_no_container() {
         let d = docker().await;

@@ -28,6 +28,18 @@ pub enum Provider {
     Gitlab,
 }
 
+/// What `slipway serve` does with running runs when it is told to stop
+/// (SIGTERM, Ctrl-C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShutdown {
+    /// Cancel them: containers stopped and removed, status `cancelled`.
+    #[default]
+    Cancel,
+    /// Let them finish (no new run starts); a second signal cancels them.
+    Wait,
+}
+
 /// A secret given inline, by environment variable or by file, so configs
 /// can be committed without the secrets in them.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +111,8 @@ struct RawServer {
     preview_listen: Option<String>,
     preview_domain: Option<String>,
     preview_ttl: Option<String>,
+    shutdown: Option<OnShutdown>,
+    shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,7 +215,15 @@ pub struct Config {
     pub preview_domain: String,
     /// Previews nobody requested for this long are removed.
     pub preview_ttl: std::time::Duration,
+    pub on_shutdown: OnShutdown,
+    /// How long cancelled runs get to stop their containers and record
+    /// their status before the server exits anyway (the next start then
+    /// marks them interrupted).
+    pub shutdown_timeout: std::time::Duration,
 }
+
+/// Running runs get this long to clean up after a stop signal, unless configured.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// 5 GB of directory caches unless configured.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5_000_000_000;
@@ -250,6 +272,8 @@ impl Default for Config {
             preview_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             preview_domain: "preview.localhost".into(),
             preview_ttl: std::time::Duration::from_secs(48 * 3600),
+            on_shutdown: OnShutdown::Cancel,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -319,6 +343,15 @@ impl Config {
                 Some(d) if !d.is_zero() => config.preview_ttl = d,
                 _ => problems.push(format!(
                     "{file}: server.preview_ttl: `{ttl}` is not a duration (e.g. `48h`)"
+                )),
+            }
+        }
+        config.on_shutdown = raw.server.shutdown.unwrap_or_default();
+        if let Some(t) = &raw.server.shutdown_timeout {
+            match slipway_engine::duration::parse_duration(t) {
+                Some(d) if !d.is_zero() => config.shutdown_timeout = d,
+                _ => problems.push(format!(
+                    "{file}: server.shutdown_timeout: `{t}` is not a duration (e.g. `30s`)"
                 )),
             }
         }
@@ -547,6 +580,28 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.max_concurrent_runs, 4);
         assert!(c.cancel_superseded);
+        assert_eq!(c.on_shutdown, OnShutdown::Cancel);
+        assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+
+    #[test]
+    fn shutdown_behaviour_is_configurable_and_checked() {
+        let c = Config::parse(
+            "s.toml",
+            "[server]\nshutdown = \"wait\"\nshutdown_timeout = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.on_shutdown, OnShutdown::Wait);
+        assert_eq!(c.shutdown_timeout, std::time::Duration::from_secs(60));
+        let bad = Config::parse("s.toml", "[server]\nshutdown = \"later\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("s.toml:2:12:"), "{bad}");
+        assert!(bad.contains("cancel") && bad.contains("wait"), "{bad}");
+        let bad = Config::parse("s.toml", "[server]\nshutdown_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("server.shutdown_timeout: `soon`"), "{bad}");
     }
 
     #[test]

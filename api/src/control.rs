@@ -19,7 +19,15 @@ struct Running {
 
 #[derive(Default)]
 pub struct RunControl {
-    running: Mutex<HashMap<String, Running>>,
+    running: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    runs: HashMap<String, Running>,
+    /// Set once the server cancels everything on its way out: a run the
+    /// executor registers after that is cancelled at once, with this reason.
+    closing: Option<String>,
 }
 
 /// What cancelling did.
@@ -35,16 +43,29 @@ pub enum Cancelled {
 
 impl RunControl {
     pub fn start(&self, id: &str, repo: &str, git_ref: &str, cancel: CancellationToken) {
+        let mut registry = self.running.lock().expect("run control");
+        let reason = registry.closing.clone();
+        if reason.is_some() {
+            cancel.cancel();
+        }
         let run = Running {
             cancel,
             repo: repo.into(),
             git_ref: git_ref.into(),
-            reason: None,
+            reason,
         };
-        self.running
-            .lock()
-            .expect("run control")
-            .insert(id.into(), run);
+        registry.runs.insert(id.into(), run);
+    }
+
+    /// Cancels every running run, and any the executor registers from now
+    /// on, each recording `reason` (server shutdown).
+    pub fn cancel_all(&self, reason: &str) {
+        let mut registry = self.running.lock().expect("run control");
+        registry.closing.get_or_insert_with(|| reason.to_string());
+        for run in registry.runs.values_mut() {
+            run.reason.get_or_insert_with(|| reason.to_string());
+            run.cancel.cancel();
+        }
     }
 
     /// Forgets a run that ended; returns why it was cancelled, if it was.
@@ -52,6 +73,7 @@ impl RunControl {
         self.running
             .lock()
             .expect("run control")
+            .runs
             .remove(id)
             .and_then(|r| r.reason)
     }
@@ -61,18 +83,20 @@ impl RunControl {
         self.running
             .lock()
             .expect("run control")
+            .runs
             .get(id)
             .and_then(|r| r.reason.clone())
     }
 
     pub fn running(&self) -> usize {
-        self.running.lock().expect("run control").len()
+        self.running.lock().expect("run control").runs.len()
     }
 
     pub fn running_in(&self, repo: &str) -> usize {
         self.running
             .lock()
             .expect("run control")
+            .runs
             .values()
             .filter(|r| r.repo.eq_ignore_ascii_case(repo))
             .count()
@@ -81,6 +105,7 @@ impl RunControl {
     fn running_of(&self, repo: &str, git_ref: &str) -> Vec<String> {
         let running = self.running.lock().expect("run control");
         running
+            .runs
             .iter()
             .filter(|(_, r)| r.repo.eq_ignore_ascii_case(repo) && r.git_ref == git_ref)
             .map(|(id, _)| id.clone())
@@ -89,7 +114,7 @@ impl RunControl {
 
     fn cancel_running(&self, id: &str, reason: &str) -> bool {
         let mut running = self.running.lock().expect("run control");
-        match running.get_mut(id) {
+        match running.runs.get_mut(id) {
             Some(r) => {
                 r.reason.get_or_insert_with(|| reason.to_string());
                 r.cancel.cancel();
@@ -200,5 +225,29 @@ mod tests {
         assert!(token.is_cancelled());
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn cancel_all_reaches_running_runs_and_those_registered_after_it() {
+        let control = RunControl::default();
+        let early = CancellationToken::new();
+        control.start("r1", "acme/web", "refs/heads/main", early.clone());
+        control.cancel_all("the server is shutting down");
+        assert!(early.is_cancelled());
+        assert_eq!(
+            control.reason("r1").as_deref(),
+            Some("the server is shutting down")
+        );
+        // Claimed by the executor just as the server began to stop.
+        let late = CancellationToken::new();
+        control.start("r2", "acme/web", "refs/heads/dev", late.clone());
+        assert!(
+            late.is_cancelled(),
+            "a run started while closing is cancelled at once"
+        );
+        assert_eq!(
+            control.finish("r2").as_deref(),
+            Some("the server is shutting down")
+        );
     }
 }

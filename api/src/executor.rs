@@ -65,8 +65,13 @@ pub struct Executor<B> {
     /// Run ids whose commit status should be reported.
     pub reports: mpsc::Sender<String>,
     pub metrics: Arc<Metrics>,
-    /// Cancels every run (server shutdown).
+    /// Stops claiming queued runs (the server is stopping).
     pub shutdown: CancellationToken,
+    /// Cancels every running run; each run's own token is a child of it.
+    pub cancel_runs: CancellationToken,
+    /// Every run's task, so a stopping server can wait until each has
+    /// removed its containers and recorded its final status.
+    pub runs: tokio_util::task::TaskTracker,
     /// Directory caches shared by every run; `None` turns them off.
     pub cache: Option<Arc<slipway_runner::cache::CacheStore>>,
     /// Runs' artifacts live in `<artifacts_root>/<run id>/<step>/`.
@@ -179,12 +184,12 @@ impl<B: Backend> Executor<B> {
                 if let Err(e) = self.store.flush_async().await {
                     warn!(run_id = %id, error = %e, "cannot flush the claim of a run");
                 }
-                let cancel = self.shutdown.child_token();
+                let cancel = self.cancel_runs.child_token();
                 self.control
                     .start(&id, &source.repo, &source.git_ref, cancel.clone());
                 let this = self.clone();
                 let span = info_span!("run", run_id = %id);
-                tokio::spawn(
+                self.runs.spawn(
                     async move {
                         if let Err(e) = this.run_one(run, cancel).await {
                             warn!(error = %e, "run failed to record");

@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::control::RunControl;
 use crate::executor::Executor;
 use crate::server::{AppState, app};
 use crate::store::{Store, StoreError};
@@ -31,18 +33,57 @@ pub struct Running {
     pub preview_addr: Option<SocketAddr>,
     /// Runs the last stop interrupted (now marked so).
     pub interrupted: Vec<String>,
-    /// Cancel to stop: running runs are cancelled, the listener drains.
+    /// Cancel to stop at once: no new work, running runs cancelled (with no
+    /// reason recorded; [`Running::cancel_runs`] first gives one).
     pub shutdown: CancellationToken,
+    /// A child of `shutdown`: cancelled alone, the listeners close and no
+    /// queued run starts, while running runs go on.
+    accepting: CancellationToken,
+    control: Arc<RunControl>,
+    runs: TaskTracker,
     server: JoinHandle<std::io::Result<()>>,
     executor: JoinHandle<()>,
 }
 
+/// Recorded on each run a stopping server cancels.
+pub const SHUTDOWN_REASON: &str = "cancelled: the server was shutting down";
+
 impl Running {
-    /// Waits for the server and the executor to finish after `shutdown`,
-    /// giving running runs at most `grace` to clean up.
-    pub async fn stopped(self, grace: std::time::Duration) {
+    /// Runs in progress.
+    pub fn running_runs(&self) -> usize {
+        self.control.running()
+    }
+
+    /// Closes the listeners and starts no further queued run; running runs
+    /// go on (queued ones wait for the next start).
+    pub fn stop_accepting(&self) {
+        self.accepting.cancel();
+    }
+
+    /// Stops accepting, and cancels every running run, recording why.
+    pub fn cancel_runs(&self) {
+        self.stop_accepting();
+        self.control.cancel_all(SHUTDOWN_REASON);
+    }
+
+    /// Resolves when every run this server started has ended: containers
+    /// removed and final status recorded.
+    pub async fn runs_ended(&self) {
+        self.runs.close();
+        self.runs.wait().await;
+    }
+
+    /// Cancels what is still running, waits at most `grace` for the runs to
+    /// clean up, then for the listeners and the executor. Returns how many
+    /// runs had not ended by then (the next start marks them interrupted).
+    pub async fn stopped(self, grace: std::time::Duration) -> usize {
+        self.cancel_runs();
+        let _ = tokio::time::timeout(grace, self.runs_ended()).await;
+        let left = self.runs.len();
+        self.shutdown.cancel();
         let _ = self.server.await;
-        let _ = tokio::time::timeout(grace, self.executor).await;
+        let _ = self.executor.await;
+        left
     }
 }
 
@@ -58,7 +99,11 @@ pub async fn start<B: Backend>(
     let config = Arc::new(config);
     let queued = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
-    let control: Arc<crate::control::RunControl> = Arc::default();
+    // Everything but the runs themselves stops when the server stops
+    // accepting; the runs stop when `shutdown` itself is cancelled.
+    let accepting = shutdown.child_token();
+    let runs = TaskTracker::new();
+    let control: Arc<RunControl> = Arc::default();
     let reports = crate::report::spawn_reporter(store.clone(), config.clone());
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
     // Previews need Docker and a listener of their own; without either the
@@ -80,7 +125,9 @@ pub async fn start<B: Backend>(
         control: control.clone(),
         reports: reports.clone(),
         metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: accepting.clone(),
+        cancel_runs: shutdown.clone(),
+        runs: runs.clone(),
         cache: match slipway_runner::cache::CacheStore::open(
             &data_dir.join("cache"),
             config.cache_max_bytes,
@@ -103,7 +150,7 @@ pub async fn start<B: Backend>(
     }
     promoter.reconcile()?;
     {
-        let (promoter, stop) = (promoter.clone(), shutdown.clone());
+        let (promoter, stop) = (promoter.clone(), accepting.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -121,24 +168,24 @@ pub async fn start<B: Backend>(
         config,
         store,
         queued,
-        control,
+        control: control.clone(),
         reports,
         metrics,
-        shutdown: shutdown.clone(),
+        shutdown: accepting.clone(),
         artifacts_root: data_dir.join("artifacts"),
         promoter,
         previews: previews.clone(),
     };
     let preview_addr = preview_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let (Some(previews), Some(listener)) = (previews, preview_listener) {
-        let stop = shutdown.clone();
+        let stop = accepting.clone();
         let app = crate::preview::proxy_app(previews.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
         });
-        let stop = shutdown.clone();
+        let stop = accepting.clone();
         let every = (config_ttl_half(&previews)).min(std::time::Duration::from_secs(30));
         tokio::spawn(async move {
             loop {
@@ -149,7 +196,7 @@ pub async fn start<B: Backend>(
             }
         });
     }
-    let stop = shutdown.clone();
+    let stop = accepting.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app(state))
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -160,6 +207,9 @@ pub async fn start<B: Backend>(
         preview_addr,
         interrupted,
         shutdown,
+        accepting,
+        control,
+        runs,
         server,
         executor,
     })

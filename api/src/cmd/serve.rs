@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use slipway_api::Store;
-use slipway_api::config::Config;
+use slipway_api::config::{Config, OnShutdown};
 use slipway_runner::DockerBackend;
 
 pub fn run(
@@ -30,8 +30,11 @@ pub fn run(
 }
 
 async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Result<()> {
+    // A cancelled step's container gets SIGTERM, then SIGKILL after this:
+    // well inside the time a stopping server gives its runs to clean up.
+    let stop_grace = (config.shutdown_timeout / 2).min(Duration::from_secs(10));
     let backend = Arc::new(
-        DockerBackend::connect(Duration::from_secs(10))
+        DockerBackend::connect(stop_grace)
             .await
             .context("is the Docker daemon running? (`docker info` should answer)")?,
     );
@@ -40,6 +43,7 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let repos = config.repos.len();
     let tokens = config.tokens.len();
+    let (on_shutdown, timeout) = (config.on_shutdown, config.shutdown_timeout);
     let running =
         slipway_api::serve::start(config, store.clone(), &data_dir, backend, listener).await?;
     if !running.interrupted.is_empty() {
@@ -61,11 +65,36 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
         );
     }
     wait_for_signal().await;
-    eprintln!("slipway: shutting down: cancelling running runs");
-    running.shutdown.cancel();
-    // Running runs see the cancel and clean up; don't hang forever on one.
-    running.stopped(Duration::from_secs(30)).await;
-    store.flush()?;
+    if on_shutdown == OnShutdown::Wait && running.running_runs() > 0 {
+        eprintln!(
+            "slipway: shutting down: no new runs; waiting for {} running run(s) to finish (signal again to cancel them)",
+            running.running_runs()
+        );
+        running.stop_accepting();
+        tokio::select! {
+            _ = running.runs_ended() => {}
+            _ = wait_for_signal() => {}
+        }
+    }
+    let cancelling = running.running_runs();
+    if cancelling > 0 {
+        eprintln!("slipway: shutting down: cancelling {cancelling} running run(s)");
+    } else {
+        eprintln!("slipway: shutting down");
+    }
+    let left = running.stopped(timeout).await;
+    // Off the async workers: sled's flush is blocking I/O.
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .context("the final flush did not run")??;
+    if left > 0 {
+        eprintln!(
+            "slipway: {left} run(s) had not stopped within {}; the next start marks them interrupted",
+            slipway_engine::duration::format_duration(timeout)
+        );
+    } else if cancelling > 0 {
+        eprintln!("slipway: every run stopped and recorded; store flushed");
+    }
     Ok(())
 }
 
