@@ -20,7 +20,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeC
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use futures_util::StreamExt;
 use slipway_api::Store;
-use slipway_api::record::{Recorder, new_run};
+use slipway_api::runs::record::{Recorder, new_run};
 use slipway_engine::{Pipeline, RunStatus, Trigger, parse};
 use slipway_runner::script::step_script;
 use slipway_runner::{

@@ -19,7 +19,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use slipway_api::webhook::sign_github;
+use slipway_api::forge::webhook::sign_github;
 use slipway_tests::{
     BUSYBOX, TempDir, docker, git_repo, github_fixture, http, http_post, serve_binary,
 };

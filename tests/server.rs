@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use slipway_api::Store;
 use slipway_api::config::Config;
-use slipway_api::webhook::sign_github;
+use slipway_api::forge::webhook::sign_github;
 use slipway_runner::DockerBackend;
 use slipway_tests::{BUSYBOX, TempDir, docker, git_repo, github_fixture, http_post, leftovers};
 use tokio_util::sync::CancellationToken;

@@ -597,7 +597,7 @@ fn seed_big_run(store: &Store, lines: usize) -> (String, String) {
         .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
     let id = slipway_api::ids::new_run_id();
     let mut run =
-        slipway_api::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
+        slipway_api::runs::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
     let now = slipway_api::ids::now_ms();
     for (n, step) in run.steps.iter_mut().enumerate() {
         step.status = if n == 57 { "failed" } else { "success" }.into();

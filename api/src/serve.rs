@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::control::RunControl;
-use crate::executor::Executor;
-use crate::server::{AppState, app};
+use crate::http::{AppState, app};
+use crate::runs::control::RunControl;
+use crate::runs::executor::Executor;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +104,22 @@ pub async fn start<B: Backend>(
     let accepting = shutdown.child_token();
     let runs = TaskTracker::new();
     let control: Arc<RunControl> = Arc::default();
-    let reports = crate::report::spawn_reporter(store.clone(), config.clone());
+    let reports = crate::forge::status::spawn_reporter(store.clone(), config.clone());
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
     // Previews need Docker and a listener of their own; without either the
     // server still runs pipelines.
     let (previews, preview_listener) = start_previews(&config, &store).await;
-    let promoter = Arc::new(crate::promote::Promoter {
+    let queue = crate::runs::Queue::new(
+        store.clone(),
+        control.clone(),
+        queued.clone(),
+        reports.clone(),
+        config.cancel_superseded,
+    );
+    let promoter = Arc::new(crate::release::promote::Promoter {
         config: config.clone(),
         store: store.clone(),
-        queued: queued.clone(),
+        queue: queue.clone(),
         shutdown: shutdown.clone(),
     });
     let executor = Arc::new(Executor {
@@ -122,6 +129,7 @@ pub async fn start<B: Backend>(
         mirrors: Arc::new(Mirrors::new(data_dir.join("mirrors"))),
         work_root: data_dir.join("work"),
         queued: queued.clone(),
+        queue: queue.clone(),
         control: control.clone(),
         reports: reports.clone(),
         metrics: metrics.clone(),
@@ -139,8 +147,13 @@ pub async fn start<B: Backend>(
             }
         },
         artifacts_root: data_dir.join("artifacts"),
-        promoter: Some(promoter.clone()),
-        previews: previews.clone(),
+        followers: {
+            let mut followers: Vec<Arc<dyn crate::runs::RunFollower>> = vec![promoter.clone()];
+            if let Some(previews) = &previews {
+                followers.push(previews.clone());
+            }
+            followers
+        },
     });
     let interrupted = executor.reconcile().await?;
     if let Some(previews) = &previews
@@ -167,9 +180,8 @@ pub async fn start<B: Backend>(
     let state = AppState {
         config,
         store,
-        queued,
+        queue,
         control: control.clone(),
-        reports,
         metrics,
         shutdown: accepting.clone(),
         artifacts_root: data_dir.join("artifacts"),
@@ -179,7 +191,7 @@ pub async fn start<B: Backend>(
     let preview_addr = preview_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let (Some(previews), Some(listener)) = (previews, preview_listener) {
         let stop = accepting.clone();
-        let app = crate::preview::proxy_app(previews.clone());
+        let app = crate::release::preview::proxy_app(previews.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -215,14 +227,17 @@ pub async fn start<B: Backend>(
     })
 }
 
-fn config_ttl_half(previews: &crate::preview::Previews) -> std::time::Duration {
+fn config_ttl_half(previews: &crate::release::preview::Previews) -> std::time::Duration {
     previews.ttl() / 2
 }
 
 async fn start_previews(
     config: &Arc<Config>,
     store: &Store,
-) -> (Option<Arc<crate::preview::Previews>>, Option<TcpListener>) {
+) -> (
+    Option<Arc<crate::release::preview::Previews>>,
+    Option<TcpListener>,
+) {
     let docker =
         match slipway_runner::DockerBackend::connect(std::time::Duration::from_secs(5)).await {
             Ok(d) => d,
@@ -241,6 +256,7 @@ async fn start_previews(
     let Ok(addr) = listener.local_addr() else {
         return (None, None);
     };
-    let previews = crate::preview::Previews::new(config.clone(), store.clone(), docker, addr);
+    let previews =
+        crate::release::preview::Previews::new(config.clone(), store.clone(), docker, addr);
     (Some(previews), Some(listener))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use slipway_api::Store;
 use slipway_api::ids::new_run_id;
-use slipway_api::record::{Recorder, new_run};
+use slipway_api::runs::record::{Recorder, new_run};
 use slipway_engine::duration::{format_duration, parse_duration};
 use slipway_engine::model::EVENTS;
 use slipway_engine::{RunStatus, StepStatus, Trigger};

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Repo};
 use crate::ids::now_ms;
-use crate::store::{PreviewRecord, Store};
+use crate::store::{PreviewRecord, RunRecord, Store};
 
 /// How long a replaced container keeps serving requests already sent to it.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -79,6 +79,58 @@ pub fn slug(repo: &str) -> String {
 
 fn key(repo: &str, number: u64) -> Key {
     (repo.to_ascii_lowercase(), number)
+}
+
+/// A green pull request build with `preview:` becomes (or updates) the
+/// pull request's preview, in the background; trouble becomes a note.
+impl crate::runs::RunFollower for Previews {
+    fn run_finished(self: Arc<Self>, run: &RunRecord, pipeline: Option<&slipway_engine::Pipeline>) {
+        let (Some(spec), Some(source)) = (pipeline.and_then(|p| p.preview.as_ref()), &run.source)
+        else {
+            return;
+        };
+        if run.status != "success" {
+            return;
+        }
+        let Some(number) = source.pull_request else {
+            return;
+        };
+        let image = run
+            .steps
+            .iter()
+            .find(|s| s.name == spec.step)
+            .and_then(|s| s.output.clone());
+        let store = self.store.clone();
+        let run_id = run.id.clone();
+        let Some(image) = image else {
+            let _ = store.update_run(&run_id, |r| {
+                r.notes
+                    .push(format!("no preview: step `{}` pushed no image", spec.step))
+            });
+            return;
+        };
+        let req = DeployRequest {
+            repo: source.repo.clone(),
+            number,
+            sha: source.sha.clone(),
+            run: run.id.clone(),
+            image,
+            spec: spec.clone(),
+            from_fork: source.from_fork,
+        };
+        let previews = self;
+        tokio::spawn(async move {
+            match previews.deploy(req).await {
+                Ok(p) => {
+                    let _ =
+                        store.update_run(&run_id, |r| r.notes.push(format!("preview: {}", p.url)));
+                }
+                Err(e) => {
+                    let _ = store.update_run(&run_id, |r| r.notes.push(format!("no preview: {e}")));
+                }
+            }
+        });
+    }
 }
 
 impl Previews {
@@ -441,7 +493,7 @@ impl Previews {
         p: &PreviewRecord,
         closed: Option<&str>,
     ) -> Result<Option<u64>, String> {
-        let Some((client, _)) = crate::report::forge_client(repo)? else {
+        let Some((client, _)) = crate::forge::status::forge_client(repo)? else {
             return Ok(p.comment_id);
         };
         let Some((owner, name)) = repo.name.split_once('/') else {
@@ -481,7 +533,7 @@ impl Previews {
     /// A deployment of the shown commit to `preview/pr-<n>`, marked live
     /// with the URL (GitHub marks the previous one inactive).
     async fn deployment(&self, repo: &Repo, p: &PreviewRecord) -> Result<Option<u64>, String> {
-        let Some((client, _)) = crate::report::forge_client(repo)? else {
+        let Some((client, _)) = crate::forge::status::forge_client(repo)? else {
             return Ok(None);
         };
         let Some((owner, name)) = repo.name.split_once('/') else {
@@ -512,7 +564,8 @@ impl Previews {
     }
 
     async fn deployment_inactive(&self, repo: &Repo, p: &PreviewRecord) -> Result<(), String> {
-        let (Some(id), Some((client, _))) = (p.deployment_id, crate::report::forge_client(repo)?)
+        let (Some(id), Some((client, _))) =
+            (p.deployment_id, crate::forge::status::forge_client(repo)?)
         else {
             return Ok(());
         };

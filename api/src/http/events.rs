@@ -19,9 +19,9 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::api_v1::authorize;
 use crate::config::Scope;
-use crate::server::{ApiError, AppState};
+use crate::http::runs::authorize;
+use crate::http::{ApiError, AppState};
 use crate::store::{AuditEntry, Event, EventKind, PreviewChange, Store, StoreError, run_ended};
 
 /// Stored events read per store visit when replaying.
@@ -446,8 +446,8 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::server::tests::test_state;
-    use crate::server::{AppState, app};
+    use crate::http::tests::test_state;
+    use crate::http::{AppState, app};
     use crate::store::{PreviewRecord, Promotion};
 
     const READER: &str =
@@ -489,7 +489,7 @@ mod tests {
             "steps:\n  a:\n    image: x\n    commands: [a]\n  b:\n    image: x\n    commands: [b]\n",
         );
         let pipeline = parsed.pipeline.expect("valid pipeline");
-        let run = crate::record::new_run(id, &pipeline, ".slipway.yml", "push", None);
+        let run = crate::runs::record::new_run(id, &pipeline, ".slipway.yml", "push", None);
         state.store.put_run(&run).unwrap();
         run
     }

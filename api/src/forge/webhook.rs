@@ -507,7 +507,7 @@ mod tests {
             .collect())
     }
 
-    use crate::webhook::fixture;
+    use crate::forge::webhook::fixture;
 
     #[test]
     fn github_signatures_are_checked_against_the_exact_body() {

@@ -534,10 +534,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a verified delivery and its queued run in one transaction,
-    /// then flushes: once this returns, the run survives a crash. A delivery
-    /// seen before returns the run it made instead.
-    pub fn accept_delivery(&self, key: &str, run: &RunRecord) -> Result<Accepted, StoreError> {
+    /// Stores a new run and queues it in one transaction, then flushes:
+    /// once this returns, the run survives a crash. With the forge's
+    /// `delivery` key, a delivery seen before queues nothing and returns the
+    /// run it made.
+    pub fn enqueue(&self, delivery: Option<&str>, run: &RunRecord) -> Result<Accepted, StoreError> {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError;
         let json = serde_json::to_vec(run).map_err(|source| StoreError::Corrupt {
@@ -548,12 +549,14 @@ impl Store {
         let _emitting = self.lock();
         let outcome = (&self.deliveries, &self.runs, &self.order, &self.queue)
             .transaction(|(deliveries, runs, order_tree, queue)| {
-                if let Some(existing) = deliveries.get(key.as_bytes())? {
-                    return Ok(Accepted::Duplicate(
-                        String::from_utf8_lossy(&existing).into_owned(),
-                    ));
+                if let Some(key) = delivery {
+                    if let Some(existing) = deliveries.get(key.as_bytes())? {
+                        return Ok(Accepted::Duplicate(
+                            String::from_utf8_lossy(&existing).into_owned(),
+                        ));
+                    }
+                    deliveries.insert(key.as_bytes(), run.id.as_bytes())?;
                 }
-                deliveries.insert(key.as_bytes(), run.id.as_bytes())?;
                 runs.insert(run.id.as_bytes(), json.clone())?;
                 order_tree.insert(order.clone(), &[])?;
                 queue.insert(order.clone(), &[])?;
@@ -623,33 +626,6 @@ impl Store {
             Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
             Err(sled::transaction::TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
-    }
-
-    /// Stores a new run and queues it, flushed before returning.
-    pub fn enqueue(&self, run: &RunRecord) -> Result<(), StoreError> {
-        use sled::Transactional;
-        use sled::transaction::ConflictableTransactionError;
-        let json = serde_json::to_vec(run).map_err(|source| StoreError::Corrupt {
-            key: run.id.clone(),
-            source,
-        })?;
-        let order = order_key(run.created_ms, &run.id);
-        let _emitting = self.lock();
-        (&self.runs, &self.order, &self.queue)
-            .transaction(|(runs, order_tree, queue)| {
-                runs.insert(run.id.as_bytes(), json.clone())?;
-                order_tree.insert(order.clone(), &[])?;
-                queue.insert(order.clone(), &[])?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
-                }
-            })?;
-        self.emit_changes(None, run)?;
-        self.flush()
     }
 
     /// Queued runs, oldest first.
@@ -899,11 +875,11 @@ mod tests {
         let mut first = run("r1", 5);
         first.status = "queued".into();
         assert_eq!(
-            store.accept_delivery("github:d1", &first).unwrap(),
+            store.enqueue(Some("github:d1"), &first).unwrap(),
             Accepted::New("r1".into())
         );
         assert_eq!(
-            store.accept_delivery("github:d1", &run("r2", 6)).unwrap(),
+            store.enqueue(Some("github:d1"), &run("r2", 6)).unwrap(),
             Accepted::Duplicate("r1".into())
         );
         assert!(
@@ -1015,7 +991,7 @@ mod tests {
             output: None,
             artifacts: Vec::new(),
         }];
-        store.enqueue(&r).unwrap();
+        store.enqueue(None, &r).unwrap();
         store
             .transition("r1", &["queued"], |r| r.status = "running".into())
             .unwrap()

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 struct Asset {
     path: &'static str,
@@ -21,22 +21,22 @@ struct Asset {
 const ASSETS: [Asset; 4] = [
     Asset {
         path: "/",
-        body: include_str!("../assets/ui/index.html"),
+        body: include_str!("../../assets/ui/index.html"),
         content_type: "text/html; charset=utf-8",
     },
     Asset {
         path: "/ui/app.js",
-        body: include_str!("../assets/ui/app.js"),
+        body: include_str!("../../assets/ui/app.js"),
         content_type: "text/javascript; charset=utf-8",
     },
     Asset {
         path: "/ui/app.css",
-        body: include_str!("../assets/ui/app.css"),
+        body: include_str!("../../assets/ui/app.css"),
         content_type: "text/css; charset=utf-8",
     },
     Asset {
         path: "/ui/icon.svg",
-        body: include_str!("../assets/ui/icon.svg"),
+        body: include_str!("../../assets/ui/icon.svg"),
         content_type: "image/svg+xml",
     },
 ];
@@ -123,8 +123,8 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::server::app;
-    use crate::server::tests::test_state;
+    use crate::http::app;
+    use crate::http::tests::test_state;
 
     #[tokio::test]
     async fn the_page_is_served_with_its_policy_and_revalidates_by_etag() {

@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Serialize;
 
-use crate::api_v1::authorize;
 use crate::config::Scope;
-use crate::server::{ApiError, AppState};
+use crate::http::runs::authorize;
+use crate::http::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
 pub struct Me {
@@ -96,8 +96,8 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::server::app;
-    use crate::server::tests::test_state;
+    use crate::http::app;
+    use crate::http::tests::test_state;
 
     const EXTRA: &str = "[[repos.environments]]
 name = \"staging\"
@@ -124,7 +124,7 @@ scope = \"read\"
 ";
 
     async fn get(
-        state: &crate::server::AppState,
+        state: &crate::http::AppState,
         path: &str,
         token: &str,
     ) -> (StatusCode, serde_json::Value) {

@@ -4,9 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::api_v1::authorize;
 use crate::config::Scope;
-use crate::server::{ApiError, AppState};
+use crate::http::runs::authorize;
+use crate::http::{ApiError, AppState};
 use crate::store::PreviewRecord;
 
 fn off() -> ApiError {

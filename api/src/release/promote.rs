@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slipway_runner::registry::Copier;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -34,8 +33,8 @@ pub enum PromoteError {
 pub struct Promoter {
     pub config: Arc<Config>,
     pub store: Store,
-    /// Wakes the executor for deploy runs.
-    pub queued: Arc<Notify>,
+    /// Where deploy runs go.
+    pub queue: crate::runs::Queue,
     pub shutdown: CancellationToken,
 }
 
@@ -52,12 +51,19 @@ fn digest_of(image: &str) -> Option<&str> {
     image.split_once('@').map(|(_, d)| d)
 }
 
+/// A green run on the default branch lands in the `auto` environment.
+impl crate::runs::RunFollower for Promoter {
+    fn run_finished(self: Arc<Self>, run: &RunRecord, _: Option<&slipway_engine::Pipeline>) {
+        self.after_run(run);
+    }
+}
+
 impl Promoter {
-    pub fn new(config: Arc<Config>, store: Store, queued: Arc<Notify>) -> Arc<Promoter> {
+    pub fn new(config: Arc<Config>, store: Store, queue: crate::runs::Queue) -> Arc<Promoter> {
         Arc::new(Promoter {
             config,
             store,
-            queued,
+            queue,
             shutdown: CancellationToken::new(),
         })
     }
@@ -419,7 +425,7 @@ impl Promoter {
         let Some(source) = built.source.clone() else {
             return Err("the run that built the image has no commit".into());
         };
-        let mut run = crate::server::queued_run(
+        let mut run = crate::runs::queued_run(
             &repo.name,
             &repo.pipeline,
             "promotion",
@@ -433,8 +439,9 @@ impl Promoter {
         });
         let run_id = run.id.clone();
         let mut live = self.store.subscribe();
-        self.store.enqueue(&run).map_err(|e| e.to_string())?;
-        self.queued.notify_one();
+        self.queue
+            .submit(&run, &crate::runs::Submit::default())
+            .map_err(|e| e.to_string())?;
         loop {
             if let Some(r) = self.store.get_run(&run_id).map_err(|e| e.to_string())?
                 && crate::store::run_ended(&r.status)
@@ -544,7 +551,7 @@ impl Deployment {
         let (Some(sha), Some((owner, name))) = (&p.sha, repo.name.split_once('/')) else {
             return Deployment(None);
         };
-        let client = match crate::report::forge_client(repo) {
+        let client = match crate::forge::status::forge_client(repo) {
             Ok(Some((client, _))) => client,
             Ok(None) => return Deployment(None),
             Err(e) => {
@@ -630,7 +637,9 @@ mod tests {
             ),
         )
         .unwrap();
-        Promoter::new(Arc::new(config), Store::open(dir).unwrap(), Arc::default())
+        let store = Store::open(dir).unwrap();
+        let queue = crate::runs::Queue::for_tests(&store);
+        Promoter::new(Arc::new(config), store, queue)
     }
 
     fn built(store: &Store, id: &str, status: &str, digest: &str) {

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ApiToken, Scope};
-use crate::control::Cancelled;
-use crate::server::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
+use crate::runs::control::Cancelled;
 use crate::store::{RunRecord, StoreError};
 
 /// Checks the bearer token and its scope.
@@ -271,8 +271,7 @@ pub async fn rerun(
         ));
     }
     let repo = source.repo.clone();
-    let mut run =
-        crate::server::queued_run(&repo, &old.file, &old.event, old.branch.clone(), source);
+    let mut run = crate::runs::queued_run(&repo, &old.file, &old.event, old.branch.clone(), source);
     run.rerun = Some(crate::store::Rerun {
         of: old.id.clone(),
         failed_only: q.failed,
@@ -325,7 +324,7 @@ pub async fn trigger(
         author: None,
     };
     let branch = git_ref.strip_prefix("refs/heads/").map(String::from);
-    let run = crate::server::queued_run(&repo.name, &repo.pipeline, "manual", branch, source);
+    let run = crate::runs::queued_run(&repo.name, &repo.pipeline, "manual", branch, source);
     queue(&state, run).await
 }
 
@@ -333,13 +332,13 @@ async fn queue(
     state: &AppState,
     run: RunRecord,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let id = run.id.clone();
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.enqueue(&run))
-        .await
-        .map_err(ApiError::internal)??;
-    let _ = state.reports.try_send(id.clone());
-    state.queued.notify_one();
+    let how = crate::runs::Submit {
+        report: true,
+        ..Default::default()
+    };
+    let id = match state.queue.submit_async(run, how).await? {
+        crate::runs::Submitted::Queued { run, .. } | crate::runs::Submitted::Duplicate(run) => run,
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "queued", "run": id })),
@@ -442,11 +441,10 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
-    use tokio::sync::Notify;
     use tower::ServiceExt;
 
     use crate::config::Config;
-    use crate::server::{AppState, app};
+    use crate::http::{AppState, app};
     use crate::store::{SourceRecord, StepRecord, Store};
 
     use super::*;
@@ -523,25 +521,7 @@ mod tests {
             .append_log("0abc0", "build", "line one\nline two\n")
             .unwrap();
         let config = Arc::new(config);
-        (
-            AppState {
-                promoter: crate::promote::Promoter::new(
-                    config.clone(),
-                    store.clone(),
-                    Arc::default(),
-                ),
-                config,
-                store,
-                queued: Arc::new(Notify::new()),
-                control: Arc::default(),
-                reports: tokio::sync::mpsc::channel(16).0,
-                metrics: Arc::default(),
-                shutdown: Default::default(),
-                artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
-                previews: None,
-            },
-            dir,
-        )
+        (AppState::for_tests(config, store), dir)
     }
 
     async fn get(

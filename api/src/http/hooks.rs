@@ -1,149 +1,19 @@
-//! The HTTP server: forge webhooks (and, as issue 3 proceeds, the API).
-//! `app()` builds the router without a socket, so tests drive it directly.
-
-use std::sync::Arc;
+//! `POST /hooks/{provider}`: a forge's webhook, verified before anything
+//! is stored, becomes a durably queued run before it is answered 202.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::json;
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::config::{Config, Provider};
-use crate::control::RunControl;
-use crate::ids::{new_run_id, now_ms};
-use crate::metrics::Metrics;
-use crate::store::{Accepted, RunRecord, SourceRecord, Store};
-use crate::webhook::{self, BuildRequest, Verdict, WebhookError};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    /// Wakes the executor when a run is queued.
-    pub queued: Arc<Notify>,
-    pub control: Arc<RunControl>,
-    /// Run ids whose commit status should be reported.
-    pub reports: tokio::sync::mpsc::Sender<String>,
-    pub metrics: Arc<Metrics>,
-    /// Ends open event streams when the server stops.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// Runs' artifacts: `<artifacts_root>/<run id>/<step>/<path>`.
-    pub artifacts_root: std::path::PathBuf,
-    pub promoter: Arc<crate::promote::Promoter>,
-    /// `None` when previews are off (no Docker or no listener).
-    pub previews: Option<Arc<crate::preview::Previews>>,
-}
-
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/hooks/{provider}", post(hook))
-        .route("/api/v1/runs", get(crate::api_v1::list_runs))
-        .route("/api/v1/runs/{id}", get(crate::api_v1::get_run))
-        .route("/api/v1/runs/{id}/cancel", post(crate::api_v1::cancel_run))
-        .route("/api/v1/runs/{id}/rerun", post(crate::api_v1::rerun))
-        .route("/api/v1/trigger", post(crate::api_v1::trigger))
-        .route("/api/v1/runs/{id}/logs/{step}", get(crate::api_v1::get_log))
-        .route("/api/v1/runs/{id}/events", get(crate::sse::run_events))
-        .route("/api/v1/events", get(crate::sse::all_events))
-        .route("/api/v1/me", get(crate::api_me::me))
-        .route("/api/v1/repos", get(crate::api_me::repos))
-        .route(
-            "/api/v1/repos/{owner}/{name}/environments",
-            get(crate::api_promote::environments),
-        )
-        .route(
-            "/api/v1/repos/{owner}/{name}/promotions",
-            post(crate::api_promote::request),
-        )
-        .route("/api/v1/promotions", get(crate::api_promote::list))
-        .route("/api/v1/promotions/{id}", get(crate::api_promote::get))
-        .route(
-            "/api/v1/promotions/{id}/approve",
-            post(crate::api_promote::approve),
-        )
-        .route(
-            "/api/v1/promotions/{id}/reject",
-            post(crate::api_promote::reject),
-        )
-        .route(
-            "/api/v1/promotions/{id}/retry",
-            post(crate::api_promote::retry),
-        )
-        .route("/api/v1/audit", get(crate::api_promote::audit))
-        .route("/api/v1/audit/events", get(crate::sse::audit_events))
-        .route("/api/v1/previews", get(crate::api_preview::list))
-        .route("/api/v1/previews/events", get(crate::sse::preview_events))
-        .route(
-            "/api/v1/previews/{owner}/{name}/{number}",
-            get(crate::api_preview::get).delete(crate::api_preview::delete),
-        )
-        .route(
-            "/api/v1/runs/{id}/artifacts/{step}/{*path}",
-            get(crate::api_v1::get_artifact),
-        )
-        .merge(crate::ui::routes())
-        .with_state(state)
-}
-
-/// An error answered in the API's JSON shape.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    pub code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// Logged in full, answered vaguely: internals are not the caller's business.
-    pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        warn!(error = %e, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
-        )
-            .into_response()
-    }
-}
-
-impl From<WebhookError> for ApiError {
-    fn from(e: WebhookError) -> ApiError {
-        match e {
-            WebhookError::MissingSignature(_) | WebhookError::BadSignature => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
-            }
-            WebhookError::Malformed(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string())
-            }
-        }
-    }
-}
+use crate::config::Provider;
+use crate::forge::webhook::{self, BuildRequest, Verdict, WebhookError};
+use crate::http::{ApiError, AppState};
+use crate::runs::{Submit, Submitted};
+use crate::store::SourceRecord;
 
 fn provider(name: &str) -> Option<Provider> {
     match name {
@@ -155,24 +25,8 @@ fn provider(name: &str) -> Option<Provider> {
     }
 }
 
-/// The API's OpenAPI document, kept beside the code and checked against the
-/// router by a test.
-pub const OPENAPI: &str = include_str!("../assets/openapi.json");
-
-async fn openapi() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-}
-
-async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
-    let queued = state.store.queued().map_err(ApiError::internal)?.len();
-    Ok(state.metrics.render(queued, state.control.running()))
-}
-
 /// `POST /hooks/{provider}`, counted by outcome.
-async fn hook(
+pub(super) async fn hook(
     state: State<AppState>,
     provider: Path<String>,
     headers: HeaderMap,
@@ -267,46 +121,37 @@ async fn accept_hook(
         }
         Verdict::Build(build) => build,
     };
-    let run = queued_run(
+    let run = crate::runs::queued_run(
         &repo.name,
         &repo.pipeline,
         &build.event,
         build.branch.clone(),
         source_of(&repo.name, &build, &delivery),
     );
-    let store = state.store.clone();
-    let key = format!("{provider_name}:{delivery}");
-    let accepted = tokio::task::spawn_blocking(move || store.accept_delivery(&key, &run))
+    let how = Submit {
+        delivery: Some(format!("{provider_name}:{delivery}")),
+        supersede: true,
+        report: true,
+    };
+    let submitted = state
+        .queue
+        .submit_async(run, how)
         .await
-        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(match accepted {
-        Accepted::New(run) => {
+    Ok(match submitted {
+        Submitted::Queued { run, superseded } => {
             info!(repo = %repo.name, %event, run_id = %run, "run queued");
-            if state.config.cancel_superseded {
-                let (store, control, repo_name, git_ref, newer) =
-                    (state.store.clone(), state.control.clone(), repo.name.clone(), build.git_ref.clone(), run.clone());
-                let superseded = tokio::task::spawn_blocking(move || control.supersede(&store, &repo_name, &git_ref, &newer))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_err(ApiError::internal)?;
-                if !superseded.is_empty() {
-                    info!(run_id = %run, superseded = ?superseded, "older runs of the ref cancelled");
-                }
+            if !superseded.is_empty() {
+                info!(run_id = %run, superseded = ?superseded, "older runs of the ref cancelled");
             }
-            // A full report queue only delays "pending"; the final report still comes.
-            let _ = state.reports.try_send(run.clone());
-            state.queued.notify_one();
-            ("accepted", (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "run": run }))).into_response())
+            let answer = Json(json!({ "status": "queued", "run": run }));
+            ("accepted", (StatusCode::ACCEPTED, answer).into_response())
         }
-        Accepted::Duplicate(run) => (
-            "duplicate",
-            (
-                StatusCode::OK,
-                Json(json!({ "status": "duplicate", "run": run, "reason": format!("delivery `{delivery}` was accepted before, as run {run}") })),
-            )
-                .into_response(),
-        ),
+        Submitted::Duplicate(run) => {
+            let reason = format!("delivery `{delivery}` was accepted before, as run {run}");
+            let answer = Json(json!({ "status": "duplicate", "run": run, "reason": reason }));
+            ("duplicate", (StatusCode::OK, answer).into_response())
+        }
     })
 }
 
@@ -365,32 +210,6 @@ fn organization_hook(
     Ok(("ignored", (StatusCode::OK, answer).into_response()))
 }
 
-/// A new queued run of a commit.
-pub(crate) fn queued_run(
-    repo: &str,
-    pipeline_path: &str,
-    event: &str,
-    branch: Option<String>,
-    source: SourceRecord,
-) -> RunRecord {
-    RunRecord {
-        id: new_run_id(),
-        pipeline: repo.to_string(),
-        file: pipeline_path.to_string(),
-        event: event.to_string(),
-        branch,
-        status: "queued".into(),
-        created_ms: now_ms(),
-        finished_ms: None,
-        error: None,
-        steps: Vec::new(),
-        source: Some(source),
-        notes: Vec::new(),
-        rerun: None,
-        deploy: None,
-    }
-}
-
 fn source_of(repo: &str, build: &BuildRequest, delivery: &str) -> SourceRecord {
     SourceRecord {
         repo: repo.to_string(),
@@ -406,48 +225,19 @@ fn source_of(repo: &str, build: &BuildRequest, delivery: &str) -> SourceRecord {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::http::app;
+    use crate::http::tests::{SECRET, test_state};
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    const SECRET: &str = "webhook-secret";
-
-    use crate::webhook::fixture;
+    use crate::forge::webhook::fixture;
 
     fn state() -> (AppState, std::path::PathBuf) {
         test_state("")
-    }
-
-    /// Two repositories; `extra` is appended to the config, so it may add
-    /// to the second one (environments) or add tokens.
-    pub(crate) fn test_state(extra: &str) -> (AppState, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("slipway-srv-{}", new_run_id()));
-        let config = Config::parse(
-            "test.toml",
-            &(["Codertocat/Hello-World", "Octocoders/Hello-World"]
-                .map(|name| format!("[[repos]]\nname = \"{name}\"\nprovider = \"github\"\nclone_url = \"file:///nowhere\"\nwebhook_secret = \"{SECRET}\"\n"))
-                .concat()
-                + extra),
-        )
-        .unwrap();
-        let config = Arc::new(config);
-        let store = Store::open(&dir).unwrap();
-        let state = AppState {
-            promoter: crate::promote::Promoter::new(config.clone(), store.clone(), Arc::default()),
-            config,
-            store,
-            queued: Arc::new(Notify::new()),
-            control: Arc::default(),
-            reports: tokio::sync::mpsc::channel(16).0,
-            metrics: Arc::default(),
-            shutdown: Default::default(),
-            artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
-            previews: None,
-        };
-        (state, dir)
     }
 
     async fn send(
@@ -661,40 +451,6 @@ pub(crate) mod tests {
                 text.lines().any(|l| l == line),
                 "missing `{line}` in\n{text}"
             );
-        }
-        drop(state);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    /// Every documented path and method is routed (an unrouted one answers
-    /// axum's bare 404 or 405), so the document cannot drift from the router.
-    #[tokio::test]
-    async fn every_documented_operation_is_routed() {
-        let (state, dir) = state();
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        let paths = doc["paths"].as_object().unwrap();
-        assert!(paths.len() >= 10);
-        for (path, ops) in paths {
-            for method in ops.as_object().unwrap().keys() {
-                let uri = path
-                    .replace("{provider}", "github")
-                    .replace("{id}", "abc")
-                    .replace("{step}", "build");
-                let req = Request::builder()
-                    .method(method.to_uppercase().as_str())
-                    .uri(&uri)
-                    .body(Body::empty())
-                    .unwrap();
-                let resp = app(state.clone()).oneshot(req).await.unwrap();
-                let status = resp.status();
-                let body = resp.into_body().collect().await.unwrap().to_bytes();
-                let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
-                    || (status == StatusCode::NOT_FOUND && body.is_empty());
-                assert!(
-                    !unrouted,
-                    "{method} {path} is documented but not routed ({status})"
-                );
-            }
         }
         drop(state);
         std::fs::remove_dir_all(dir).unwrap();

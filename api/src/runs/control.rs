@@ -204,7 +204,7 @@ mod tests {
             "steps:\n  a:\n    image: x\n    commands: [a]\n",
         );
         let pipeline = parsed.pipeline.expect("valid pipeline");
-        let mut run = crate::record::new_run("r1", &pipeline, ".slipway.yml", "push", None);
+        let mut run = crate::runs::record::new_run("r1", &pipeline, ".slipway.yml", "push", None);
         run.status = "success".into();
         store.put_run(&run).unwrap();
         let control = RunControl::default();

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
-use crate::control::RunControl;
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
-use crate::record::{Recorder, step_records};
+use crate::runs::control::RunControl;
+use crate::runs::record::{Recorder, step_records};
 use crate::store::{Rerun, RunRecord, Store, StoreError};
 
 /// Steps that passed in a run, counting those that a failed-only rerun took
@@ -60,7 +60,9 @@ pub struct Executor<B> {
     pub mirrors: Arc<Mirrors>,
     /// Where each run's checkout lives while it runs.
     pub work_root: PathBuf,
+    /// Wakes this executor when a run is queued or a slot frees up.
     pub queued: Arc<Notify>,
+    pub queue: crate::runs::Queue,
     pub control: Arc<RunControl>,
     /// Run ids whose commit status should be reported.
     pub reports: mpsc::Sender<String>,
@@ -76,10 +78,8 @@ pub struct Executor<B> {
     pub cache: Option<Arc<slipway_runner::cache::CacheStore>>,
     /// Runs' artifacts live in `<artifacts_root>/<run id>/<step>/`.
     pub artifacts_root: PathBuf,
-    /// Hears about finished runs (automatic promotion).
-    pub promoter: Option<Arc<crate::promote::Promoter>>,
-    /// Deploys green pull request builds whose pipeline has `preview:`.
-    pub previews: Option<Arc<crate::preview::Previews>>,
+    /// Hear of every run that ended (automatic promotion, previews).
+    pub followers: Vec<Arc<dyn crate::runs::RunFollower>>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -113,7 +113,7 @@ impl<B: Backend> Executor<B> {
                 if self.config.requeue_interrupted
                     && let Some(source) = run.source.clone()
                 {
-                    let mut again = crate::server::queued_run(
+                    let mut again = crate::runs::queued_run(
                         &source.repo.clone(),
                         &run.file,
                         &run.event,
@@ -124,7 +124,7 @@ impl<B: Backend> Executor<B> {
                         of: run.id.clone(),
                         failed_only: false,
                     });
-                    self.store.enqueue(&again)?;
+                    self.queue.submit(&again, &crate::runs::Submit::default())?;
                     let again_id = again.id.clone();
                     self.store.update_run(&run.id, |r| {
                         r.notes.push(format!("queued again as run {again_id}"));
@@ -191,13 +191,17 @@ impl<B: Backend> Executor<B> {
                 let span = info_span!("run", run_id = %id);
                 self.runs.spawn(
                     async move {
-                        if let Err(e) = this.run_one(run, cancel).await {
-                            warn!(error = %e, "run failed to record");
-                        }
+                        let pipeline = match this.run_one(run, cancel).await {
+                            Ok(pipeline) => pipeline,
+                            Err(e) => {
+                                warn!(error = %e, "run failed to record");
+                                None
+                            }
+                        };
                         if let Ok(Some(done)) = this.store.get_run(&id) {
                             this.metrics.run_finished(&done.status);
-                            if let Some(promoter) = &this.promoter {
-                                promoter.after_run(&done);
+                            for follower in &this.followers {
+                                follower.clone().run_finished(&done, pipeline.as_ref());
                             }
                         }
                         let _ = this.reports.send(id).await;
@@ -214,7 +218,12 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    async fn run_one(&self, run: RunRecord, cancel: CancellationToken) -> Result<(), StoreError> {
+    /// Runs one claimed run to its end; returns the pipeline that ran.
+    async fn run_one(
+        &self,
+        run: RunRecord,
+        cancel: CancellationToken,
+    ) -> Result<Option<slipway_engine::Pipeline>, StoreError> {
         let id = run.id.clone();
         let source = run
             .source
@@ -234,12 +243,16 @@ impl<B: Backend> Executor<B> {
         };
         let cancelled_because = self.control.finish(&id);
         match (result, cancelled_because) {
-            (Err((status, message)), _) => self.finish_with_error(&run, status, message),
-            (Ok(()), Some(reason)) => {
-                self.store.update_run(&id, |r| r.error = Some(reason))?;
-                self.store.flush()
+            (Err((status, message)), _) => {
+                self.finish_with_error(&run, status, message)?;
+                Ok(None)
             }
-            (Ok(()), None) => Ok(()),
+            (Ok(pipeline), Some(reason)) => {
+                self.store.update_run(&id, |r| r.error = Some(reason))?;
+                self.store.flush()?;
+                Ok(Some(pipeline))
+            }
+            (Ok(pipeline), None) => Ok(Some(pipeline)),
         }
     }
 
@@ -250,7 +263,7 @@ impl<B: Backend> Executor<B> {
         repo: &crate::config::Repo,
         checkout: &std::path::Path,
         cancel: CancellationToken,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<slipway_engine::Pipeline, (&'static str, String)> {
         let source = run.source.as_ref().expect("server runs have a source");
         self.mirrors
             .fetch(&repo.name, &repo.clone_url, &source.git_ref, &source.sha)
@@ -420,63 +433,10 @@ impl<B: Backend> Executor<B> {
         match result {
             Ok(report) => {
                 info!(status = %report.status, "run finished");
-                if report.status == slipway_engine::RunStatus::Success {
-                    self.deploy_preview(run, &pipeline);
-                }
-                Ok(())
+                Ok(pipeline)
             }
             Err(e) => Err(("error", e.to_string())),
         }
-    }
-
-    /// A green pull request build with `preview:` becomes (or updates) the
-    /// pull request's preview, in the background; trouble becomes a note.
-    fn deploy_preview(&self, run: &RunRecord, pipeline: &slipway_engine::Pipeline) {
-        let (Some(previews), Some(spec), Some(source)) =
-            (&self.previews, &pipeline.preview, &run.source)
-        else {
-            return;
-        };
-        let Some(number) = source.pull_request else {
-            return;
-        };
-        let image = self
-            .store
-            .get_run(&run.id)
-            .ok()
-            .flatten()
-            .and_then(|r| r.steps.into_iter().find(|s| s.name == spec.step))
-            .and_then(|s| s.output);
-        let store = self.store.clone();
-        let run_id = run.id.clone();
-        let Some(image) = image else {
-            let _ = store.update_run(&run_id, |r| {
-                r.notes
-                    .push(format!("no preview: step `{}` pushed no image", spec.step))
-            });
-            return;
-        };
-        let req = crate::preview::DeployRequest {
-            repo: source.repo.clone(),
-            number,
-            sha: source.sha.clone(),
-            run: run.id.clone(),
-            image,
-            spec: spec.clone(),
-            from_fork: source.from_fork,
-        };
-        let previews = previews.clone();
-        tokio::spawn(async move {
-            match previews.deploy(req).await {
-                Ok(p) => {
-                    let _ =
-                        store.update_run(&run_id, |r| r.notes.push(format!("preview: {}", p.url)));
-                }
-                Err(e) => {
-                    let _ = store.update_run(&run_id, |r| r.notes.push(format!("no preview: {e}")));
-                }
-            }
-        });
     }
 
     fn finish_with_error(

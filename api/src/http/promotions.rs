@@ -5,12 +5,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::api_v1::authorize;
 use crate::config::Scope;
+use crate::http::runs::authorize;
 use std::sync::Arc;
 
-use crate::promote::{PromoteError, Promoter};
-use crate::server::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
+use crate::release::promote::{PromoteError, Promoter};
 use crate::store::{AuditEntry, EnvState, Promotion};
 
 impl From<PromoteError> for ApiError {

@@ -1,0 +1,76 @@
+//! What operators and tools read: liveness, Prometheus metrics, and the
+//! API's OpenAPI document.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::http::{ApiError, AppState};
+
+pub(super) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The API's OpenAPI document, kept beside the code and checked against the
+/// router by a test.
+pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
+    let queued = state.store.queued().map_err(ApiError::internal)?.len();
+    Ok(state.metrics.render(queued, state.control.running()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::app;
+    use crate::http::tests::test_state;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn state() -> (AppState, std::path::PathBuf) {
+        test_state("")
+    }
+
+    /// Every documented path and method is routed (an unrouted one answers
+    /// axum's bare 404 or 405), so the document cannot drift from the router.
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let (state, dir) = state();
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 10);
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                let uri = path
+                    .replace("{provider}", "github")
+                    .replace("{id}", "abc")
+                    .replace("{step}", "build");
+                let req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri)
+                    .body(Body::empty())
+                    .unwrap();
+                let resp = app(state.clone()).oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+                    || (status == StatusCode::NOT_FOUND && body.is_empty());
+                assert!(
+                    !unrouted,
+                    "{method} {path} is documented but not routed ({status})"
+                );
+            }
+        }
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
