@@ -310,3 +310,52 @@ fn a_local_run_saves_its_cache_which_the_cache_commands_list_and_remove() {
     let ls = slipway(data.path()).args(["cache", "ls"]).output().unwrap();
     assert!(text(&ls).contains("no cache entries"), "{}", text(&ls));
 }
+
+#[test]
+fn a_local_runs_artifacts_are_listed_and_copied_without_a_server() {
+    let data = TempDir::new("cli-artifacts");
+    let dir = TempDir::new("cli-artifacts-src");
+    let file = dir.write(
+        ".slipway.yml",
+        &format!(
+            "steps:\n  pack:\n    image: {BUSYBOX}\n    artifacts: [dist/app.txt]\n    commands: ['mkdir -p dist', 'echo packed > dist/app.txt']\n"
+        ),
+    );
+    let out = slipway(data.path()).arg("run").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = slipway(data.path()).args(["runs"]).output().unwrap();
+    let id = text(&run)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the run is listed")
+        .to_string();
+    let ls = slipway(data.path())
+        .args(["artifacts", &id])
+        .env_remove("SLIPWAY_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(ls.status.code(), Some(0), "{}", text(&ls));
+    assert_eq!(text(&ls).trim(), "pack/dist/app.txt  7 bytes");
+    let copy = dir.path().join("copied.txt");
+    let get = slipway(data.path())
+        .args(["artifacts", &id, "pack/dist/app.txt", "-o"])
+        .arg(&copy)
+        .env_remove("SLIPWAY_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(get.status.code(), Some(0), "{}", text(&get));
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "packed\n");
+    // Only what the run recorded: no way out of its folder.
+    let escape = slipway(data.path())
+        .args(["artifacts", &id, "pack/../../../etc/passwd"])
+        .env_remove("SLIPWAY_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(escape.status.code(), Some(2));
+    assert!(
+        text(&escape).contains("kept no artifact"),
+        "{}",
+        text(&escape)
+    );
+}

@@ -154,7 +154,7 @@ async fn a_signed_push_runs_the_pipeline_of_that_commit() {
 
     let run = wait_done(&server.store, &run_id).await;
     let log = server.store.read_log(&run_id, "show").unwrap();
-    assert_eq!(run.status, "success", "{run:?}\n{log}");
+    assert_eq!(run.status.as_str(), "success", "{run:?}\n{log}");
     assert_eq!(run.pipeline, "from-git");
     assert!(log.contains("hello from git"), "{log}");
     assert!(
@@ -184,7 +184,7 @@ async fn unknown_commits_and_invalid_pipelines_end_the_run_with_the_reason() {
 
     let (_, json) = push(&server, &sha, "bad-pipeline").await;
     let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
-    assert_eq!(run.status, "error");
+    assert_eq!(run.status.as_str(), "error");
     let error = run.error.unwrap();
     assert!(
         error.contains(".slipway.yml:4:5: error: unknown key `comands` in step `a`"),
@@ -194,7 +194,7 @@ async fn unknown_commits_and_invalid_pipelines_end_the_run_with_the_reason() {
     let missing = "1111111111111111111111111111111111111111";
     let (_, json) = push(&server, missing, "unknown-commit").await;
     let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
-    assert_eq!(run.status, "failed");
+    assert_eq!(run.status.as_str(), "failed");
     assert!(
         run.error
             .as_deref()
@@ -217,7 +217,7 @@ async fn on_filters_skip_runs_the_pipeline_does_not_want() {
     let (status, json) = push(&server, &sha, "on-filter").await;
     assert_eq!(status, 202);
     let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
-    assert_eq!(run.status, "skipped");
+    assert_eq!(run.status.as_str(), "skipped");
     assert_eq!(
         run.error.as_deref(),
         Some("`on:` does not include pushes to branch `master`")
@@ -414,6 +414,27 @@ mod crash {
             .await
             .unwrap();
         wait_first_step_running(&addr, &slow).await;
+        // The step has printed, and the server has recorded it, before the stop.
+        let (a, id) = (addr.clone(), slow.clone());
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, body) = http(
+                    "GET",
+                    &a,
+                    &format!("/api/v1/runs/{id}/logs/slow"),
+                    &[("Authorization", &format!("Bearer {TOKEN}"))],
+                    b"",
+                );
+                if body.contains("started") {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "the step never printed: {body}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .unwrap();
         assert!(
             !leftovers(&d, &slow).await.is_empty(),
             "the step's container runs"
@@ -431,13 +452,13 @@ mod crash {
         // Nothing left for a next start to clean up: the server did it.
         assert_eq!(leftovers(&d, &slow).await, Vec::<String>::new());
         let run = stored_run(&data, &slow);
-        assert_eq!(run.status, "cancelled", "{run:?}");
+        assert_eq!(run.status.as_str(), "cancelled", "{run:?}");
         assert_eq!(
             run.error.as_deref(),
             Some(slipway_api::serve::SHUTDOWN_REASON)
         );
         assert!(run.finished_ms.is_some());
-        assert_eq!(run.steps[0].status, "cancelled");
+        assert_eq!(run.steps[0].status.as_str(), "cancelled");
         let store = Store::open(&data).unwrap();
         let log = store.read_log(&slow, "slow").unwrap();
         assert!(log.contains("started"), "the step's log is kept: {log}");
@@ -484,7 +505,7 @@ mod crash {
         let status = exit_within(&mut server, Duration::from_secs(60), &data);
         assert!(status.success(), "exit status {status}");
         let run = stored_run(&data, &short);
-        assert_eq!(run.status, "success", "{run:?}");
+        assert_eq!(run.status.as_str(), "success", "{run:?}");
         assert_eq!(leftovers(&d, &short).await, Vec::<String>::new());
 
         // 2. A second signal cancels what is still running.
@@ -510,7 +531,7 @@ mod crash {
         let status = exit_within(&mut server, Duration::from_secs(40), &data);
         assert!(status.success(), "exit status {status}");
         let run = stored_run(&data, &slow);
-        assert_eq!(run.status, "cancelled", "{run:?}");
+        assert_eq!(run.status.as_str(), "cancelled", "{run:?}");
         assert_eq!(
             run.error.as_deref(),
             Some(slipway_api::serve::SHUTDOWN_REASON)
@@ -715,7 +736,7 @@ async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
     assert_eq!(runs.len(), 200);
     for run in runs {
         let done = wait_done(&server.store, &run.id).await;
-        assert_eq!(done.status, "skipped", "{done:?}");
+        assert_eq!(done.status.as_str(), "skipped", "{done:?}");
     }
     assert!(server.store.queued().unwrap().is_empty());
     server.shutdown.cancel();
@@ -730,8 +751,8 @@ async fn wait_step_running(store: &Store, run: &str) {
     while store
         .get_run(run)
         .unwrap()
-        .map(|r| r.steps.first().map(|s| s.status.clone()))
-        != Some(Some("running".into()))
+        .map(|r| r.steps.first().map(|s| s.status))
+        != Some(Some(slipway_api::store::StepStatus::Running))
     {
         assert!(Instant::now() < deadline, "step of {run} never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -768,7 +789,7 @@ async fn a_writer_cancels_a_running_run_and_a_reader_may_not() {
     let (status, body) = cancel(WRITER).await.unwrap();
     assert_eq!(status, 202, "{body}");
     let run = wait_done(&server.store, &id).await;
-    assert_eq!(run.status, "cancelled");
+    assert_eq!(run.status.as_str(), "cancelled");
     assert_eq!(run.error.as_deref(), Some("cancelled by wendy"));
     assert_eq!(leftovers(&d, &id).await, Vec::<String>::new());
     let (status, body) = cancel(WRITER).await.unwrap();
@@ -788,13 +809,17 @@ async fn a_newer_push_to_the_same_ref_supersedes_the_running_run() {
     let (_, json) = push(&server, &sha, "newer").await;
     let newer = json["run"].as_str().unwrap().to_string();
     let run = wait_done(&server.store, &older).await;
-    assert_eq!(run.status, "cancelled");
+    assert_eq!(run.status.as_str(), "cancelled");
     assert_eq!(run.error, Some(format!("superseded by run {newer}")));
     assert_eq!(leftovers(&d, &older).await, Vec::<String>::new());
     wait_step_running(&server.store, &newer).await;
     server.shutdown.cancel();
     let run = wait_done(&server.store, &newer).await;
-    assert_eq!(run.status, "cancelled", "shutdown cancels what runs");
+    assert_eq!(
+        run.status.as_str(),
+        "cancelled",
+        "shutdown cancels what runs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -815,7 +840,13 @@ async fn a_repository_limit_keeps_its_next_run_queued() {
     let second = json["run"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        server.store.get_run(&second).unwrap().unwrap().status,
+        server
+            .store
+            .get_run(&second)
+            .unwrap()
+            .unwrap()
+            .status
+            .as_str(),
         "queued",
         "the repository's limit is 1"
     );
@@ -921,7 +952,10 @@ async fn commit_statuses_go_pending_then_final_with_a_link_to_the_run() {
     let server = start_with(&format!("file://{}", bare.display()), &extra).await;
     let (_, json) = push(&server, &sha, "status").await;
     let id = json["run"].as_str().unwrap().to_string();
-    assert_eq!(wait_done(&server.store, &id).await.status, "success");
+    assert_eq!(
+        wait_done(&server.store, &id).await.status.as_str(),
+        "success"
+    );
     let states = wait_for(|| {
         let s = github.states();
         (s.last().map(String::as_str) == Some("success")).then_some(s)
@@ -957,7 +991,10 @@ async fn a_forge_that_refuses_statuses_does_not_fail_the_run() {
     let server = start_with(&format!("file://{}", bare.display()), &extra).await;
     let (_, json) = push(&server, &sha, "status-down").await;
     let id = json["run"].as_str().unwrap().to_string();
-    assert_eq!(wait_done(&server.store, &id).await.status, "success");
+    assert_eq!(
+        wait_done(&server.store, &id).await.status.as_str(),
+        "success"
+    );
     let notes = wait_for(|| {
         let run = server.store.get_run(&id).unwrap().unwrap();
         run.notes
@@ -1011,7 +1048,10 @@ async fn a_rerun_of_failed_steps_reruns_them_and_what_they_need_only() {
     let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
     let (_, json) = push(&server, &sha, "first").await;
     let first = json["run"].as_str().unwrap().to_string();
-    assert_eq!(wait_done(&server.store, &first).await.status, "failed");
+    assert_eq!(
+        wait_done(&server.store, &first).await.status.as_str(),
+        "failed"
+    );
 
     let (status, json) = api_post(
         &server,
@@ -1023,14 +1063,14 @@ async fn a_rerun_of_failed_steps_reruns_them_and_what_they_need_only() {
     assert_eq!(status, 202, "{json}");
     let again = json["run"].as_str().unwrap().to_string();
     let run = wait_done(&server.store, &again).await;
-    assert_eq!(run.status, "success", "{run:?}");
+    assert_eq!(run.status.as_str(), "success", "{run:?}");
     let status_of = |name: &str| {
         run.steps
             .iter()
             .find(|s| s.name == name)
             .unwrap()
             .status
-            .clone()
+            .as_str()
     };
     assert_eq!(
         status_of("build"),
@@ -1343,7 +1383,7 @@ async fn a_pushed_image_and_artifacts_are_on_the_run_in_the_api_and_cli() {
     let id = json["run"].as_str().unwrap().to_string();
     let run = wait_done(&server.store, &id).await;
     assert_eq!(
-        run.status,
+        run.status.as_str(),
         "success",
         "{}",
         server.store.read_log(&id, "image").unwrap()
@@ -1609,7 +1649,7 @@ from = \"staging\"
         let id = json["run"].as_str().unwrap().to_string();
         let run = wait_done(&server.store, &id).await;
         assert_eq!(
-            run.status,
+            run.status.as_str(),
             "success",
             "{}",
             server.store.read_log(&id, "image").unwrap()
@@ -1735,7 +1775,7 @@ from = \"staging\"
             .into_iter()
             .find(|r| r.event == "promotion")
             .expect("a deploy run");
-        assert_eq!(deploy.status, "success");
+        assert_eq!(deploy.status.as_str(), "success");
         assert!(
             deploy.steps.iter().all(|s| s.name == "deploy-staging"),
             "only deploy steps run"

@@ -297,7 +297,10 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
             "return document.body.dataset.runStatus === 'cancelled'",
         )
         .await;
-    assert_eq!(wait_done(&server.store, &rerun).await.status, "cancelled");
+    assert_eq!(
+        wait_done(&server.store, &rerun).await.status.as_str(),
+        "cancelled"
+    );
 
     // Start a run of a branch from the runs page.
     browser.goto(&format!("{}/#/runs", base(&server))).await;
@@ -323,7 +326,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         .await;
     let triggered = wait_done(&server.store, &manual).await;
     assert_eq!(triggered.event, "manual");
-    assert_eq!(triggered.status, "success");
+    assert_eq!(triggered.status.as_str(), "success");
 
     // A reader sees the run, and no button to change it.
     browser.sign_out().await;
@@ -600,7 +603,11 @@ fn seed_big_run(store: &Store, lines: usize) -> (String, String) {
         slipway_api::runs::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
     let now = slipway_api::ids::now_ms();
     for (n, step) in run.steps.iter_mut().enumerate() {
-        step.status = if n == 57 { "failed" } else { "success" }.into();
+        step.status = if n == 57 {
+            slipway_api::store::StepStatus::Failed
+        } else {
+            slipway_api::store::StepStatus::Success
+        };
         step.started_ms = Some(now - 60_000);
         step.finished_ms = Some(now - 1_000);
         step.attempts = 1;
@@ -629,7 +636,7 @@ fn seed_big_run(store: &Store, lines: usize) -> (String, String) {
         }
     }
     store.append_log(&id, &step, &chunk).unwrap();
-    run.status = "failed".into();
+    run.status = slipway_api::store::RunStatus::Failed;
     run.finished_ms = Some(now);
     store.put_run(&run).unwrap();
     store.flush().unwrap();

@@ -113,7 +113,8 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
-    /// List a run's artifacts, or download one (with --server).
+    /// List a run's artifacts, or download one (local runs' from the data
+    /// dir; a server's with --server).
     Artifacts {
         run: String,
         /// `STEP/PATH` of the artifact to download.
@@ -201,9 +202,10 @@ fn main() -> ExitCode {
             run,
             artifact,
             output,
-        } => with_server(cli.server.as_deref(), "artifacts", |s| {
-            cmd::remote::artifacts(s, &run, artifact.as_deref(), output.as_deref())
-        }),
+        } => match cli.server.as_deref() {
+            Some(s) => cmd::remote::artifacts(s, &run, artifact.as_deref(), output.as_deref()),
+            None => cmd::artifacts::local(&data_dir, &run, artifact.as_deref(), output.as_deref()),
+        },
         Command::Trigger { repo, git_ref } => with_server(cli.server.as_deref(), "trigger", |s| {
             cmd::remote::trigger(s, &repo, &git_ref)
         }),

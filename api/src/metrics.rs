@@ -30,7 +30,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn run_finished(&self, status: &str) {
+    pub fn run_finished(&self, status: crate::store::RunStatus) {
         *self
             .runs_finished
             .lock()
@@ -99,6 +99,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStatus;
 
     #[test]
     fn renders_counters_gauges_and_a_cumulative_histogram() {
@@ -106,7 +107,7 @@ mod tests {
         m.webhook("accepted");
         m.webhook("accepted");
         m.webhook("bad_signature");
-        m.run_finished("success");
+        m.run_finished(RunStatus::Success);
         m.step_finished(Duration::from_millis(700));
         m.step_finished(Duration::from_secs(45));
         let text = m.render(3, 1);

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod artifacts;
 pub mod cache;
 pub mod graph;
 pub mod logs;

@@ -17,8 +17,9 @@ fn client(server: &str) -> anyhow::Result<(tokio::runtime::Runtime, Client)> {
     Ok((rt, Client::new(server, token)?))
 }
 
+/// A status word from the server; one it does not know counts as ended.
 fn ended(status: &str) -> bool {
-    !["queued", "running"].contains(&status)
+    slipway_api::store::RunStatus::parse(status).is_none_or(|s| s.is_ended())
 }
 
 pub fn runs(server: &str, limit: usize) -> anyhow::Result<ExitCode> {
@@ -191,31 +192,23 @@ pub fn artifacts(
     let view = rt.block_on(client.get(&format!("/api/v1/runs/{run}")))?;
     let id = view["id"].as_str().unwrap_or(run).to_string();
     let Some(wanted) = artifact else {
-        let mut any = false;
+        let mut kept = Vec::new();
         for step in view["steps"].as_array().into_iter().flatten() {
             for a in step["artifacts"].as_array().into_iter().flatten() {
-                any = true;
-                println!(
-                    "{}/{}  {} bytes",
-                    step["name"].as_str().unwrap_or("?"),
-                    a["path"].as_str().unwrap_or("?"),
-                    a["size"]
-                );
+                kept.push(super::artifacts::Artifact {
+                    step: step["name"].as_str().unwrap_or("?").into(),
+                    path: a["path"].as_str().unwrap_or("?").into(),
+                    size: a["size"].as_u64().unwrap_or(0),
+                });
             }
         }
-        if !any {
-            println!("run {id} kept no artifacts");
-        }
+        super::artifacts::print_list(&id, &kept);
         return Ok(ExitCode::SUCCESS);
     };
-    let (step, path) = wanted.split_once('/').ok_or_else(|| {
-        anyhow::anyhow!("name the artifact as STEP/PATH (see `slipway artifacts {id}`)")
-    })?;
+    let (step, path) = super::artifacts::split_name(&id, wanted)?;
     let bytes =
         rt.block_on(client.get_bytes(&format!("/api/v1/runs/{id}/artifacts/{step}/{path}")))?;
-    let target = output
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| std::path::PathBuf::from(path.rsplit('/').next().unwrap_or(path)));
+    let target = super::artifacts::target(path, output);
     std::fs::write(&target, &bytes)
         .with_context(|| format!("cannot write {}", target.display()))?;
     println!("{} ({} bytes)", target.display(), bytes.len());

@@ -168,7 +168,7 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(report) => report,
         Err(e) => {
             store.update_run(&run_id, |r| {
-                r.status = "failed".into();
+                r.status = slipway_api::store::RunStatus::Failed;
                 r.error = Some(e.to_string());
             })?;
             store.flush()?;

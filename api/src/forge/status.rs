@@ -9,7 +9,7 @@ use octocrab::models::StatusState;
 use tracing::{debug, warn};
 
 use crate::config::{Provider, Repo};
-use crate::store::Store;
+use crate::store::{RunStatus, Store};
 
 /// The status context forges show next to the commit.
 pub const CONTEXT: &str = "slipway";
@@ -17,19 +17,21 @@ const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The commit status for a run status, and the description shown with it.
-pub fn status_for(run_status: &str, error: Option<&str>) -> (StatusState, String) {
+pub fn status_for(run_status: RunStatus, error: Option<&str>) -> (StatusState, String) {
     let note = |s: &str| match error {
         Some(e) => format!("{s}: {}", first_line(e)),
         None => s.to_string(),
     };
     match run_status {
-        "queued" => (StatusState::Pending, "queued".into()),
-        "running" => (StatusState::Pending, "running".into()),
-        "success" => (StatusState::Success, "passed".into()),
+        RunStatus::Queued => (StatusState::Pending, "queued".into()),
+        RunStatus::Running => (StatusState::Pending, "running".into()),
+        RunStatus::Success => (StatusState::Success, "passed".into()),
         // Not built at all is not a failure of the commit.
-        "skipped" => (StatusState::Success, note("skipped")),
-        "failed" => (StatusState::Failure, note("failed")),
-        other => (StatusState::Error, note(other)),
+        RunStatus::Skipped => (StatusState::Success, note("skipped")),
+        RunStatus::Failed => (StatusState::Failure, note("failed")),
+        other @ (RunStatus::Error | RunStatus::Cancelled | RunStatus::Interrupted) => {
+            (StatusState::Error, note(other.as_str()))
+        }
     }
 }
 
@@ -69,13 +71,13 @@ fn client_for(repo: &Repo, default_base: &str) -> Result<Option<(Octocrab, Strin
 }
 
 /// GitLab's name for a run status's commit status.
-pub fn gitlab_state(run_status: &str) -> &'static str {
+pub fn gitlab_state(run_status: RunStatus) -> &'static str {
     match run_status {
-        "queued" => "pending",
-        "running" => "running",
-        "success" | "skipped" => "success",
-        "cancelled" => "canceled",
-        _ => "failed",
+        RunStatus::Queued => "pending",
+        RunStatus::Running => "running",
+        RunStatus::Success | RunStatus::Skipped => "success",
+        RunStatus::Cancelled => "canceled",
+        RunStatus::Failed | RunStatus::Error | RunStatus::Interrupted => "failed",
     }
 }
 
@@ -84,7 +86,7 @@ pub fn gitlab_state(run_status: &str) -> &'static str {
 pub async fn report(
     repo: &Repo,
     sha: &str,
-    run_status: &str,
+    run_status: RunStatus,
     error: Option<&str>,
     target_url: &str,
 ) -> Result<(), String> {
@@ -174,14 +176,7 @@ pub async fn report_run(store: &Store, repo: &Repo, run_id: &str, public_url: &s
         public_url.trim_end_matches('/'),
         run.id
     );
-    if let Err(message) = report(
-        repo,
-        &source.sha,
-        &run.status,
-        run.error.as_deref(),
-        &target,
-    )
-    .await
+    if let Err(message) = report(repo, &source.sha, run.status, run.error.as_deref(), &target).await
     {
         let _ = store.update_run(run_id, |r| r.notes.push(message));
         let _ = store.flush();
@@ -264,7 +259,7 @@ mod tests {
         report(
             &config.repos[0],
             "abc123",
-            "success",
+            RunStatus::Success,
             None,
             "http://ci/api/v1/runs/r1",
         )
@@ -278,35 +273,35 @@ mod tests {
         assert_eq!(body["state"], "success");
         assert_eq!(body["name"], "slipway");
         assert_eq!(body["target_url"], "http://ci/api/v1/runs/r1");
-        assert_eq!(gitlab_state("cancelled"), "canceled");
-        assert_eq!(gitlab_state("interrupted"), "failed");
-        assert_eq!(gitlab_state("queued"), "pending");
+        assert_eq!(gitlab_state(RunStatus::Cancelled), "canceled");
+        assert_eq!(gitlab_state(RunStatus::Interrupted), "failed");
+        assert_eq!(gitlab_state(RunStatus::Queued), "pending");
     }
 
     #[test]
     fn run_statuses_map_to_commit_statuses() {
         assert_eq!(
-            status_for("queued", None),
+            status_for(RunStatus::Queued, None),
             (StatusState::Pending, "queued".into())
         );
         assert_eq!(
-            status_for("success", None),
+            status_for(RunStatus::Success, None),
             (StatusState::Success, "passed".into())
         );
         assert_eq!(
-            status_for("failed", None),
+            status_for(RunStatus::Failed, None),
             (StatusState::Failure, "failed".into())
         );
         assert_eq!(
-            status_for("error", Some("p.yml:1:1: error: x\nmore")),
+            status_for(RunStatus::Error, Some("p.yml:1:1: error: x\nmore")),
             (StatusState::Error, "error: p.yml:1:1: error: x".into())
         );
         assert_eq!(
-            status_for("skipped", Some("`on:` does not include pushes")).0,
+            status_for(RunStatus::Skipped, Some("`on:` does not include pushes")).0,
             StatusState::Success
         );
         assert_eq!(
-            status_for("cancelled", Some("superseded by run abc")).1,
+            status_for(RunStatus::Cancelled, Some("superseded by run abc")).1,
             "cancelled: superseded by run abc"
         );
     }

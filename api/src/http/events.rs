@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Scope;
 use crate::http::runs::authorize;
 use crate::http::{ApiError, AppState};
-use crate::store::{AuditEntry, Event, EventKind, PreviewChange, Store, StoreError, run_ended};
+use crate::store::{AuditEntry, Event, EventKind, PreviewChange, Store, StoreError};
 
 /// Stored events read per store visit when replaying.
 const REPLAY_PAGE: usize = 128;
@@ -66,7 +66,7 @@ pub async fn run_events(
         }),
         feed: false,
     };
-    tokio::spawn(follow.run(run.id, run_ended(&run.status), live));
+    tokio::spawn(follow.run(run.id, run.status.is_ended(), live));
     Ok(sse(rx))
 }
 
@@ -448,7 +448,7 @@ mod tests {
 
     use crate::http::tests::test_state;
     use crate::http::{AppState, app};
-    use crate::store::{PreviewRecord, Promotion};
+    use crate::store::{PreviewRecord, Promotion, PromotionStatus, RunStatus};
 
     const READER: &str =
         "[[tokens]]\nuser = \"rita\"\ntoken = \"rita-token-0123456789x\"\nscope = \"read\"\n";
@@ -509,7 +509,7 @@ mod tests {
         let mut run = running_run(&state, "r1");
         state.store.append_log("r1", "a", "from a\n").unwrap();
         state.store.append_log("r1", "b", "from b\n").unwrap();
-        run.status = "success".into();
+        run.status = RunStatus::Success;
         state.store.put_run(&run).unwrap();
 
         let all = read_all(&state, "/api/v1/runs/r1/events").await;
@@ -538,7 +538,7 @@ mod tests {
         let (state, dir) = test_state(READER);
         for id in ["first", "second"] {
             let mut run = running_run(&state, id);
-            run.status = "success".into();
+            run.status = RunStatus::Success;
             state.store.put_run(&run).unwrap();
         }
         let mut body = open(&state, "/api/v1/events?after=0").await;
@@ -612,7 +612,7 @@ mod tests {
             .unwrap();
         store
             .change_promotion("p1", |p| {
-                p.status = "rejected".into();
+                p.status = PromotionStatus::Rejected;
                 Ok(("alice".into(), "rejected".into(), Some("not yet".into())))
             })
             .unwrap()

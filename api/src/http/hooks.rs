@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(status, StatusCode::ACCEPTED, "{json}");
         let run_id = json["run"].as_str().unwrap().to_string();
         let run = state.store.get_run(&run_id).unwrap().unwrap();
-        assert_eq!(run.status, "queued");
+        assert_eq!(run.status.as_str(), "queued");
         let source = run.source.unwrap();
         assert_eq!(
             (source.repo.as_str(), source.sha.as_str()),

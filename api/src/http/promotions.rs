@@ -135,7 +135,7 @@ pub async fn list(
                     .as_ref()
                     .is_none_or(|r| r.eq_ignore_ascii_case(&p.repo))
             })
-            .filter(|p| q.status.as_ref().is_none_or(|s| *s == p.status))
+            .filter(|p| q.status.as_ref().is_none_or(|s| s == p.status.as_str()))
             .collect(),
     ))
 }

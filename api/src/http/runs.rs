@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ApiToken, Scope};
 use crate::http::{ApiError, AppState};
 use crate::runs::control::Cancelled;
-use crate::store::{RunRecord, StoreError};
+use crate::store::{RunRecord, RunStatus, StepStatus, StoreError};
 
 /// Checks the bearer token and its scope.
 pub fn authorize(
@@ -65,7 +65,7 @@ impl From<StoreError> for ApiError {
 pub struct RunView {
     pub id: String,
     pub pipeline: String,
-    pub status: String,
+    pub status: RunStatus,
     pub event: String,
     pub branch: Option<String>,
     pub repo: Option<String>,
@@ -86,7 +86,7 @@ pub struct RunView {
 #[derive(Debug, Serialize)]
 pub struct StepView {
     pub name: String,
-    pub status: String,
+    pub status: StepStatus,
     pub exit_code: Option<i64>,
     pub attempts: u32,
     pub started_ms: Option<u64>,
@@ -182,7 +182,10 @@ pub async fn list_runs(
             r.source
                 .as_ref()
                 .is_some_and(|s| s.repo.eq_ignore_ascii_case(want))
-        }) && q.status.as_ref().is_none_or(|want| &r.status == want)
+        }) && q
+            .status
+            .as_ref()
+            .is_none_or(|want| r.status.as_str() == want)
             && q.branch
                 .as_ref()
                 .is_none_or(|want| r.branch.as_ref() == Some(want))
@@ -263,7 +266,7 @@ pub async fn rerun(
             ),
         ));
     };
-    if q.failed && old.status == "success" {
+    if q.failed && old.status == RunStatus::Success {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "nothing_failed",
@@ -382,7 +385,7 @@ pub async fn get_log(
             ),
         ));
     };
-    let complete = !["pending", "running"].contains(&record.status.as_str());
+    let complete = record.status.is_ended();
     let offset = q.offset.unwrap_or(0);
     let (text, next_offset) = state.store.read_log_from(&run.id, &step, offset)?;
     Ok(Json(LogChunk {
@@ -460,9 +463,9 @@ mod tests {
         .unwrap();
         let store = Store::open(&dir).unwrap();
         for (i, (repo, status)) in [
-            ("acme/web", "success"),
-            ("acme/api", "failed"),
-            ("acme/web", "failed"),
+            ("acme/web", RunStatus::Success),
+            ("acme/api", RunStatus::Failed),
+            ("acme/web", RunStatus::Failed),
         ]
         .into_iter()
         .enumerate()
@@ -474,7 +477,7 @@ mod tests {
                     file: ".slipway.yml".into(),
                     event: "push".into(),
                     branch: Some("main".into()),
-                    status: status.into(),
+                    status,
                     created_ms: 1000 + i as u64,
                     finished_ms: Some(2000 + i as u64),
                     error: None,
@@ -482,7 +485,7 @@ mod tests {
                         StepRecord {
                             name: "build".into(),
                             needs: vec![],
-                            status: "success".into(),
+                            status: StepStatus::Success,
                             exit_code: Some(0),
                             attempts: 1,
                             started_ms: Some(1100),
@@ -492,7 +495,11 @@ mod tests {
                         StepRecord {
                             name: "test".into(),
                             needs: vec!["build".into()],
-                            status: status.into(),
+                            status: if status == RunStatus::Success {
+                                StepStatus::Success
+                            } else {
+                                StepStatus::Failed
+                            },
                             exit_code: Some(1),
                             attempts: 1,
                             started_ms: Some(1300),

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Repo};
 use crate::ids::now_ms;
-use crate::store::{PreviewRecord, RunRecord, Store};
+use crate::store::{PreviewRecord, RunRecord, RunStatus, Store};
 
 /// How long a replaced container keeps serving requests already sent to it.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -89,7 +89,7 @@ impl crate::runs::RunFollower for Previews {
         else {
             return;
         };
-        if run.status != "success" {
+        if run.status != RunStatus::Success {
             return;
         }
         let Some(number) = source.pull_request else {

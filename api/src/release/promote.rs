@@ -13,7 +13,9 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Environment, Repo};
 use crate::ids::{new_run_id, now_ms};
-use crate::store::{Deploy, EnvState, Promotion, Refused, RunRecord, Store, StoreError};
+use crate::store::{
+    Deploy, EnvState, Promotion, PromotionStatus, Refused, RunRecord, RunStatus, Store, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
@@ -165,7 +167,7 @@ impl Promoter {
                 repo.name
             )));
         };
-        if built.status != "success" {
+        if built.status != RunStatus::Success {
             return Err(PromoteError::Refused(format!(
                 "run {} that built {digest} did not succeed ({})",
                 built.id, built.status
@@ -195,11 +197,10 @@ impl Promoter {
             created_ms: now,
             expires_ms: now + env.expires_after.as_millis() as u64,
             status: if env.approvals == 0 {
-                "approved"
+                PromotionStatus::Approved
             } else {
-                "pending"
-            }
-            .into(),
+                PromotionStatus::Pending
+            },
             approvals: Vec::new(),
             rejection: None,
             error: None,
@@ -210,7 +211,7 @@ impl Promoter {
             .create_promotion(&promotion)?
             .map_err(|r| refused(r, &promotion.id))?;
         info!(promotion = %promotion.id, env = env_name, digest = %promotion.digest, "promotion requested");
-        if promotion.status == "approved" {
+        if promotion.status == PromotionStatus::Approved {
             self.start(&promotion.id);
         }
         Ok(promotion)
@@ -228,7 +229,7 @@ impl Promoter {
         let changed = self
             .store
             .change_promotion(id, |p| {
-                if p.status != "pending" {
+                if p.status != PromotionStatus::Pending {
                     return Err(format!("promotion {} is {}, not pending", p.id, p.status));
                 }
                 if now_ms() > p.expires_ms {
@@ -251,12 +252,12 @@ impl Promoter {
                     at_ms: now_ms(),
                 });
                 if p.approvals.len() >= env.approvals {
-                    p.status = "approved".into();
+                    p.status = PromotionStatus::Approved;
                 }
                 Ok((user.into(), "approved".into(), comment.clone()))
             })?
             .map_err(|r| refused(r, id))?;
-        if changed.status == "approved" {
+        if changed.status == PromotionStatus::Approved {
             self.start(id);
         }
         Ok(changed)
@@ -272,10 +273,10 @@ impl Promoter {
         self.gate(id, user)?;
         self.store
             .change_promotion(id, |p| {
-                if p.status != "pending" {
+                if p.status != PromotionStatus::Pending {
                     return Err(format!("promotion {} is {}, not pending", p.id, p.status));
                 }
-                p.status = "rejected".into();
+                p.status = PromotionStatus::Rejected;
                 p.rejection = Some(crate::store::Decision {
                     user: user.into(),
                     comment: comment.clone(),
@@ -292,13 +293,13 @@ impl Promoter {
         let changed = self
             .store
             .change_promotion(id, |p| {
-                if p.status != "failed" {
+                if p.status != PromotionStatus::Failed {
                     return Err(format!(
                         "promotion {} is {}; only failed ones are retried",
                         p.id, p.status
                     ));
                 }
-                p.status = "approved".into();
+                p.status = PromotionStatus::Approved;
                 p.error = None;
                 p.finished_ms = None;
                 Ok((user.into(), "retried".into(), None))
@@ -340,7 +341,7 @@ impl Promoter {
         warn!(promotion = id, error = %why, "promotion failed");
         self.store
             .change_promotion(id, |p| {
-                p.status = "failed".into();
+                p.status = PromotionStatus::Failed;
                 p.error = Some(why.clone());
                 p.finished_ms = Some(now_ms());
                 Ok(("slipway".into(), "failed".into(), Some(why.clone())))
@@ -354,10 +355,10 @@ impl Promoter {
     /// environment keeps (and its tag points back at) what it had.
     async fn execute(&self, id: &str) -> Result<(), StoreError> {
         let Ok(p) = self.store.change_promotion(id, |p| {
-            if p.status != "approved" {
+            if p.status != PromotionStatus::Approved {
                 return Err(format!("promotion {} is {}", p.id, p.status));
             }
-            p.status = "promoting".into();
+            p.status = PromotionStatus::Promoting;
             p.attempts += 1;
             Ok(("slipway".into(), "promoting".into(), None))
         })?
@@ -444,9 +445,9 @@ impl Promoter {
             .map_err(|e| e.to_string())?;
         loop {
             if let Some(r) = self.store.get_run(&run_id).map_err(|e| e.to_string())?
-                && crate::store::run_ended(&r.status)
+                && r.status.is_ended()
             {
-                return if r.status == "success" {
+                return if r.status == RunStatus::Success {
                     Ok(())
                 } else {
                     Err(format!(
@@ -468,7 +469,8 @@ impl Promoter {
     /// repository's `auto` environment.
     pub fn after_run(self: &Arc<Self>, run: &RunRecord) {
         let Some(source) = &run.source else { return };
-        if run.status != "success" || run.deploy.is_some() || source.pull_request.is_some() {
+        if run.status != RunStatus::Success || run.deploy.is_some() || source.pull_request.is_some()
+        {
             return;
         }
         let Some(repo) = self.config.repo(&source.repo) else {
@@ -500,12 +502,12 @@ impl Promoter {
     /// approved ones start.
     pub fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
         for p in self.store.promotions()? {
-            match p.status.as_str() {
-                "promoting" => self.fail(
+            match p.status {
+                PromotionStatus::Promoting => self.fail(
                     &p.id,
                     "the server stopped during the promotion; retry it".into(),
                 )?,
-                "approved" => self.start(&p.id),
+                PromotionStatus::Approved => self.start(&p.id),
                 _ => {}
             }
         }
@@ -516,13 +518,13 @@ impl Promoter {
     pub fn expire_due(&self) -> Result<(), StoreError> {
         let now = now_ms();
         for p in self.store.promotions()? {
-            if p.status == "pending" && now > p.expires_ms {
+            if p.status == PromotionStatus::Pending && now > p.expires_ms {
                 self.store
                     .change_promotion(&p.id, |p| {
-                        if p.status != "pending" {
+                        if p.status != PromotionStatus::Pending {
                             return Err("answered meanwhile".into());
                         }
-                        p.status = "expired".into();
+                        p.status = PromotionStatus::Expired;
                         p.finished_ms = Some(now_ms());
                         Ok(("slipway".into(), "expired".into(), None))
                     })?
@@ -642,12 +644,12 @@ mod tests {
         Promoter::new(Arc::new(config), store, queue)
     }
 
-    fn built(store: &Store, id: &str, status: &str, digest: &str) {
+    fn built(store: &Store, id: &str, status: RunStatus, digest: &str) {
         built_by(store, id, status, digest, None);
     }
 
     /// A finished run of acme/web that pushed `digest`, written by `author`.
-    fn built_by(store: &Store, id: &str, status: &str, digest: &str, author: Option<&str>) {
+    fn built_by(store: &Store, id: &str, status: RunStatus, digest: &str, author: Option<&str>) {
         store
             .put_run(&RunRecord {
                 id: id.into(),
@@ -655,7 +657,7 @@ mod tests {
                 file: ".slipway.yml".into(),
                 event: "push".into(),
                 branch: Some("main".into()),
-                status: status.into(),
+                status,
                 created_ms: now_ms(),
                 finished_ms: Some(now_ms()),
                 error: None,
@@ -693,10 +695,10 @@ mod tests {
              approvals = 1\napprovers = [\"alice\", \"bob\"]\nprevent_self_approval = true\n",
         );
         let digest = format!("sha256:{}", "d".repeat(64));
-        built_by(&p.store, "r1", "success", &digest, Some("alice"));
+        built_by(&p.store, "r1", RunStatus::Success, &digest, Some("alice"));
         // dev holds it, as after the automatic promotion of that run.
         let to_dev = Promotion {
-            status: "promoting".into(),
+            status: PromotionStatus::Promoting,
             ..Promotion::pending_for_test("d1", "acme/web", "dev", &digest)
         };
         p.store.create_promotion(&to_dev).unwrap().unwrap();
@@ -723,7 +725,12 @@ mod tests {
         let e = p.approve(&asked.id, "alice", None).unwrap_err();
         assert!(e.to_string().contains("wrote its commit"), "{e}");
         assert_eq!(
-            p.store.promotion(&asked.id).unwrap().unwrap().status,
+            p.store
+                .promotion(&asked.id)
+                .unwrap()
+                .unwrap()
+                .status
+                .as_str(),
             "pending"
         );
         // bob wrote nothing here: his approval counts.
@@ -739,8 +746,8 @@ mod tests {
         let p = promoter(&dir);
         let good = format!("sha256:{}", "a".repeat(64));
         let bad = format!("sha256:{}", "b".repeat(64));
-        built(&p.store, "r1", "success", &good);
-        built(&p.store, "r2", "failed", &bad);
+        built(&p.store, "r1", RunStatus::Success, &good);
+        built(&p.store, "r2", RunStatus::Failed, &bad);
         // Requests to dev need a digest from a green run of the repo.
         let e = p
             .request("acme/web", "dev", Some(&bad), "dave")
@@ -792,7 +799,10 @@ mod tests {
         let e = p.approve("p1", "alice", None).unwrap_err();
         assert!(e.to_string().contains("has expired"), "{e}");
         p.expire_due().unwrap();
-        assert_eq!(p.store.promotion("p1").unwrap().unwrap().status, "expired");
+        assert_eq!(
+            p.store.promotion("p1").unwrap().unwrap().status.as_str(),
+            "expired"
+        );
         let actions: Vec<String> = p
             .store
             .audit_log()

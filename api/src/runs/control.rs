@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::now_ms;
-use crate::store::{Store, StoreError};
+use crate::store::{RunStatus, Store, StoreError};
 
 struct Running {
     cancel: CancellationToken,
@@ -38,7 +38,7 @@ pub enum Cancelled {
     /// It is running; its containers are being stopped.
     Stopping,
     /// It had already ended, with this status.
-    AlreadyEnded(String),
+    AlreadyEnded(RunStatus),
 }
 
 impl RunControl {
@@ -126,8 +126,8 @@ impl RunControl {
 
     /// Cancels a run, queued or running.
     pub fn cancel(&self, store: &Store, id: &str, reason: &str) -> Result<Cancelled, StoreError> {
-        let changed = store.transition(id, &["queued"], |r| {
-            r.status = "cancelled".into();
+        let changed = store.transition(id, &[RunStatus::Queued], |r| {
+            r.status = RunStatus::Cancelled;
             r.finished_ms = Some(now_ms());
             r.error = Some(reason.to_string());
         })?;
@@ -144,7 +144,7 @@ impl RunControl {
         // of the run: what is stored decides, or a finished run would be
         // answered "cancelling".
         let run = stored(store)?;
-        if crate::store::run_ended(&run.status) {
+        if run.status.is_ended() {
             return Ok(Cancelled::AlreadyEnded(run.status));
         }
         if self.cancel_running(id, reason) {
@@ -152,7 +152,7 @@ impl RunControl {
         }
         // Claimed by the executor between the checks above.
         let run = stored(store)?;
-        if run.status == "running" && self.cancel_running(id, reason) {
+        if run.status == RunStatus::Running && self.cancel_running(id, reason) {
             return Ok(Cancelled::Stopping);
         }
         Ok(Cancelled::AlreadyEnded(run.status))
@@ -205,18 +205,18 @@ mod tests {
         );
         let pipeline = parsed.pipeline.expect("valid pipeline");
         let mut run = crate::runs::record::new_run("r1", &pipeline, ".slipway.yml", "push", None);
-        run.status = "success".into();
+        run.status = RunStatus::Success;
         store.put_run(&run).unwrap();
         let control = RunControl::default();
         let token = CancellationToken::new();
         control.start("r1", "acme/web", "refs/heads/main", token.clone());
         assert_eq!(
             control.cancel(&store, "r1", "cancelled by t").unwrap(),
-            Cancelled::AlreadyEnded("success".into())
+            Cancelled::AlreadyEnded(RunStatus::Success)
         );
         assert!(!token.is_cancelled(), "a finished run is left alone");
         // Still running: it is stopped.
-        run.status = "running".into();
+        run.status = RunStatus::Running;
         store.put_run(&run).unwrap();
         assert_eq!(
             control.cancel(&store, "r1", "cancelled by t").unwrap(),

@@ -17,7 +17,7 @@ use crate::ids::now_ms;
 use crate::metrics::Metrics;
 use crate::runs::control::RunControl;
 use crate::runs::record::{Recorder, step_records};
-use crate::store::{Rerun, RunRecord, Store, StoreError};
+use crate::store::{Rerun, RunRecord, RunStatus, StepStatus, Store, StoreError};
 
 /// Steps that passed in a run, counting those that a failed-only rerun took
 /// over from the run it reran (`skipped` in it, but passed before).
@@ -28,7 +28,7 @@ fn passed_steps(store: &Store, run_id: &str, depth: usize) -> HashSet<String> {
     let mut passed: HashSet<String> = run
         .steps
         .iter()
-        .filter(|s| s.status == "success")
+        .filter(|s| s.status == StepStatus::Success)
         .map(|s| s.name.clone())
         .collect();
     // The depth bound only guards against a corrupt loop of reruns.
@@ -41,7 +41,7 @@ fn passed_steps(store: &Store, run_id: &str, depth: usize) -> HashSet<String> {
         let reused: HashSet<&str> = run
             .steps
             .iter()
-            .filter(|s| s.status == "skipped")
+            .filter(|s| s.status == StepStatus::Skipped)
             .map(|s| s.name.as_str())
             .collect();
         passed.extend(
@@ -95,17 +95,17 @@ impl<B: Backend> Executor<B> {
             warn!(dir = %self.work_root.display(), error = %e, "cannot remove stale checkouts");
         }
         for run in self.store.list_runs(usize::MAX)? {
-            if run.status == "running" {
+            if run.status == RunStatus::Running {
                 if let Err(e) = self.backend.teardown_run(&run.id).await {
                     warn!(run_id = %run.id, error = %e, "cannot remove the containers of an interrupted run");
                 }
                 self.store.update_run(&run.id, |r| {
-                    r.status = "interrupted".into();
+                    r.status = RunStatus::Interrupted;
                     r.finished_ms = Some(now_ms());
                     r.error = Some("the server stopped while this run was running".into());
                     for s in &mut r.steps {
-                        if s.status == "running" || s.status == "pending" {
-                            s.status = "cancelled".into();
+                        if s.status == StepStatus::Running || s.status == StepStatus::Pending {
+                            s.status = StepStatus::Cancelled;
                         }
                     }
                 })?;
@@ -169,7 +169,7 @@ impl<B: Backend> Executor<B> {
                 // Claimed atomically: a cancel that got there first wins.
                 let claimed = self
                     .store
-                    .transition(&id, &["queued"], |r| r.status = "running".into());
+                    .transition(&id, &[RunStatus::Queued], |r| r.status = RunStatus::Running);
                 let run = match claimed {
                     Ok(Some(run)) => run,
                     Ok(None) => continue,
@@ -199,7 +199,7 @@ impl<B: Backend> Executor<B> {
                             }
                         };
                         if let Ok(Some(done)) = this.store.get_run(&id) {
-                            this.metrics.run_finished(&done.status);
+                            this.metrics.run_finished(done.status);
                             for follower in &this.followers {
                                 follower.clone().run_finished(&done, pipeline.as_ref());
                             }
@@ -231,7 +231,7 @@ impl<B: Backend> Executor<B> {
             .expect("queued server runs have a source");
         let result = match self.config.repo(&source.repo).cloned() {
             None => Err((
-                "error",
+                RunStatus::Error,
                 format!("repository `{}` is no longer configured", source.repo),
             )),
             Some(repo) => {
@@ -263,20 +263,20 @@ impl<B: Backend> Executor<B> {
         repo: &crate::config::Repo,
         checkout: &std::path::Path,
         cancel: CancellationToken,
-    ) -> Result<slipway_engine::Pipeline, (&'static str, String)> {
+    ) -> Result<slipway_engine::Pipeline, (RunStatus, String)> {
         let source = run.source.as_ref().expect("server runs have a source");
         self.mirrors
             .fetch(&repo.name, &repo.clone_url, &source.git_ref, &source.sha)
             .await
-            .map_err(|e| ("failed", e.to_string()))?;
+            .map_err(|e| (RunStatus::Failed, e.to_string()))?;
         let text = self
             .mirrors
             .read_file(&repo.name, &source.sha, &repo.pipeline)
             .await
-            .map_err(|e| ("failed", e.to_string()))?
+            .map_err(|e| (RunStatus::Failed, e.to_string()))?
             .ok_or_else(|| {
                 (
-                    "error",
+                    RunStatus::Error,
                     format!(
                         "commit {} has no pipeline file `{}`",
                         source.sha, repo.pipeline
@@ -286,7 +286,7 @@ impl<B: Backend> Executor<B> {
         let parsed = parse(&repo.pipeline, &text);
         let Some(pipeline) = parsed.pipeline else {
             let all: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
-            return Err(("error", all.join("\n")));
+            return Err((RunStatus::Error, all.join("\n")));
         };
         let trigger = Trigger {
             event: run.event.clone(),
@@ -307,15 +307,15 @@ impl<B: Backend> Executor<B> {
                                 d.environment
                             ));
                         })
-                        .map_err(|e| ("failed", e.to_string()))?;
-                    return Err(("success", "nothing to deploy".into()));
+                        .map_err(|e| (RunStatus::Failed, e.to_string()))?;
+                    return Err((RunStatus::Success, "nothing to deploy".into()));
                 }
             },
             None => {
                 if let Some(on) = &pipeline.on
                     && let Err(reason) = on.accepts(&trigger)
                 {
-                    return Err(("skipped", reason));
+                    return Err((RunStatus::Skipped, reason));
                 }
                 pipeline.without_deploy_steps()
             }
@@ -323,7 +323,7 @@ impl<B: Backend> Executor<B> {
         self.mirrors
             .checkout(&repo.name, &source.sha, checkout)
             .await
-            .map_err(|e| ("failed", e.to_string()))?;
+            .map_err(|e| (RunStatus::Failed, e.to_string()))?;
         let steps = step_records(&pipeline);
         let name = pipeline.name.clone();
         self.store
@@ -331,7 +331,7 @@ impl<B: Backend> Executor<B> {
                 r.pipeline = name;
                 r.steps = steps;
             })
-            .map_err(|e| ("failed", e.to_string()))?;
+            .map_err(|e| (RunStatus::Failed, e.to_string()))?;
 
         let mut env = vec![
             ("SLIPWAY_REPO".to_string(), repo.name.clone()),
@@ -435,19 +435,19 @@ impl<B: Backend> Executor<B> {
                 info!(status = %report.status, "run finished");
                 Ok(pipeline)
             }
-            Err(e) => Err(("error", e.to_string())),
+            Err(e) => Err((RunStatus::Error, e.to_string())),
         }
     }
 
     fn finish_with_error(
         &self,
         run: &RunRecord,
-        status: &str,
+        status: RunStatus,
         message: String,
     ) -> Result<(), StoreError> {
         info!(run_id = %run.id, %status, %message, "run did not start");
         self.store.update_run(&run.id, |r| {
-            r.status = status.into();
+            r.status = status;
             r.error = Some(message);
             r.finished_ms = Some(now_ms());
         })?;
@@ -460,14 +460,14 @@ mod tests {
     use super::*;
     use crate::store::StepRecord;
 
-    fn run(id: &str, steps: &[(&str, &str)], rerun: Option<&str>) -> RunRecord {
+    fn run(id: &str, steps: &[(&str, StepStatus)], rerun: Option<&str>) -> RunRecord {
         RunRecord {
             id: id.into(),
             pipeline: "p".into(),
             file: ".slipway.yml".into(),
             event: "push".into(),
             branch: None,
-            status: "failed".into(),
+            status: RunStatus::Failed,
             created_ms: 1,
             finished_ms: None,
             error: None,
@@ -476,7 +476,7 @@ mod tests {
                 .map(|(n, s)| StepRecord {
                     name: n.to_string(),
                     needs: vec![],
-                    status: s.to_string(),
+                    status: *s,
                     exit_code: None,
                     attempts: 1,
                     started_ms: None,
@@ -502,10 +502,10 @@ mod tests {
             .put_run(&run(
                 "r0",
                 &[
-                    ("build", "success"),
-                    ("lint", "success"),
-                    ("flaky", "failed"),
-                    ("docs", "skipped"),
+                    ("build", StepStatus::Success),
+                    ("lint", StepStatus::Success),
+                    ("flaky", StepStatus::Failed),
+                    ("docs", StepStatus::Skipped),
                 ],
                 None,
             ))
@@ -514,10 +514,10 @@ mod tests {
             .put_run(&run(
                 "r1",
                 &[
-                    ("build", "success"),
-                    ("lint", "skipped"),
-                    ("flaky", "failed"),
-                    ("docs", "skipped"),
+                    ("build", StepStatus::Success),
+                    ("lint", StepStatus::Skipped),
+                    ("flaky", StepStatus::Failed),
+                    ("docs", StepStatus::Skipped),
                 ],
                 Some("r0"),
             ))

@@ -8,7 +8,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::ids::{new_run_id, now_ms};
 use crate::runs::control::RunControl;
-use crate::store::{Accepted, RunRecord, SourceRecord, Store, StoreError};
+use crate::store::{Accepted, RunRecord, RunStatus, SourceRecord, Store, StoreError};
 
 /// Queues runs and tells whoever must hear of them.
 #[derive(Clone)]
@@ -132,7 +132,7 @@ pub fn queued_run(
         file: pipeline_path.to_string(),
         event: event.to_string(),
         branch,
-        status: "queued".into(),
+        status: RunStatus::Queued,
         created_ms: now_ms(),
         finished_ms: None,
         error: None,

@@ -8,7 +8,7 @@ use slipway_engine::Pipeline;
 use slipway_runner::{LogStream, RunEvent};
 
 use crate::ids::now_ms;
-use crate::store::{RunRecord, StepRecord, Store, StoreError};
+use crate::store::{RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError};
 
 /// Log lines are written in chunks of at most this many bytes per step, so a
 /// chatty step costs a few sled writes per second, not one per line.
@@ -32,7 +32,7 @@ pub fn new_run(
         file: file.into(),
         event: event.into(),
         branch: branch.map(Into::into),
-        status: "running".into(),
+        status: RunStatus::Running,
         created_ms: now_ms(),
         finished_ms: None,
         error: None,
@@ -52,7 +52,7 @@ pub fn step_records(pipeline: &Pipeline) -> Vec<StepRecord> {
         .map(|s| StepRecord {
             name: s.name.clone(),
             needs: s.needs.clone(),
-            status: "pending".into(),
+            status: StepStatus::Pending,
             exit_code: None,
             attempts: 0,
             started_ms: None,
@@ -123,7 +123,7 @@ impl Recorder {
             RunEvent::StepStarted { step, attempt } => {
                 let attempt = *attempt;
                 self.update_step(step, |s| {
-                    s.status = "running".into();
+                    s.status = StepStatus::Running;
                     s.attempts = attempt;
                     s.started_ms.get_or_insert_with(now_ms);
                 })?;
@@ -137,7 +137,7 @@ impl Recorder {
             } => {
                 self.flush_step(step)?;
                 self.update_step(step, |s| {
-                    s.status = status.as_str().into();
+                    s.status = status.into();
                     s.exit_code = *exit_code;
                     s.attempts = *attempts;
                     s.finished_ms = Some(now_ms());
@@ -145,7 +145,7 @@ impl Recorder {
             }
             RunEvent::StepSettled { step, status } => {
                 self.flush_step(step)?;
-                self.update_step(step, |s| s.status = status.as_str().into())?;
+                self.update_step(step, |s| s.status = status.into())?;
             }
             RunEvent::RunError { message } => {
                 let message = message.clone();
@@ -159,7 +159,7 @@ impl Recorder {
                     if error.is_some() {
                         r.error = error;
                     }
-                    r.status = status.as_str().into();
+                    r.status = (*status).into();
                     r.finished_ms = Some(now_ms());
                 })?;
                 self.store.flush()?;

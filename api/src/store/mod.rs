@@ -20,8 +20,10 @@ use tokio::sync::broadcast;
 
 mod previews;
 mod promotions;
+mod status;
 pub use previews::{PreviewChange, PreviewRecord};
 pub use promotions::{AuditEntry, Decision, EnvState, Promotion, Refused};
+pub use status::{PromotionStatus, RunStatus, StepStatus};
 
 /// Live events buffered per subscriber; a subscriber that falls further
 /// behind reads the rest back from the store.
@@ -66,8 +68,7 @@ pub struct RunRecord {
     pub file: String,
     pub event: String,
     pub branch: Option<String>,
-    /// `queued`, `running`, `success`, `failed`, `cancelled`, `interrupted`.
-    pub status: String,
+    pub status: RunStatus,
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub error: Option<String>,
@@ -131,7 +132,7 @@ pub enum Accepted {
 pub struct StepRecord {
     pub name: String,
     pub needs: Vec<String>,
-    pub status: String,
+    pub status: StepStatus,
     pub exit_code: Option<i64>,
     pub attempts: u32,
     pub started_ms: Option<u64>,
@@ -159,7 +160,7 @@ pub struct Event {
 pub enum EventKind {
     /// The run was created, or its status or error changed.
     Run {
-        status: String,
+        status: RunStatus,
         pipeline: String,
         event: String,
         branch: Option<String>,
@@ -174,7 +175,7 @@ pub enum EventKind {
     /// A step's state changed.
     Step {
         step: String,
-        status: String,
+        status: StepStatus,
         exit_code: Option<i64>,
         attempts: u32,
         started_ms: Option<u64>,
@@ -194,13 +195,8 @@ pub enum EventKind {
 impl Event {
     /// A run-level event with a status the run never leaves.
     pub fn ends_run(&self) -> bool {
-        matches!(&self.kind, EventKind::Run { status, .. } if run_ended(status))
+        matches!(&self.kind, EventKind::Run { status, .. } if status.is_ended())
     }
-}
-
-/// `queued` and `running` runs may still change; every other status is final.
-pub fn run_ended(status: &str) -> bool {
-    !matches!(status, "queued" | "running")
 }
 
 #[derive(Debug, Clone)]
@@ -401,7 +397,7 @@ impl Store {
             self.emit(
                 &new.id,
                 EventKind::Run {
-                    status: new.status.clone(),
+                    status: new.status,
                     pipeline: new.pipeline.clone(),
                     event: new.event.clone(),
                     branch: new.branch.clone(),
@@ -427,7 +423,7 @@ impl Store {
                     &new.id,
                     EventKind::Step {
                         step: step.name.clone(),
-                        status: step.status.clone(),
+                        status: step.status,
                         exit_code: step.exit_code,
                         attempts: step.attempts,
                         started_ms: step.started_ms,
@@ -581,7 +577,7 @@ impl Store {
     pub fn transition(
         &self,
         id: &str,
-        from: &[&str],
+        from: &[RunStatus],
         change: impl Fn(&mut RunRecord),
     ) -> Result<Option<RunRecord>, StoreError> {
         use sled::Transactional;
@@ -602,7 +598,7 @@ impl Store {
                     });
                 }
             };
-            if !from.contains(&run.status.as_str()) {
+            if !from.contains(&run.status) {
                 return Ok(None);
             }
             *before.borrow_mut() = Some(run.clone());
@@ -826,7 +822,7 @@ mod tests {
             file: ".slipway.yml".into(),
             event: "push".into(),
             branch: None,
-            status: "running".into(),
+            status: RunStatus::Running,
             created_ms,
             finished_ms: None,
             error: None,
@@ -845,7 +841,7 @@ mod tests {
         store.put_run(&run("aab222", 3)).unwrap();
         store.put_run(&run("bbb333", 2)).unwrap();
         store
-            .update_run("aaa111", |r| r.status = "success".into())
+            .update_run("aaa111", |r| r.status = RunStatus::Success)
             .unwrap();
         let ids: Vec<_> = store
             .list_runs(10)
@@ -859,7 +855,7 @@ mod tests {
             "updating does not duplicate the listing"
         );
         assert_eq!(store.find_run("bb").unwrap().id, "bbb333");
-        assert_eq!(store.find_run("aaa").unwrap().status, "success");
+        assert_eq!(store.find_run("aaa").unwrap().status.as_str(), "success");
         assert!(matches!(
             store.find_run("aa"),
             Err(StoreError::Ambiguous { .. })
@@ -873,7 +869,7 @@ mod tests {
     fn a_delivery_is_accepted_once_and_its_run_queued() {
         let (store, dir) = temp_store();
         let mut first = run("r1", 5);
-        first.status = "queued".into();
+        first.status = RunStatus::Queued;
         assert_eq!(
             store.enqueue(Some("github:d1"), &first).unwrap(),
             Accepted::New("r1".into())
@@ -889,23 +885,26 @@ mod tests {
         assert_eq!(store.queued().unwrap(), ["r1"]);
         assert!(
             store
-                .transition("r1", &["running"], |r| r.status = "x".into())
+                .transition("r1", &[RunStatus::Running], |r| r.status = RunStatus::Error)
                 .unwrap()
                 .is_none(),
             "wrong from-status"
         );
         let claimed = store
-            .transition("r1", &["queued"], |r| r.status = "running".into())
+            .transition("r1", &[RunStatus::Queued], |r| {
+                r.status = RunStatus::Running
+            })
             .unwrap()
             .unwrap();
-        assert_eq!(claimed.status, "running");
+        assert_eq!(claimed.status.as_str(), "running");
         assert!(
             store.queued().unwrap().is_empty(),
             "a transition takes the run off the queue"
         );
         assert!(
             store
-                .transition("r1", &["queued"], |r| r.status = "cancelled".into())
+                .transition("r1", &[RunStatus::Queued], |r| r.status =
+                    RunStatus::Cancelled)
                 .unwrap()
                 .is_none(),
             "claimed once only"
@@ -920,26 +919,28 @@ mod tests {
         for i in 0..7u64 {
             let mut r = run(&format!("run{i}"), 100 + i);
             r.status = if i % 2 == 0 {
-                "success".into()
+                RunStatus::Success
             } else {
-                "failed".into()
+                RunStatus::Failed
             };
             store.put_run(&r).unwrap();
         }
-        let (first, next) = store.page_runs(2, None, |r| r.status == "success").unwrap();
+        let (first, next) = store
+            .page_runs(2, None, |r| r.status == RunStatus::Success)
+            .unwrap();
         assert_eq!(
             first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["run6", "run4"]
         );
         let (second, next) = store
-            .page_runs(2, next.as_deref(), |r| r.status == "success")
+            .page_runs(2, next.as_deref(), |r| r.status == RunStatus::Success)
             .unwrap();
         assert_eq!(
             second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["run2", "run0"]
         );
         let (third, next) = store
-            .page_runs(2, next.as_deref(), |r| r.status == "success")
+            .page_runs(2, next.as_deref(), |r| r.status == RunStatus::Success)
             .unwrap();
         assert!(third.is_empty() && next.is_none());
         assert!(matches!(
@@ -979,11 +980,11 @@ mod tests {
         let (store, dir) = temp_store();
         let mut live = store.subscribe();
         let mut r = run("r1", 1);
-        r.status = "queued".into();
+        r.status = RunStatus::Queued;
         r.steps = vec![StepRecord {
             name: "build".into(),
             needs: vec![],
-            status: "pending".into(),
+            status: StepStatus::Pending,
             exit_code: None,
             attempts: 0,
             started_ms: None,
@@ -993,7 +994,9 @@ mod tests {
         }];
         store.enqueue(None, &r).unwrap();
         store
-            .transition("r1", &["queued"], |r| r.status = "running".into())
+            .transition("r1", &[RunStatus::Queued], |r| {
+                r.status = RunStatus::Running
+            })
             .unwrap()
             .unwrap();
         // A change that touches neither status, steps nor notes says nothing.
@@ -1002,14 +1005,14 @@ mod tests {
             .update_run("r1", |r| r.notes.push("x".into()))
             .unwrap();
         store
-            .update_run("r1", |r| r.steps[0].status = "running".into())
+            .update_run("r1", |r| r.steps[0].status = StepStatus::Running)
             .unwrap();
         store.append_log("r1", "build", "one\n").unwrap();
         store.append_log("r1", "build", "two\n").unwrap();
         store
             .update_run("r1", |r| {
-                r.steps[0].status = "success".into();
-                r.status = "success".into();
+                r.steps[0].status = StepStatus::Success;
+                r.status = RunStatus::Success;
             })
             .unwrap();
         let all = store.run_events_after("r1", 0).unwrap();

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, abort};
 
-use super::{Store, StoreError};
+use super::{PromotionStatus, Store, StoreError};
 use crate::ids::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,9 +46,7 @@ pub struct Promotion {
     pub requested_by: String,
     pub created_ms: u64,
     pub expires_ms: u64,
-    /// `pending`, `approved`, `promoting`, `succeeded`, `failed`,
-    /// `rejected`, `expired`.
-    pub status: String,
+    pub status: PromotionStatus,
     pub approvals: Vec<Decision>,
     pub rejection: Option<Decision>,
     pub error: Option<String>,
@@ -58,7 +56,7 @@ pub struct Promotion {
 
 impl Promotion {
     pub fn is_open(&self) -> bool {
-        matches!(self.status.as_str(), "pending" | "approved" | "promoting")
+        self.status.is_open()
     }
 
     /// For tests: dave's pending request to promote dev's `digest` to
@@ -83,7 +81,7 @@ impl Promotion {
             requested_by: "dave".into(),
             created_ms: now_ms(),
             expires_ms: u64::MAX,
-            status: "pending".into(),
+            status: PromotionStatus::Pending,
             approvals: vec![],
             rejection: None,
             error: None,
@@ -292,10 +290,10 @@ impl Store {
                     Ok(p) => p,
                     Err(e) => return abort(e),
                 };
-                if p.status != "promoting" {
+                if p.status != PromotionStatus::Promoting {
                     return Ok(Err(Refused::No(format!("promotion {id} is {}", p.status))));
                 }
-                p.status = "succeeded".into();
+                p.status = PromotionStatus::Succeeded;
                 p.finished_ms = Some(now_ms());
                 p.error = None;
                 let key = env_key(&p.repo, &p.environment);
