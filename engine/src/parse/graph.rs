@@ -15,7 +15,10 @@ use crate::suggest::closest;
 /// Unknown `needs`, duplicates and cycles: the checks that need every step.
 /// Works on the steps as declared, so one broken step does not hide the
 /// problems of the others.
-pub(super) fn check_graph(cx: &mut Cx, root: &saphyr::AnnotatedMapping<'_, MarkedYaml<'_>>) {
+///
+/// `steps` is the `steps:` node, read again without reporting: its problems
+/// were reported as it was parsed.
+pub(super) fn check_graph(cx: &mut Cx, steps: &MarkedYaml) {
     struct Declared {
         name: String,
         line: usize,
@@ -23,12 +26,7 @@ pub(super) fn check_graph(cx: &mut Cx, root: &saphyr::AnnotatedMapping<'_, Marke
         at: Vec<(usize, usize)>,
     }
     let mut declared: Vec<Declared> = Vec::new();
-    let steps = root
-        .iter()
-        .find(|(k, _)| scalar_text(k).as_deref() == Some("steps"));
-    if let Some((_, steps_node)) = steps
-        && let YamlData::Mapping(steps) = data(steps_node)
-    {
+    if let YamlData::Mapping(steps) = data(steps) {
         for (k, v) in steps.iter() {
             let Some(name) = scalar_text(k) else { continue };
             let mut d = Declared {

@@ -8,6 +8,8 @@
 //! Layout, one file per part of the pipeline file:
 //! - this file: the entry point, the top level of the document and [`Cx`],
 //!   which collects diagnostics;
+//! - `walk`: the one walker every mapping goes through, so bad keys are
+//!   reported the same way in every section;
 //! - `value`: reading scalars, lists, `env` mappings and names from nodes;
 //! - `step`: a step, its `build` and its `cache` entries;
 //! - `services`: `services:`;
@@ -21,19 +23,20 @@ mod services;
 mod step;
 mod triggers;
 mod value;
+mod walk;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, YamlData};
+use saphyr::{LoadableYamlNode, MarkedYaml};
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::model::Pipeline;
-use crate::suggest::closest;
 
 use graph::{check_environments, check_graph};
 use preview::{check_preview, parse_preview};
 use services::parse_services;
 use step::parse_steps;
 use triggers::parse_on;
-use value::{data, detach, expect_string, kind_of, parse_env, pos, scalar_text};
+use value::{expect_string, parse_env, pos};
+use walk::{Keys, Section, walk};
 
 /// The outcome of parsing: the pipeline when it is valid, and all diagnostics.
 #[derive(Debug, Clone)]
@@ -110,25 +113,6 @@ impl Cx<'_> {
             hint: None,
         });
     }
-
-    /// Reports a key that is not one of `allowed`, suggesting the closest one.
-    pub(super) fn unknown_key(
-        &mut self,
-        key_node: &MarkedYaml,
-        key: &str,
-        context: &str,
-        allowed: &[&str],
-    ) {
-        let hint = match closest(key, allowed.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("allowed keys: {}", allowed.join(", ")),
-        };
-        self.error(
-            key_node,
-            format!("unknown key `{key}` in {context}"),
-            Some(hint),
-        );
-    }
 }
 
 fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
@@ -160,14 +144,8 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
             "only the first YAML document is read; the others are ignored",
         );
     }
-    let YamlData::Mapping(map) = data(root) else {
-        cx.error(
-            root,
-            format!("a pipeline must be a mapping, found {}", kind_of(root)),
-            None,
-        );
-        return None;
-    };
+    let top = Section::new("the pipeline", Keys::Known(TOP_KEYS)).subject("a pipeline");
+    let fields = walk(cx, root, &top)?;
 
     let mut name = None;
     let mut env = Vec::new();
@@ -175,19 +153,17 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
     let mut steps = None;
     let mut on = None;
     let mut preview = None;
-    for (k, v) in map.iter() {
-        let Some(key) = scalar_text(k) else {
-            cx.error(k, "keys must be plain words", None);
-            continue;
-        };
-        match key.as_str() {
+    for f in &fields {
+        let v = f.value;
+        match f.key.as_str() {
             "name" => name = expect_string(cx, v, "name"),
             "env" => env = parse_env(cx, v, "env"),
             "services" => services = parse_services(cx, v),
-            "steps" => steps = Some(parse_steps(cx, v)),
+            "steps" => steps = Some((parse_steps(cx, v), v)),
             "on" => on = Some(parse_on(cx, v)),
-            "preview" => preview = parse_preview(cx, v).map(|p| (p, detach(k))),
-            _ => cx.unknown_key(k, &key, "the pipeline", TOP_KEYS),
+            "preview" => preview = parse_preview(cx, v).map(|p| (p, f.key_node)),
+            // `walk` returns only the keys in TOP_KEYS.
+            _ => {}
         }
     }
     let Some(steps) = steps else {
@@ -198,11 +174,12 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
         );
         return None;
     };
-    check_graph(cx, map);
+    let (steps, steps_node) = steps;
+    check_graph(cx, steps_node);
     let steps = steps?;
     check_environments(cx, &steps);
     let preview = preview.map(|(p, at)| {
-        check_preview(cx, &p, &at, &steps);
+        check_preview(cx, &p, at, &steps);
         p
     });
     let pipeline = Pipeline {

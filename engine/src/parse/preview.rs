@@ -3,28 +3,21 @@
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::Cx;
-use super::value::{data, expect_string, kind_of, parse_env, scalar_text};
+use super::value::{data, expect_string, parse_env};
+use super::walk::{Keys, Section, walk};
 use crate::model::{Preview, Step};
 use crate::suggest::closest;
 
 const PREVIEW_KEYS: &[&str] = &["image", "port", "health", "env"];
 
 pub(super) fn parse_preview(cx: &mut Cx, node: &MarkedYaml) -> Option<Preview> {
-    let YamlData::Mapping(fields) = data(node) else {
-        cx.error(
-            node,
-            format!("`preview` must be a mapping, found {}", kind_of(node)),
-            Some("for example `preview: { image: image, port: 8080 }`".into()),
-        );
-        return None;
-    };
+    let section = Section::new("`preview`", Keys::Known(PREVIEW_KEYS))
+        .example("for example `preview: { image: image, port: 8080 }`");
+    let fields = walk(cx, node, &section)?;
     let (mut step, mut port, mut health, mut env) = (None, None, None, Vec::new());
-    for (fk, fv) in fields.iter() {
-        let Some(field) = scalar_text(fk) else {
-            cx.error(fk, "keys must be plain words", None);
-            continue;
-        };
-        match field.as_str() {
+    for f in &fields {
+        let fv = f.value;
+        match f.key.as_str() {
             "image" => step = expect_string(cx, fv, "preview.image"),
             "port" => match data(fv) {
                 YamlData::Value(Scalar::Integer(n)) if (1..=65535).contains(n) => {
@@ -42,19 +35,15 @@ pub(super) fn parse_preview(cx: &mut Cx, node: &MarkedYaml) -> Option<Preview> {
                 None => {}
             },
             "env" => env = parse_env(cx, fv, "preview.env"),
-            _ => cx.unknown_key(fk, &field, "`preview`", PREVIEW_KEYS),
+            // `walk` returns only the keys in PREVIEW_KEYS.
+            _ => {}
         }
     }
-    let has = |k: &str| {
-        fields
-            .iter()
-            .any(|(fk, _)| scalar_text(fk).as_deref() == Some(k))
-    };
     for (k, hint) in [
         ("image", "the build step whose pushed image is deployed"),
         ("port", "the port the app listens on"),
     ] {
-        if !has(k) {
+        if !fields.has(k) {
             cx.error(
                 node,
                 format!("`preview` has no `{k}`"),

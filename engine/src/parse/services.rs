@@ -4,8 +4,9 @@ use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::Cx;
 use super::value::{
-    data, entry_name, expect_string, expect_string_list, kind_of, parse_env, pos, scalar_text,
+    data, entry_name, expect_string, expect_string_list, kind_of, parse_env, plain_list, pos,
 };
+use super::walk::{Keys, Section, walk};
 use crate::model::Service;
 
 const SERVICE_KEYS: &[&str] = &["image", "env", "commands"];
@@ -31,31 +32,20 @@ pub(super) fn parse_services(cx: &mut Cx, node: &MarkedYaml) -> Vec<Service> {
         let Some(name) = entry_name(cx, k, "service") else {
             continue;
         };
-        let YamlData::Mapping(fields) = data(v) else {
-            cx.error(
-                v,
-                format!("service `{name}` must be a mapping, found {}", kind_of(v)),
-                None,
-            );
+        let title = format!("service `{name}`");
+        let Some(fields) = walk(cx, v, &Section::new(&title, Keys::Known(SERVICE_KEYS))) else {
             continue;
         };
         let mut image = None;
         let mut env = Vec::new();
         let mut commands = Vec::new();
-        for (fk, fv) in fields.iter() {
-            let Some(field) = scalar_text(fk) else {
-                continue;
-            };
-            match field.as_str() {
-                "image" => image = expect_string(cx, fv, "image"),
-                "env" => env = parse_env(cx, fv, "env"),
-                "commands" => {
-                    commands = expect_string_list(cx, fv, "commands")
-                        .into_iter()
-                        .map(|(s, _)| s)
-                        .collect()
-                }
-                _ => cx.unknown_key(fk, &field, &format!("service `{name}`"), SERVICE_KEYS),
+        for f in &fields {
+            match f.key.as_str() {
+                "image" => image = expect_string(cx, f.value, "image"),
+                "env" => env = parse_env(cx, f.value, "env"),
+                "commands" => commands = plain_list(expect_string_list(cx, f.value, "commands")),
+                // `walk` returns only the keys in SERVICE_KEYS.
+                _ => {}
             }
         }
         match image {
@@ -66,14 +56,36 @@ pub(super) fn parse_services(cx: &mut Cx, node: &MarkedYaml) -> Vec<Service> {
                 commands,
                 line: pos(k).0,
             }),
-            None if !fields
-                .iter()
-                .any(|(fk, _)| scalar_text(fk).as_deref() == Some("image")) =>
-            {
+            None if !fields.has("image") => {
                 cx.error(k, format!("service `{name}` has no `image`"), None)
             }
             None => {}
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::errors;
+
+    const STEPS: &str = "steps: {a: {image: x, commands: [true]}}";
+
+    #[test]
+    fn a_misspelt_or_unusable_service_key_is_reported_where_it_is() {
+        assert_eq!(
+            errors(&format!(
+                "services: {{db: {{image: x, comands: [serve]}}}}\n{STEPS}"
+            )),
+            [
+                "p.yml:1:27: error: unknown key `comands` in service `db`\n  hint: did you mean `commands`?"
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "services:\n  db:\n    image: x\n    [commands]: [serve]\n{STEPS}"
+            )),
+            ["p.yml:4:5: error: keys must be plain words"]
+        );
+    }
 }

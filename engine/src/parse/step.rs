@@ -10,6 +10,7 @@ use super::value::{
     data, entry_name, expect_string, expect_string_list, is_env_name, is_valid_name, kind_of,
     parse_env, plain_list, pos, scalar_text,
 };
+use super::walk::{Keys, Section, walk};
 use crate::duration::parse_duration;
 use crate::model::{Build, Cache, Step, When};
 use crate::suggest::closest;
@@ -84,14 +85,10 @@ pub(super) fn parse_steps(cx: &mut Cx, node: &MarkedYaml) -> Option<Vec<Step>> {
 }
 
 fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> Option<Step> {
-    let YamlData::Mapping(fields) = data(node) else {
-        cx.error(
-            node,
-            format!("step `{name}` must be a mapping, found {}", kind_of(node)),
-            Some("give it at least `image` and `commands`".into()),
-        );
-        return None;
-    };
+    let title = format!("step `{name}`");
+    let section = Section::new(&title, Keys::Known(STEP_KEYS))
+        .example("give it at least `image` and `commands`");
+    let fields = walk(cx, node, &section)?;
     let mut image = None;
     let mut commands: Option<Vec<String>> = None;
     let mut needs = Vec::new();
@@ -105,12 +102,9 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
     let mut cache = Vec::new();
     let mut artifacts = Vec::new();
     let mut environment = None;
-    for (fk, fv) in fields.iter() {
-        let Some(field) = scalar_text(fk) else {
-            cx.error(fk, "keys must be plain words", None);
-            continue;
-        };
-        match field.as_str() {
+    for f in &fields {
+        let fv = f.value;
+        match f.key.as_str() {
             "image" => image = expect_string(cx, fv, "image"),
             "commands" => {
                 let list = expect_string_list(cx, fv, "commands");
@@ -194,23 +188,16 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
                     }
                 }
             }
-            _ => cx.unknown_key(fk, &field, &format!("step `{name}`"), STEP_KEYS),
+            // `walk` returns only the keys in STEP_KEYS.
+            _ => {}
         }
     }
-    let has = |k: &str| {
-        fields
-            .iter()
-            .any(|(fk, _)| scalar_text(fk).as_deref() == Some(k))
-    };
-    let builds = has("build");
+    let builds = fields.has("build");
     if builds {
         for k in ["image", "commands"] {
-            if let Some((fk, _)) = fields
-                .iter()
-                .find(|(fk, _)| scalar_text(fk).as_deref() == Some(k))
-            {
+            if let Some(f) = fields.get(k) {
                 cx.error(
-                    fk,
+                    f.key_node,
                     format!("step `{name}` has both `build` and `{k}`"),
                     Some(
                         "a build step runs no container of its own: build in one step, run commands in another"
@@ -226,19 +213,20 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
                 Some("image layers are cached by `build.cache_from` / `cache_to`".into()),
             );
         }
-    } else if !has("image") {
+    } else if !fields.has("image") {
         cx.error(
             key,
             format!("step `{name}` has no `image`"),
             Some("add e.g. `image: alpine:3`".into()),
         );
     }
-    if !builds && !has("commands") {
+    if !builds && !fields.has("commands") {
+        // Only an unknown key can be a misspelt `commands`.
         let hint = fields
+            .unknown()
             .iter()
-            .filter_map(|(fk, _)| scalar_text(fk))
             .find_map(|k| {
-                (closest(&k, ["commands"]) == Some("commands"))
+                (closest(k, ["commands"]) == Some("commands"))
                     .then(|| format!("did you mean `commands` instead of `{k}`?"))
             })
             .unwrap_or_else(|| "add `commands:` with the shell commands to run".into());
@@ -267,14 +255,11 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
 }
 
 fn parse_build(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Option<Build> {
-    let YamlData::Mapping(fields) = data(node) else {
-        cx.error(
-            node,
-            format!("`build` of step `{step}` must be a mapping, found {}", kind_of(node)),
-            Some("for example `build: { context: ., tags: [\"registry/app:${SLIPWAY_COMMIT_SHA}\"] }`".into()),
-        );
-        return None;
-    };
+    let title = format!("`build` of step `{step}`");
+    let section = Section::new(&title, Keys::Known(BUILD_KEYS)).example(
+        "for example `build: { context: ., tags: [\"registry/app:${SLIPWAY_COMMIT_SHA}\"] }`",
+    );
+    let fields = walk(cx, node, &section)?;
     let mut build = Build {
         context: ".".into(),
         dockerfile: "Dockerfile".into(),
@@ -298,12 +283,9 @@ fn parse_build(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Option<Build> {
             }
         }
     };
-    for (fk, fv) in fields.iter() {
-        let Some(field) = scalar_text(fk) else {
-            cx.error(fk, "keys must be plain words", None);
-            continue;
-        };
-        match field.as_str() {
+    for f in &fields {
+        let fv = f.value;
+        match f.key.as_str() {
             "context" => match path(cx, fv, "context") {
                 Some(p) => build.context = p,
                 None => ok = false,
@@ -321,7 +303,8 @@ fn parse_build(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Option<Build> {
             },
             "cache_from" => build.cache_from = plain_list(expect_string_list(cx, fv, "cache_from")),
             "cache_to" => build.cache_to = expect_string(cx, fv, "cache_to"),
-            _ => cx.unknown_key(fk, &field, &format!("`build` of step `{step}`"), BUILD_KEYS),
+            // `walk` returns only the keys in BUILD_KEYS.
+            _ => {}
         }
     }
     if build.tags.is_empty() && (build.push || build.cache_to.is_some()) {
@@ -351,28 +334,18 @@ fn parse_caches(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Vec<Cache> {
             return Vec::new();
         }
     };
+    let section = Section::new("a `cache` entry", Keys::Known(CACHE_KEYS));
     let mut out = Vec::new();
     for item in items {
-        let YamlData::Mapping(fields) = data(item) else {
-            cx.error(
-                item,
-                format!(
-                    "entries of `cache` must be mappings, found {}",
-                    kind_of(item)
-                ),
-                None,
-            );
+        let Some(fields) = walk(cx, item, &section) else {
             continue;
         };
         let mut key = None;
         let mut paths = Vec::new();
         let mut restore_keys = Vec::new();
-        for (fk, fv) in fields.iter() {
-            let Some(field) = scalar_text(fk) else {
-                cx.error(fk, "keys must be plain words", None);
-                continue;
-            };
-            match field.as_str() {
+        for f in &fields {
+            let fv = f.value;
+            match f.key.as_str() {
                 "key" => {
                     if let Some(text) = expect_string(cx, fv, "key") {
                         match crate::template::parse_key(&text) {
@@ -398,22 +371,18 @@ fn parse_caches(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Vec<Cache> {
                 "restore_keys" => {
                     restore_keys = plain_list(expect_string_list(cx, fv, "restore_keys"))
                 }
-                _ => cx.unknown_key(fk, &field, "a `cache` entry", CACHE_KEYS),
+                // `walk` returns only the keys in CACHE_KEYS.
+                _ => {}
             }
         }
-        let has = |k: &str| {
-            fields
-                .iter()
-                .any(|(fk, _)| scalar_text(fk).as_deref() == Some(k))
-        };
-        if !has("key") {
+        if !fields.has("key") {
             cx.error(
                 item,
                 format!("a cache of step `{step}` has no `key`"),
                 Some("e.g. `key: \"deps-{{ hash 'Cargo.lock' }}\"`".into()),
             );
         }
-        if !has("paths") {
+        if !fields.has("paths") {
             cx.error(
                 item,
                 format!("a cache of step `{step}` has no `paths`"),

@@ -1,9 +1,10 @@
 //! What starts a pipeline (`on:`) and what lets a step run (`when:`).
 
-use saphyr::{MarkedYaml, Scalar, YamlData};
+use saphyr::{MarkedYaml, YamlData};
 
 use super::Cx;
-use super::value::{data, expect_string_list, kind_of, scalar_text};
+use super::value::{data, expect_string_list, kind_of, plain_list, scalar_text};
+use super::walk::{Keys, Section, report_unknown, walk};
 use crate::model::{EVENTS, On, RefFilter, When};
 use crate::suggest::closest;
 
@@ -13,27 +14,22 @@ const WHEN_KEYS: &[&str] = &["event", "branch"];
 
 /// `on: push`, `on: [push, pull_request]`, or a mapping of event to filter.
 pub(super) fn parse_on(cx: &mut Cx, node: &MarkedYaml) -> On {
+    // The events are the keys of the mapping and the entries of the list:
+    // an unknown one is reported the same way in both.
+    let section = Section::new("`on`", Keys::Known(ON_EVENTS)).noun("event");
     let mut on = On::default();
-    let mut enable = |cx: &mut Cx, event: &str, at: &MarkedYaml, filter: RefFilter| match event {
+    let mut enable = |event: &str, filter: RefFilter| match event {
         "push" => on.push = Some(filter),
         "pull_request" => on.pull_request = Some(filter),
         "manual" => on.manual = true,
-        other => {
-            let hint = match closest(other, ON_EVENTS.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!("`on:` takes {}", ON_EVENTS.join(", ")),
-            };
-            cx.error(at, format!("unknown event `{other}` in `on`"), Some(hint));
-        }
+        // Only ON_EVENTS get here.
+        _ => {}
     };
     match data(node) {
-        YamlData::Mapping(events) => {
-            for (k, v) in events.iter() {
-                let Some(event) = scalar_text(k) else {
-                    continue;
-                };
-                let filter = parse_ref_filter(cx, v, &event);
-                enable(cx, &event, k, filter);
+        YamlData::Mapping(_) => {
+            for f in walk(cx, node, &section).iter().flatten() {
+                let filter = parse_ref_filter(cx, f.value, &f.key);
+                enable(&f.key, filter);
             }
         }
         _ => {
@@ -43,7 +39,10 @@ pub(super) fn parse_on(cx: &mut Cx, node: &MarkedYaml) -> On {
             };
             for item in items {
                 match scalar_text(item) {
-                    Some(event) => enable(cx, &event, item, RefFilter::default()),
+                    Some(event) if ON_EVENTS.contains(&event.as_str()) => {
+                        enable(&event, RefFilter::default())
+                    }
+                    Some(event) => report_unknown(cx, item, &event, &section),
                     None => cx.error(
                         item,
                         format!("`on` entries must be event names, found {}", kind_of(item)),
@@ -56,64 +55,45 @@ pub(super) fn parse_on(cx: &mut Cx, node: &MarkedYaml) -> On {
     on
 }
 
-pub(super) fn parse_ref_filter(cx: &mut Cx, node: &MarkedYaml, event: &str) -> RefFilter {
+/// The `branches` / `tags` under `on.push` or `on.pull_request`; empty
+/// (`push:` alone) means every one.
+fn parse_ref_filter(cx: &mut Cx, node: &MarkedYaml, event: &str) -> RefFilter {
     let mut filter = RefFilter::default();
-    match data(node) {
-        YamlData::Value(Scalar::Null) => {}
-        YamlData::Mapping(fields) => {
-            for (k, v) in fields.iter() {
-                let Some(key) = scalar_text(k) else { continue };
-                match key.as_str() {
-                    "branches" => {
-                        filter.branches = expect_string_list(cx, v, "branches")
-                            .into_iter()
-                            .map(|(s, _)| s)
-                            .collect()
-                    }
-                    "tags" if event == "pull_request" => {
-                        cx.error(
-                            k,
-                            "pull requests are filtered by target `branches`, not `tags`",
-                            None,
-                        );
-                    }
-                    "tags" => {
-                        filter.tags = expect_string_list(cx, v, "tags")
-                            .into_iter()
-                            .map(|(s, _)| s)
-                            .collect()
-                    }
-                    _ => cx.unknown_key(k, &key, &format!("`on.{event}`"), FILTER_KEYS),
-                }
-            }
-        }
-        _ => cx.error(
-            node,
-            format!(
-                "`on.{event}` must be a mapping with `branches` / `tags`, found {}",
-                kind_of(node)
+    let title = format!("`on.{event}`");
+    let example = format!("for example `{event}: {{ branches: [main] }}`");
+    let section = Section::new(&title, Keys::Known(FILTER_KEYS))
+        .example(&example)
+        .may_be_empty();
+    let Some(fields) = walk(cx, node, &section) else {
+        return filter;
+    };
+    for f in &fields {
+        match f.key.as_str() {
+            "branches" => filter.branches = plain_list(expect_string_list(cx, f.value, "branches")),
+            "tags" if event == "pull_request" => cx.error(
+                f.key_node,
+                "pull requests are filtered by target `branches`, not `tags`",
+                None,
             ),
-            None,
-        ),
+            "tags" => filter.tags = plain_list(expect_string_list(cx, f.value, "tags")),
+            // `walk` returns only the keys in FILTER_KEYS.
+            _ => {}
+        }
     }
     filter
 }
 
 pub(super) fn parse_when(cx: &mut Cx, node: &MarkedYaml) -> When {
     let mut when = When::default();
-    let YamlData::Mapping(fields) = data(node) else {
-        cx.error(
-            node,
-            format!("`when` must be a mapping, found {}", kind_of(node)),
-            Some("for example `when: { event: [push], branch: [main] }`".into()),
-        );
+    let section = Section::new("`when`", Keys::Known(WHEN_KEYS))
+        .example("for example `when: { event: [push], branch: [main] }`");
+    let Some(fields) = walk(cx, node, &section) else {
         return when;
     };
-    for (k, v) in fields.iter() {
-        let Some(key) = scalar_text(k) else { continue };
-        match key.as_str() {
+    for f in &fields {
+        match f.key.as_str() {
             "event" => {
-                for (event, at) in expect_string_list(cx, v, "event") {
+                for (event, at) in expect_string_list(cx, f.value, "event") {
                     if EVENTS.contains(&event.as_str()) {
                         when.event.push(event);
                     } else {
@@ -125,13 +105,9 @@ pub(super) fn parse_when(cx: &mut Cx, node: &MarkedYaml) -> When {
                     }
                 }
             }
-            "branch" => {
-                when.branch = expect_string_list(cx, v, "branch")
-                    .into_iter()
-                    .map(|(s, _)| s)
-                    .collect()
-            }
-            _ => cx.unknown_key(k, &key, "`when`", WHEN_KEYS),
+            "branch" => when.branch = plain_list(expect_string_list(cx, f.value, "branch")),
+            // `walk` returns only the keys in WHEN_KEYS.
+            _ => {}
         }
     }
     when
@@ -183,6 +159,32 @@ mod tests {
             errs[2].contains("unknown key `brnches` in `on.pull_request`"),
             "{}",
             errs[2]
+        );
+    }
+
+    #[test]
+    fn on_filters_and_when_report_misspelt_and_unusable_keys_where_they_are() {
+        let steps = "steps: {a: {image: x, commands: [true]}}";
+        assert_eq!(
+            errors(&format!("on: {{push: {{branch: [main]}}}}\n{steps}")),
+            [
+                "p.yml:1:13: error: unknown key `branch` in `on.push`\n  hint: did you mean `branches`?"
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "on:\n  push:\n    [branches]: [main]\n  [manual]:\n{steps}"
+            )),
+            [
+                "p.yml:3:5: error: keys must be plain words",
+                "p.yml:4:3: error: keys must be plain words",
+            ]
+        );
+        assert_eq!(
+            errors(
+                "steps:\n  a:\n    image: x\n    commands: [true]\n    when: {[branch]: [main]}\n"
+            ),
+            ["p.yml:5:12: error: keys must be plain words"]
         );
     }
 }
