@@ -10,13 +10,15 @@
 //!   which collects diagnostics;
 //! - `walk`: the one walker every mapping goes through, so bad keys are
 //!   reported the same way in every section;
-//! - `value`: reading scalars, lists, `env` mappings and names from nodes;
+//! - `value`: reading scalars, lists and names from nodes;
+//! - `env`: `env:` mappings and `build.args`;
 //! - `step`: a step, its `build` and its `cache` entries;
 //! - `services`: `services:`;
 //! - `triggers`: `on:` and a step's `when:`;
 //! - `preview`: `preview:` and its check against the steps;
 //! - `graph`: the checks that need every step (`needs`, cycles, environments).
 
+mod env;
 mod graph;
 mod preview;
 mod services;
@@ -30,12 +32,13 @@ use saphyr::{LoadableYamlNode, MarkedYaml};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::model::Pipeline;
 
+use env::parse_env;
 use graph::{check_environments, check_graph};
 use preview::{check_preview, parse_preview};
 use services::parse_services;
 use step::parse_steps;
 use triggers::parse_on;
-use value::{expect_string, parse_env, pos};
+use value::{expect_string, pos};
 use walk::{Keys, Section, walk};
 
 /// The outcome of parsing: the pipeline when it is valid, and all diagnostics.

@@ -3,7 +3,8 @@
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::Cx;
-use super::value::{data, expect_string, parse_env};
+use super::env::parse_env;
+use super::value::{data, expect_string};
 use super::walk::{Keys, Section, walk};
 use crate::model::{Preview, Step};
 use crate::suggest::closest;

@@ -1,11 +1,10 @@
 //! `services:`: containers that run beside every step, reachable by name.
 
-use saphyr::{MarkedYaml, Scalar, YamlData};
+use saphyr::MarkedYaml;
 
 use super::Cx;
-use super::value::{
-    data, entry_name, expect_string, expect_string_list, kind_of, parse_env, plain_list, pos,
-};
+use super::env::parse_env;
+use super::value::{check_name, expect_string, expect_string_list, plain_list, pos};
 use super::walk::{Keys, Section, walk};
 use crate::model::Service;
 
@@ -13,27 +12,18 @@ const SERVICE_KEYS: &[&str] = &["image", "env", "commands"];
 
 pub(super) fn parse_services(cx: &mut Cx, node: &MarkedYaml) -> Vec<Service> {
     let mut out = Vec::new();
-    let map = match data(node) {
-        YamlData::Mapping(map) => map,
-        YamlData::Value(Scalar::Null) => return out,
-        _ => {
-            cx.error(
-                node,
-                format!(
-                    "`services` must be a mapping of name: service, found {}",
-                    kind_of(node)
-                ),
-                None,
-            );
-            return out;
-        }
+    let section = Section::new("`services`", Keys::Names)
+        .may_be_empty()
+        .example("for example `services: { db: { image: \"postgres:16\" } }`");
+    let Some(entries) = walk(cx, node, &section) else {
+        return out;
     };
-    for (k, v) in map.iter() {
-        let Some(name) = entry_name(cx, k, "service") else {
-            continue;
-        };
+    for e in &entries {
+        let (name, k) = (e.key.clone(), e.key_node);
+        check_name(cx, k, &name, "service");
         let title = format!("service `{name}`");
-        let Some(fields) = walk(cx, v, &Section::new(&title, Keys::Known(SERVICE_KEYS))) else {
+        let service = Section::new(&title, Keys::Known(SERVICE_KEYS));
+        let Some(fields) = walk(cx, e.value, &service) else {
             continue;
         };
         let mut image = None;

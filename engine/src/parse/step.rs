@@ -5,10 +5,11 @@ use std::time::Duration;
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::Cx;
+use super::env::parse_env;
 use super::triggers::parse_when;
 use super::value::{
-    data, entry_name, expect_string, expect_string_list, is_env_name, is_valid_name, kind_of,
-    parse_env, plain_list, pos, scalar_text,
+    check_name, data, expect_string, expect_string_list, is_env_name, is_valid_name, kind_of,
+    plain_list, pos, scalar_text,
 };
 use super::walk::{Keys, Section, walk};
 use crate::duration::parse_duration;
@@ -46,38 +47,17 @@ const CACHE_KEYS: &[&str] = &["key", "paths", "restore_keys"];
 const MAX_RETRIES: i64 = 10;
 
 pub(super) fn parse_steps(cx: &mut Cx, node: &MarkedYaml) -> Option<Vec<Step>> {
-    let map = match data(node) {
-        YamlData::Mapping(map) => map,
-        YamlData::Sequence(_) => {
-            cx.error(
-                node,
-                "`steps` must be a mapping of step name to step, found a list",
-                Some("write `steps:` then `  build:` with the step's keys under it".into()),
-            );
-            return None;
-        }
-        _ => {
-            cx.error(
-                node,
-                format!(
-                    "`steps` must be a mapping of name: step, found {}",
-                    kind_of(node)
-                ),
-                None,
-            );
-            return None;
-        }
-    };
-    if map.is_empty() {
+    let section = Section::new("`steps`", Keys::Names)
+        .example("write `steps:` then `  build:` with the step's keys under it");
+    let entries = walk(cx, node, &section)?;
+    if entries.is_empty() {
         cx.error(node, "the pipeline has no steps", None);
         return None;
     }
     let mut steps = Vec::new();
-    for (k, v) in map.iter() {
-        let Some(name) = entry_name(cx, k, "step") else {
-            continue;
-        };
-        if let Some(step) = parse_step(cx, &name, k, v) {
+    for e in &entries {
+        check_name(cx, e.key_node, &e.key, "step");
+        if let Some(step) = parse_step(cx, &e.key, e.key_node, e.value) {
             steps.push(step);
         }
     }

@@ -1,5 +1,5 @@
-//! Reading values out of nodes: scalars as text, lists of text, `env`
-//! mappings and the names of steps, services and variables.
+//! Reading values out of nodes: scalars as text, lists of text, and the
+//! names of steps, services and variables.
 
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
@@ -118,13 +118,9 @@ pub(super) fn is_valid_name(s: &str) -> bool {
         && s.len() <= 63
 }
 
-/// The name of a step or service, from its key; an unusable one is reported.
-pub(super) fn entry_name(cx: &mut Cx, key: &MarkedYaml, kind: &str) -> Option<String> {
-    let Some(name) = scalar_text(key) else {
-        cx.error(key, format!("{kind} names must be text"), None);
-        return None;
-    };
-    if !is_valid_name(&name) {
+/// Reports `name`, the key of a step or service, if it cannot name a container.
+pub(super) fn check_name(cx: &mut Cx, key: &MarkedYaml, name: &str, kind: &str) {
+    if !is_valid_name(name) {
         cx.error(
             key,
             format!("`{name}` is not a valid {kind} name"),
@@ -134,52 +130,6 @@ pub(super) fn entry_name(cx: &mut Cx, key: &MarkedYaml, kind: &str) -> Option<St
             )),
         );
     }
-    Some(name)
-}
-
-pub(super) fn parse_env(cx: &mut Cx, node: &MarkedYaml, field: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let map = match data(node) {
-        YamlData::Mapping(map) => map,
-        YamlData::Value(Scalar::Null) => return out,
-        _ => {
-            cx.error(
-                node,
-                format!(
-                    "`{field}` must be a mapping of NAME: value, found {}",
-                    kind_of(node)
-                ),
-                Some("for example `env: { MODE: ci }`".into()),
-            );
-            return out;
-        }
-    };
-    for (k, v) in map.iter() {
-        let Some(key) = scalar_text(k) else {
-            cx.error(k, format!("variable names in `{field}` must be text"), None);
-            continue;
-        };
-        if !is_env_name(&key) {
-            cx.error(
-                k,
-                format!("`{key}` is not a valid variable name"),
-                Some("use letters, digits and `_`, not starting with a digit".into()),
-            );
-            continue;
-        }
-        match data(v) {
-            YamlData::Value(Scalar::Null) => out.push((key, String::new())),
-            _ => match scalar_text(v) {
-                Some(val) => out.push((key, val)),
-                None => cx.error(
-                    v,
-                    format!("the value of `{key}` must be text, found {}", kind_of(v)),
-                    None,
-                ),
-            },
-        }
-    }
-    out
 }
 
 pub(super) fn plain_list(list: Vec<(String, MarkedYaml<'static>)>) -> Vec<String> {

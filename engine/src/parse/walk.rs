@@ -1,7 +1,8 @@
 //! The one walker over the mappings of a pipeline file.
 //!
 //! Every mapping (the top level, a step, its `build` and `cache` entries, a
-//! service, `on:` and its filters, `when:`, `preview:`) goes through [`walk`], so a value that
+//! service, `on:` and its filters, `when:`, `preview:`, and the mappings of
+//! names: `steps`, `services`, `env`) goes through [`walk`], so a value that
 //! is not a mapping, a key that is not a plain word and a misspelt key are
 //! reported in the same words, at the same place, with the same kind of hint,
 //! wherever they are. Sections only say what their keys mean.
@@ -18,6 +19,9 @@ pub(super) enum Keys {
     /// These words only, like a step's `image` and `commands`: any other is
     /// reported, with the closest one as a hint.
     Known(&'static [&'static str]),
+    /// Names the user chooses: steps, services, variables. Any plain word
+    /// is one; the section checks that it is a usable name.
+    Names,
 }
 
 /// A mapping of the pipeline file, as diagnostics name it.
@@ -90,6 +94,7 @@ pub(super) struct Field<'a, 'i> {
 pub(super) struct Fields<'a, 'i> {
     known: Vec<Field<'a, 'i>>,
     unknown: Vec<String>,
+    empty: bool,
 }
 
 impl<'a, 'i> Fields<'a, 'i> {
@@ -111,6 +116,11 @@ impl<'a, 'i> Fields<'a, 'i> {
     /// that look at the whole mapping.
     pub(super) fn unknown(&self) -> &[String] {
         &self.unknown
+    }
+
+    /// No entries at all, not even unusable ones.
+    pub(super) fn is_empty(&self) -> bool {
+        self.empty
     }
 }
 
@@ -136,7 +146,10 @@ pub(super) fn walk<'a, 'i>(
     let map = match data(node) {
         YamlData::Mapping(map) => map,
         YamlData::Value(Scalar::Null) if section.may_be_empty => {
-            return Some(Fields::default());
+            return Some(Fields {
+                empty: true,
+                ..Fields::default()
+            });
         }
         _ => {
             cx.error(
@@ -151,7 +164,10 @@ pub(super) fn walk<'a, 'i>(
             return None;
         }
     };
-    let mut fields = Fields::default();
+    let mut fields = Fields {
+        empty: map.is_empty(),
+        ..Fields::default()
+    };
     for (k, v) in map.iter() {
         let Some(key) = scalar_text(k) else {
             cx.error(k, "keys must be plain words", None);
@@ -176,7 +192,10 @@ pub(super) fn walk<'a, 'i>(
 /// key is the hint, or the whole list when none is close. Public to the
 /// parser for `on: [pushh]`, whose list entries are the mapping's keys.
 pub(super) fn report_unknown(cx: &mut Cx, at: &MarkedYaml, word: &str, section: &Section) {
-    let Keys::Known(allowed) = section.keys;
+    let allowed: &[&str] = match section.keys {
+        Keys::Known(known) => known,
+        Keys::Names => &[],
+    };
     let noun = section.noun;
     let hint = match closest(word, allowed.iter().copied()) {
         Some(s) => format!("did you mean `{s}`?"),
@@ -272,6 +291,32 @@ mod tests {
                 wrong.push(format!(
                     "{src}\n  wanted `{unknown}..` and `{unusable}`, got {errs:#?}"
                 ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// Steps, services and variables are named by their keys: a key that
+    /// is not a word is reported in the same words as in any other mapping.
+    #[test]
+    fn mappings_of_names_report_unusable_keys_the_same_way() {
+        let mut wrong = Vec::new();
+        for src in [
+            "steps: {[zz]: 1, a: {image: x, commands: [true]}}".to_string(),
+            format!("services: {{[zz]: 1}}\n{STEPS}"),
+            format!("env: {{[zz]: 1}}\n{STEPS}"),
+            "steps: {a: {image: x, commands: [true], env: {[zz]: 1}}}".to_string(),
+            "steps: {a: {build: {tags: [t], args: {[zz]: 1}}}}".to_string(),
+            "preview: {image: b, port: 80, env: {[zz]: 1}}\nsteps: {b: {build: {tags: [t], push: true}}}"
+                .to_string(),
+        ] {
+            let unusable = format!(
+                "p.yml:{}: error: keys must be plain words",
+                at(&src, "[zz]")
+            );
+            let errs = errors(&src);
+            if errs != [unusable.clone()] {
+                wrong.push(format!("{src}\n  wanted `{unusable}`, got {errs:#?}"));
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
