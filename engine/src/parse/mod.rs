@@ -6,7 +6,7 @@
 //! the fix.
 //!
 //! Layout, one file per part of the pipeline file:
-//! - this file: the entry point, the top level of the document and [`Cx`],
+//! - this file: the entry point, the top level of the document and `Cx`,
 //!   which collects diagnostics;
 //! - `walk`: the one walker every mapping goes through, so bad keys are
 //!   reported the same way in every section;
