@@ -27,9 +27,11 @@ pub(super) fn parse_on(cx: &mut Cx, node: &MarkedYaml) -> On {
     };
     match data(node) {
         YamlData::Mapping(_) => {
-            for f in walk(cx, node, &section).iter().flatten() {
-                let filter = parse_ref_filter(cx, f.value, &f.key);
-                enable(&f.key, filter);
+            if let Some(events) = walk(cx, node, &section) {
+                for f in &events {
+                    let filter = parse_ref_filter(cx, f.value, &f.key);
+                    enable(&f.key, filter);
+                }
             }
         }
         _ => {

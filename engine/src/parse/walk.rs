@@ -81,7 +81,7 @@ impl<'s> Section<'s> {
     }
 }
 
-/// One `key: value` of a mapping, its key one the section takes.
+/// One `key: value` of a mapping whose key the section takes.
 #[derive(Debug)]
 pub(super) struct Field<'a, 'i> {
     pub(super) key: String,
