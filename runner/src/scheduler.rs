@@ -185,17 +185,9 @@ async fn run<B: Backend>(
         pipeline.steps.iter().map(|s| s.allow_failure).collect(),
         &excluded,
     );
-    let mut reports: Vec<StepReport> = pipeline
-        .steps
-        .iter()
-        .map(|s| StepReport {
-            name: s.name.clone(),
-            status: StepStatus::Pending,
-            exit_code: None,
-            duration: Duration::ZERO,
-            attempts: 0,
-        })
-        .collect();
+    // What each step's task reported once it ended; statuses are read from
+    // `state` when the run ends, the one place that knows them.
+    let mut results: Vec<Option<StepResult>> = pipeline.steps.iter().map(|_| None).collect();
     for (i, step) in pipeline.steps.iter().enumerate() {
         if let StepStatus::Skipped(_) = state.status(i) {
             emit(
@@ -272,7 +264,7 @@ async fn run<B: Backend>(
     let mut tasks: JoinSet<StepResult> = JoinSet::new();
     let step_cancel = cancel.child_token();
     if error.is_some() || cancel.is_cancelled() {
-        cancel_pending(&mut state, plan, &mut reports, &events).await;
+        cancel_pending(&mut state, plan, &events).await;
     }
     loop {
         // Cancellation is settled before anything else: a step stopped by it
@@ -280,7 +272,7 @@ async fn run<B: Backend>(
         // counted as cancelled, not as a failure.
         if cancel.is_cancelled() && !state.is_cancelled() {
             step_cancel.cancel();
-            cancel_pending(&mut state, plan, &mut reports, &events).await;
+            cancel_pending(&mut state, plan, &events).await;
         }
         while tasks.len() < jobs
             && let Some(i) = state.pop_ready()
@@ -327,7 +319,7 @@ async fn run<B: Backend>(
         let Some(joined) = joined else { break };
         if cancel.is_cancelled() && !state.is_cancelled() {
             step_cancel.cancel();
-            cancel_pending(&mut state, plan, &mut reports, &events).await;
+            cancel_pending(&mut state, plan, &events).await;
         }
         let result = match joined {
             Ok(r) => r,
@@ -340,13 +332,6 @@ async fn run<B: Backend>(
         let i = result.index;
         let settled = state.finish(plan, i, result.outcome);
         let status = state.status(i).clone();
-        reports[i] = StepReport {
-            name: plan.name(i).to_string(),
-            status: status.clone(),
-            exit_code: result.exit_code,
-            duration: result.duration,
-            attempts: result.attempts,
-        };
         emit(
             &events,
             RunEvent::StepFinished {
@@ -358,9 +343,9 @@ async fn run<B: Backend>(
             },
         )
         .await;
+        results[i] = Some(result);
         for j in settled {
             let status = state.status(j).clone();
-            reports[j].status = status.clone();
             emit(
                 &events,
                 RunEvent::StepSettled {
@@ -371,9 +356,7 @@ async fn run<B: Backend>(
             .await;
         }
     }
-    for (i, report) in reports.iter_mut().enumerate() {
-        report.status = state.status(i).clone();
-    }
+    let reports = step_reports(pipeline, &state, results);
 
     if let Err(e) = backend.teardown_run(&run_id).await {
         warn!(error = %e, "cleanup failed; a later run will reap what is left");
@@ -404,15 +387,31 @@ async fn run<B: Backend>(
     }
 }
 
+/// Each step's report: its status as the run ended, and what its task said
+/// (nothing for a step that never ran).
+fn step_reports(
+    pipeline: &Pipeline,
+    state: &RunState,
+    results: Vec<Option<StepResult>>,
+) -> Vec<StepReport> {
+    pipeline
+        .steps
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (step, result))| StepReport {
+            name: step.name.clone(),
+            status: state.status(i).clone(),
+            exit_code: result.as_ref().and_then(|r| r.exit_code),
+            duration: result.as_ref().map_or(Duration::ZERO, |r| r.duration),
+            attempts: result.as_ref().map_or(0, |r| r.attempts),
+        })
+        .collect()
+}
+
 /// Settles every step not started yet as cancelled, and says so.
-async fn cancel_pending(
-    state: &mut RunState,
-    plan: &Plan,
-    reports: &mut [StepReport],
-    events: &mpsc::Sender<RunEvent>,
-) {
+async fn cancel_pending(state: &mut RunState, plan: &Plan, events: &mpsc::Sender<RunEvent>) {
     for j in state.cancel() {
-        reports[j].status = StepStatus::Cancelled;
         emit(
             events,
             RunEvent::StepSettled {
