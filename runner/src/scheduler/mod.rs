@@ -1,6 +1,16 @@
 //! Runs a planned pipeline on a backend: up to `jobs` steps at once, each in
 //! a container of its own, with timeouts, retries, secret masking and
 //! cancellation, reporting everything as [`RunEvent`]s.
+//!
+//! - `mod.rs`: [`execute`] and the run loop: start ready steps up to the
+//!   jobs limit, settle each as it ends, report.
+//! - `setup`: before and after the steps: images, the run's network and
+//!   workspace, services, teardown.
+//! - `step`: one step's task: attempts, retries, timeout, image builds,
+//!   caches and artifacts.
+//! - `env`: what a step's container gets: variables, registry logins, its
+//!   image build.
+//! - `logs`: events out: Slipway's own log lines, a step's output masked.
 
 mod env;
 mod logs;
@@ -20,14 +30,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use self::env::{base_env, image_build, merge_env, step_credentials, step_env};
+use self::env::base_env;
 use self::logs::emit;
-use self::setup::prepare_images;
 use self::step::StepTask;
-use crate::backend::{Backend, ContainerSpec, RunSpec, Workspace};
+use crate::backend::{Backend, RunSpec, Workspace};
 use crate::event::{LogStream, RunEvent};
 use crate::mask::Masker;
-use crate::script::step_script;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -142,219 +150,50 @@ async fn run<B: Backend>(
         },
     )
     .await;
-
-    let (image_errors, mut good_image) = prepare_images(&backend, pipeline, &events).await;
-    // A pipeline of build steps only still needs a workspace to build from.
-    if good_image.is_none() && pipeline.steps.iter().any(|s| s.build.is_some()) {
-        match backend.scratch_image().await {
-            Ok(image) => good_image = Some(image),
-            Err(e) => warn!(error = %e, "no image to set the workspace up with"),
-        }
-    }
-    let run = RunSpec {
-        run_id: run_id.clone(),
-        workspace: options.workspace.clone(),
-        network: !pipeline.services.is_empty(),
-        helper_image: good_image.unwrap_or_default(),
-    };
+    let (image_errors, spec) = setup::prepare(&backend, pipeline, &options, &events).await;
     let base_env = base_env(pipeline, &options);
-    let skip_reason = |name: &str| {
-        options
-            .skip
-            .iter()
-            .find(|(s, _)| s == name)
-            .map(|(_, why)| why.clone())
-    };
-    let excluded: Vec<bool> = pipeline
-        .excluded(&options.trigger)
-        .into_iter()
-        .zip(&pipeline.steps)
-        .map(|(by_when, step)| by_when || skip_reason(&step.name).is_some())
-        .collect();
-    let mut state = RunState::new(
-        plan,
-        pipeline.steps.iter().map(|s| s.allow_failure).collect(),
-        &excluded,
-    );
-    // What each step's task reported once it ended; statuses are read from
-    // `state` when the run ends, the one place that knows them.
-    let mut results: Vec<Option<StepResult>> = pipeline.steps.iter().map(|_| None).collect();
-    for (i, step) in pipeline.steps.iter().enumerate() {
-        if let StepStatus::Skipped(_) = state.status(i) {
-            emit(
-                &events,
-                RunEvent::Log {
-                    step: step.name.clone(),
-                    stream: LogStream::System,
-                    line: format!(
-                        "skipped: {}",
-                        skip_reason(&step.name)
-                            .unwrap_or_else(|| step.when.explain(&options.trigger))
-                    ),
-                },
-            )
-            .await;
-            emit(
-                &events,
-                RunEvent::StepSettled {
-                    step: step.name.clone(),
-                    status: state.status(i).clone(),
-                },
-            )
-            .await;
-        }
-    }
-
-    let mut error = None;
-    if !run.helper_image.is_empty()
-        && !cancel.is_cancelled()
-        && let Err(e) = backend.setup_run(&run).await
-    {
-        error = Some(format!("setting up the run failed: {e}"));
-    }
-    if error.is_none() && !cancel.is_cancelled() {
-        for service in &pipeline.services {
-            if let Some(msg) = image_errors.get(&service.image) {
-                error = Some(format!("service `{}`: {msg}", service.name));
-                break;
-            }
-            let spec = ContainerSpec {
-                name: service.name.clone(),
-                attempt: 1,
-                image: service.image.clone(),
-                script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
-                env: merge_env([&base_env, &pipeline.env, &service.env]),
-            };
-            match backend.start_service(&run, &spec).await {
-                Ok(()) => {
-                    emit(
-                        &events,
-                        RunEvent::ServiceStarted {
-                            service: service.name.clone(),
-                        },
-                    )
-                    .await
-                }
-                Err(e) => {
-                    error = Some(format!("service `{}` did not start: {e}", service.name));
-                    break;
-                }
-            }
-        }
-    }
-
-    let masker = Masker::new(options.secrets.values().map(String::as_str));
+    let state = initial_state(pipeline, plan, &options);
+    announce_skipped(pipeline, &state, &options, &events).await;
+    let error = setup::start(
+        backend.as_ref(),
+        &spec,
+        pipeline,
+        &image_errors,
+        &base_env,
+        &events,
+        &cancel,
+    )
+    .await;
     let shared = Arc::new(Shared {
         backend: backend.clone(),
-        run,
+        run: spec,
         events: events.clone(),
-        masker,
+        masker: Masker::new(options.secrets.values().map(String::as_str)),
         files: options.files.clone(),
     });
-    let jobs = options.jobs.max(1);
-    let mut tasks: JoinSet<StepResult> = JoinSet::new();
-    let step_cancel = cancel.child_token();
+    let mut steps = RunLoop {
+        pipeline,
+        plan,
+        options: &options,
+        base_env,
+        image_errors,
+        shared,
+        step_cancel: cancel.child_token(),
+        cancel: cancel.clone(),
+        state,
+        tasks: JoinSet::new(),
+        results: pipeline.steps.iter().map(|_| None).collect(),
+    };
     if error.is_some() || cancel.is_cancelled() {
-        cancel_pending(&mut state, plan, &events).await;
+        steps.cancel_pending().await;
     }
-    loop {
-        // Cancellation is settled before anything else: a step stopped by it
-        // may report back before this loop sees the token, and must then be
-        // counted as cancelled, not as a failure.
-        if cancel.is_cancelled() && !state.is_cancelled() {
-            step_cancel.cancel();
-            cancel_pending(&mut state, plan, &events).await;
-        }
-        while tasks.len() < jobs
-            && let Some(i) = state.pop_ready()
-        {
-            let step = &pipeline.steps[i];
-            let env = step_env(&base_env, pipeline, step, &options.secrets);
-            let (build, build_error) = match &step.build {
-                None => (None, None),
-                Some(b) => match image_build(step, b, &env, &step_credentials(step, &options)) {
-                    Ok(b) => (Some(b), None),
-                    Err(e) => (None, Some(e)),
-                },
-            };
-            let spec = ContainerSpec {
-                name: step.name.clone(),
-                attempt: 1,
-                image: step.image.clone(),
-                script: Some(step_script(&step.commands)),
-                env,
-            };
-            let task = StepTask {
-                index: i,
-                spec,
-                retries: step.retries,
-                timeout: step.timeout,
-                image_error: build_error.or_else(|| image_errors.get(&step.image).cloned()),
-                build,
-                caches: step.cache.clone(),
-                artifacts: step.artifacts.clone(),
-            };
-            let span = info_span!("step", run_id = %run_id, step = %step.name);
-            tasks.spawn(
-                task.run(shared.clone(), step_cancel.clone())
-                    .instrument(span),
-            );
-        }
-        if state.is_finished() {
-            break;
-        }
-        let joined = tokio::select! {
-            joined = tasks.join_next() => joined,
-            _ = cancel.cancelled(), if !state.is_cancelled() => continue,
-        };
-        let Some(joined) = joined else { break };
-        if cancel.is_cancelled() && !state.is_cancelled() {
-            step_cancel.cancel();
-            cancel_pending(&mut state, plan, &events).await;
-        }
-        let result = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                // A panicking step task is a bug; the run must still end.
-                warn!(error = %e, "step task failed");
-                continue;
-            }
-        };
-        let i = result.index;
-        let settled = state.finish(plan, i, result.outcome);
-        let status = state.status(i).clone();
-        emit(
-            &events,
-            RunEvent::StepFinished {
-                step: plan.name(i).to_string(),
-                status,
-                exit_code: result.exit_code,
-                duration: result.duration,
-                attempts: result.attempts,
-            },
-        )
-        .await;
-        results[i] = Some(result);
-        for j in settled {
-            let status = state.status(j).clone();
-            emit(
-                &events,
-                RunEvent::StepSettled {
-                    step: plan.name(j).to_string(),
-                    status,
-                },
-            )
-            .await;
-        }
-    }
-    let reports = step_reports(pipeline, &state, results);
+    steps.drive().await;
+    let reports = step_reports(pipeline, &steps.state, std::mem::take(&mut steps.results));
 
-    if let Err(e) = backend.teardown_run(&run_id).await {
-        warn!(error = %e, "cleanup failed; a later run will reap what is left");
-    }
+    setup::teardown(backend.as_ref(), &run_id).await;
     // Steps settled because setup failed were "cancelled" by us, not the
     // user: the run failed.
-    let mut status = state.run_status();
+    let mut status = steps.state.run_status();
     if error.is_some() && !cancel.is_cancelled() {
         status = RunStatus::Failed;
     }
@@ -378,6 +217,185 @@ async fn run<B: Backend>(
     }
 }
 
+/// Why `options` skips the step named `name`, if it does.
+fn skip_reason(options: &RunOptions, name: &str) -> Option<String> {
+    options
+        .skip
+        .iter()
+        .find(|(s, _)| s == name)
+        .map(|(_, why)| why.clone())
+}
+
+/// The steps' fates as the run starts: those the trigger's `when`
+/// excludes, or `options.skip` names, are skipped from the start.
+fn initial_state(pipeline: &Pipeline, plan: &Plan, options: &RunOptions) -> RunState {
+    let excluded: Vec<bool> = pipeline
+        .excluded(&options.trigger)
+        .into_iter()
+        .zip(&pipeline.steps)
+        .map(|(by_when, step)| by_when || skip_reason(options, &step.name).is_some())
+        .collect();
+    RunState::new(
+        plan,
+        pipeline.steps.iter().map(|s| s.allow_failure).collect(),
+        &excluded,
+    )
+}
+
+/// Says in each skipped step's log why it is skipped, and settles it.
+async fn announce_skipped(
+    pipeline: &Pipeline,
+    state: &RunState,
+    options: &RunOptions,
+    events: &mpsc::Sender<RunEvent>,
+) {
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        if let StepStatus::Skipped(_) = state.status(i) {
+            emit(
+                events,
+                RunEvent::Log {
+                    step: step.name.clone(),
+                    stream: LogStream::System,
+                    line: format!(
+                        "skipped: {}",
+                        skip_reason(options, &step.name)
+                            .unwrap_or_else(|| step.when.explain(&options.trigger))
+                    ),
+                },
+            )
+            .await;
+            emit(
+                events,
+                RunEvent::StepSettled {
+                    step: step.name.clone(),
+                    status: state.status(i).clone(),
+                },
+            )
+            .await;
+        }
+    }
+}
+
+/// The run loop: what it needs to start steps, and the state it moves on.
+struct RunLoop<'a, B> {
+    pipeline: &'a Pipeline,
+    plan: &'a Plan,
+    options: &'a RunOptions,
+    base_env: Vec<(String, String)>,
+    /// Why an image could not be pulled, by image: the steps using it fail.
+    image_errors: HashMap<String, String>,
+    shared: Arc<Shared<B>>,
+    /// The whole run's cancellation, from whoever started it.
+    cancel: CancellationToken,
+    /// Stops the running steps; a child of `cancel`.
+    step_cancel: CancellationToken,
+    state: RunState,
+    tasks: JoinSet<StepResult>,
+    /// What each step's task reported once it ended; statuses are read from
+    /// `state` when the run ends, the one place that knows them.
+    results: Vec<Option<StepResult>>,
+}
+
+impl<B: Backend> RunLoop<'_, B> {
+    /// Starts ready steps up to the jobs limit and settles each as it ends,
+    /// until every step is settled.
+    async fn drive(&mut self) {
+        let jobs = self.options.jobs.max(1);
+        loop {
+            // Cancellation is settled before anything else: a step stopped by it
+            // may report back before this loop sees the token, and must then be
+            // counted as cancelled, not as a failure.
+            self.settle_cancellation().await;
+            while self.tasks.len() < jobs
+                && let Some(i) = self.state.pop_ready()
+            {
+                self.start(i);
+            }
+            if self.state.is_finished() {
+                break;
+            }
+            let joined = tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                _ = self.cancel.cancelled(), if !self.state.is_cancelled() => continue,
+            };
+            let Some(joined) = joined else { break };
+            self.settle_cancellation().await;
+            match joined {
+                Ok(result) => self.finished(result).await,
+                // A panicking step task is a bug; the run must still end.
+                Err(e) => warn!(error = %e, "step task failed"),
+            }
+        }
+    }
+
+    /// Once the run is cancelled: stops the running steps, settles the rest.
+    async fn settle_cancellation(&mut self) {
+        if self.cancel.is_cancelled() && !self.state.is_cancelled() {
+            self.step_cancel.cancel();
+            self.cancel_pending().await;
+        }
+    }
+
+    /// Settles every step not started yet as cancelled, and says so.
+    async fn cancel_pending(&mut self) {
+        for j in self.state.cancel() {
+            emit(
+                &self.shared.events,
+                RunEvent::StepSettled {
+                    step: self.plan.name(j).to_string(),
+                    status: StepStatus::Cancelled,
+                },
+            )
+            .await;
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let step = &self.pipeline.steps[i];
+        let task = StepTask::new(
+            i,
+            step,
+            self.pipeline,
+            &self.base_env,
+            self.options,
+            &self.image_errors,
+        );
+        let span = info_span!("step", run_id = %self.options.run_id, step = %step.name);
+        self.tasks.spawn(
+            task.run(self.shared.clone(), self.step_cancel.clone())
+                .instrument(span),
+        );
+    }
+
+    /// Records how a step ended, and settles the steps that decides.
+    async fn finished(&mut self, result: StepResult) {
+        let i = result.index;
+        let settled = self.state.finish(self.plan, i, result.outcome);
+        emit(
+            &self.shared.events,
+            RunEvent::StepFinished {
+                step: self.plan.name(i).to_string(),
+                status: self.state.status(i).clone(),
+                exit_code: result.exit_code,
+                duration: result.duration,
+                attempts: result.attempts,
+            },
+        )
+        .await;
+        self.results[i] = Some(result);
+        for j in settled {
+            emit(
+                &self.shared.events,
+                RunEvent::StepSettled {
+                    step: self.plan.name(j).to_string(),
+                    status: self.state.status(j).clone(),
+                },
+            )
+            .await;
+        }
+    }
+}
+
 /// Each step's report: its status as the run ended, and what its task said
 /// (nothing for a step that never ran).
 fn step_reports(
@@ -398,20 +416,6 @@ fn step_reports(
             attempts: result.as_ref().map_or(0, |r| r.attempts),
         })
         .collect()
-}
-
-/// Settles every step not started yet as cancelled, and says so.
-async fn cancel_pending(state: &mut RunState, plan: &Plan, events: &mpsc::Sender<RunEvent>) {
-    for j in state.cancel() {
-        emit(
-            events,
-            RunEvent::StepSettled {
-                step: plan.name(j).to_string(),
-                status: StepStatus::Cancelled,
-            },
-        )
-        .await;
-    }
 }
 
 #[cfg(test)]
@@ -548,28 +552,6 @@ mod tests {
         assert!(
             events.iter().any(|e| matches!(e, RunEvent::Log { line, .. }
             if line == "skipped: when: branch in [release/*] (this run: event push, branch main)"))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_service_that_cannot_start_fails_the_run_before_any_step() {
-        let src = "services:\n  db: {image: gone}\nsteps:\n  a: {image: i, commands: [x]}\n";
-        let fake = FakeBackend::new();
-        fake.missing_image("gone", "not found");
-        let (report, events) =
-            go(&fake, &pipeline(src), options(1), CancellationToken::new()).await;
-        assert_eq!(report.status, RunStatus::Failed);
-        assert_eq!(
-            report.error.as_deref(),
-            Some("service `db`: cannot pull image `gone`: not found")
-        );
-        assert_eq!(status_of(&report, "a"), &StepStatus::Cancelled);
-        assert!(!fake.calls().iter().any(|c| c.starts_with("run ")));
-        assert_eq!(fake.calls().last().map(String::as_str), Some("teardown r1"));
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, RunEvent::RunError { .. }))
         );
     }
 

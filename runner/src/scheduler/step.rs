@@ -1,207 +1,255 @@
 //! One step's task: its attempts with retries and a timeout, a build
 //! step's image build, and its caches and artifacts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slipway_engine::StepOutcome;
+use slipway_engine::duration::format_duration;
+use slipway_engine::{Pipeline, Step, StepOutcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::env::{image_build, step_credentials, step_env};
 use super::logs::{emit, emit_system, pump_logs};
-use super::{Shared, StepResult};
-use crate::backend::{Backend, ContainerSpec, ImageBuild, LogChunk, StepExit};
+use super::{RunOptions, Shared, StepResult};
+use crate::backend::{Backend, BackendError, ContainerSpec, ImageBuild, LogChunk, StepExit};
 use crate::event::{LogStream, RunEvent};
+use crate::script::step_script;
+use crate::step_files::{Prepared, collect_artifacts, restore_caches, save_caches};
 
 /// A step as its task runs it: built by the run loop from the pipeline.
 pub(super) struct StepTask {
-    pub(super) index: usize,
-    pub(super) spec: ContainerSpec,
-    pub(super) retries: u32,
-    pub(super) timeout: Option<Duration>,
-    pub(super) image_error: Option<String>,
-    pub(super) build: Option<ImageBuild>,
-    pub(super) caches: Vec<slipway_engine::Cache>,
-    pub(super) artifacts: Vec<String>,
+    index: usize,
+    spec: ContainerSpec,
+    retries: u32,
+    timeout: Option<Duration>,
+    /// Why the step cannot start (its image did not pull, its build does
+    /// not expand): it fails with this line.
+    image_error: Option<String>,
+    build: Option<ImageBuild>,
+    caches: Vec<slipway_engine::Cache>,
+    artifacts: Vec<String>,
 }
 
 impl StepTask {
+    /// Step `index` of the pipeline, its environment assembled.
+    pub(super) fn new(
+        index: usize,
+        step: &Step,
+        pipeline: &Pipeline,
+        base_env: &[(String, String)],
+        options: &RunOptions,
+        image_errors: &HashMap<String, String>,
+    ) -> StepTask {
+        let env = step_env(base_env, pipeline, step, &options.secrets);
+        let (build, build_error) = match &step.build {
+            None => (None, None),
+            Some(b) => match image_build(step, b, &env, &step_credentials(step, options)) {
+                Ok(b) => (Some(b), None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        StepTask {
+            index,
+            spec: ContainerSpec {
+                name: step.name.clone(),
+                attempt: 1,
+                image: step.image.clone(),
+                script: Some(step_script(&step.commands)),
+                env,
+            },
+            retries: step.retries,
+            timeout: step.timeout,
+            image_error: build_error.or_else(|| image_errors.get(&step.image).cloned()),
+            build,
+            caches: step.cache.clone(),
+            artifacts: step.artifacts.clone(),
+        }
+    }
+
     pub(super) async fn run<B: Backend>(
         mut self,
         shared: Arc<Shared<B>>,
         cancel: CancellationToken,
     ) -> StepResult {
         let started = Instant::now();
-        let step = self.spec.name.clone();
-        let log = |line: String| RunEvent::Log {
-            step: step.clone(),
-            stream: LogStream::System,
-            line,
-        };
-        let result = |outcome, exit_code, attempts| StepResult {
+        let (outcome, exit_code, attempts) = self.attempts(&shared, &cancel).await;
+        StepResult {
             index: self.index,
             outcome,
             exit_code,
             attempts,
             duration: started.elapsed(),
-        };
-        if let Some(message) = &self.image_error {
-            emit(
-                &shared.events,
-                RunEvent::StepStarted {
-                    step: step.clone(),
-                    attempt: 1,
-                },
-            )
-            .await;
-            emit(&shared.events, log(message.clone())).await;
-            return result(StepOutcome::Failed, None, 1);
         }
-        let mut prepared = Vec::new();
-        if let Some(store) = &shared.files.cache
-            && !self.caches.is_empty()
-        {
-            let mut lines = Vec::new();
-            prepared = crate::step_files::restore_caches(
-                shared.backend.as_ref(),
-                &shared.run,
-                store,
-                &self.caches,
-                &mut lines,
-            )
-            .await;
-            emit_system(&shared.events, &step, lines).await;
+    }
+
+    /// Runs the step until it succeeds, runs out of retries, times out or
+    /// is stopped. Returns how it ended, its exit code and the attempts made.
+    async fn attempts<B: Backend>(
+        &mut self,
+        shared: &Arc<Shared<B>>,
+        cancel: &CancellationToken,
+    ) -> (StepOutcome, Option<i64>, u32) {
+        if let Some(message) = self.image_error.clone() {
+            self.started(shared, 1).await;
+            self.say(shared, message).await;
+            return (StepOutcome::Failed, None, 1);
         }
-        let succeeded = |attempt: u32| {
-            let shared = shared.clone();
-            let (caches, artifacts, step) =
-                (self.caches.clone(), self.artifacts.clone(), step.clone());
-            let prepared = &prepared;
-            async move {
-                let mut lines = Vec::new();
-                if let Some(store) = &shared.files.cache {
-                    crate::step_files::save_caches(
-                        shared.backend.as_ref(),
-                        &shared.run,
-                        store,
-                        &caches,
-                        prepared,
-                        &mut lines,
-                    )
-                    .await;
-                }
-                if let Some(dir) = &shared.files.artifacts
-                    && !artifacts.is_empty()
-                {
-                    let dir = dir.clone();
-                    let files = crate::step_files::collect_artifacts(
-                        shared.backend.as_ref(),
-                        &shared.run,
-                        &step,
-                        &artifacts,
-                        &dir,
-                        &mut lines,
-                    )
-                    .await;
-                    if !files.is_empty() {
-                        emit(
-                            &shared.events,
-                            RunEvent::Artifacts {
-                                step: step.clone(),
-                                files,
-                            },
-                        )
-                        .await;
-                    }
-                }
-                emit_system(&shared.events, &step, lines).await;
-                attempt
-            }
-        };
+        let prepared = self.prepare_caches(shared).await;
         let mut attempt = 1;
         loop {
-            self.spec.attempt = attempt;
-            emit(
-                &shared.events,
-                RunEvent::StepStarted {
-                    step: step.clone(),
-                    attempt,
-                },
-            )
-            .await;
-            let stop = cancel.child_token();
-            let (tx, rx) = mpsc::channel::<LogChunk>(64);
-            let pump = pump_logs(rx, step.clone(), shared.clone());
-            let build = self.build.clone();
-            let exec = async {
-                let fut = async {
-                    match &build {
-                        None => {
-                            shared
-                                .backend
-                                .run_step(&shared.run, &self.spec, tx, stop.clone())
-                                .await
-                        }
-                        Some(b) => self.build_step(&shared, b, tx, stop.clone()).await,
-                    }
-                };
-                tokio::pin!(fut);
-                match self.timeout {
-                    None => (fut.await, false),
-                    Some(limit) => tokio::select! {
-                        r = &mut fut => (r, false),
-                        _ = tokio::time::sleep(limit) => {
-                            stop.cancel();
-                            (fut.await, true)
-                        }
-                    },
-                }
-            };
-            let ((exit, timed_out), ()) = tokio::join!(exec, pump);
+            let (exit, timed_out) = self.attempt(shared, attempt, cancel).await;
             match exit {
                 Ok(StepExit::Exited(0)) => {
                     if !self.caches.is_empty() || !self.artifacts.is_empty() {
-                        succeeded(attempt).await;
+                        self.keep_files(shared, &prepared).await;
                     }
-                    return result(StepOutcome::Success, Some(0), attempt);
+                    return (StepOutcome::Success, Some(0), attempt);
                 }
                 Ok(StepExit::Exited(code)) => {
-                    emit(&shared.events, log(format!("exit code {code}"))).await;
+                    self.say(shared, format!("exit code {code}")).await;
                     if attempt <= self.retries && !cancel.is_cancelled() {
-                        emit(
-                            &shared.events,
-                            log(format!("retrying ({} of {})", attempt, self.retries)),
-                        )
-                        .await;
+                        let retrying = format!("retrying ({} of {})", attempt, self.retries);
+                        self.say(shared, retrying).await;
                         attempt += 1;
                         continue;
                     }
-                    return result(StepOutcome::Failed, Some(code), attempt);
+                    return (StepOutcome::Failed, Some(code), attempt);
                 }
                 Ok(StepExit::Stopped) if timed_out => {
-                    let limit = self
-                        .timeout
-                        .map(slipway_engine::duration::format_duration)
-                        .unwrap_or_default();
-                    emit(&shared.events, log(format!("timed out after {limit}"))).await;
-                    return result(StepOutcome::TimedOut, None, attempt);
+                    let limit = self.timeout.map(format_duration).unwrap_or_default();
+                    self.say(shared, format!("timed out after {limit}")).await;
+                    return (StepOutcome::TimedOut, None, attempt);
                 }
-                Ok(StepExit::Stopped) => return result(StepOutcome::Cancelled, None, attempt),
+                Ok(StepExit::Stopped) => return (StepOutcome::Cancelled, None, attempt),
                 Err(e) => {
-                    emit(&shared.events, log(format!("error: {e}"))).await;
+                    self.say(shared, format!("error: {e}")).await;
                     let outcome = if cancel.is_cancelled() {
                         StepOutcome::Cancelled
                     } else {
                         StepOutcome::Failed
                     };
-                    return result(outcome, None, attempt);
+                    return (outcome, None, attempt);
                 }
             }
         }
     }
-}
 
-impl StepTask {
+    /// One attempt: the container (or the build) beside its log pump,
+    /// stopped at the step's timeout. Returns how it exited, and whether
+    /// the timeout is what stopped it.
+    async fn attempt<B: Backend>(
+        &mut self,
+        shared: &Arc<Shared<B>>,
+        attempt: u32,
+        cancel: &CancellationToken,
+    ) -> (Result<StepExit, BackendError>, bool) {
+        self.spec.attempt = attempt;
+        self.started(shared, attempt).await;
+        let stop = cancel.child_token();
+        let (tx, rx) = mpsc::channel::<LogChunk>(64);
+        let pump = pump_logs(rx, self.spec.name.clone(), shared.clone());
+        let exec = async {
+            let fut = async {
+                match &self.build {
+                    None => {
+                        shared
+                            .backend
+                            .run_step(&shared.run, &self.spec, tx, stop.clone())
+                            .await
+                    }
+                    Some(b) => self.build_step(shared, b, tx, stop.clone()).await,
+                }
+            };
+            tokio::pin!(fut);
+            match self.timeout {
+                None => (fut.await, false),
+                Some(limit) => tokio::select! {
+                    r = &mut fut => (r, false),
+                    _ = tokio::time::sleep(limit) => {
+                        stop.cancel();
+                        (fut.await, true)
+                    }
+                },
+            }
+        };
+        let ((exit, timed_out), ()) = tokio::join!(exec, pump);
+        (exit, timed_out)
+    }
+
+    /// Restores the step's caches, saying how in its log; returns what
+    /// saving them needs after a success.
+    async fn prepare_caches<B: Backend>(&self, shared: &Shared<B>) -> Vec<Option<Prepared>> {
+        let Some(store) = &shared.files.cache else {
+            return Vec::new();
+        };
+        if self.caches.is_empty() {
+            return Vec::new();
+        }
+        let mut lines = Vec::new();
+        let prepared = restore_caches(
+            shared.backend.as_ref(),
+            &shared.run,
+            store,
+            &self.caches,
+            &mut lines,
+        )
+        .await;
+        emit_system(&shared.events, &self.spec.name, lines).await;
+        prepared
+    }
+
+    /// After a success: saves the caches that missed and keeps the
+    /// artifacts, saying how in the step's log.
+    async fn keep_files<B: Backend>(&self, shared: &Shared<B>, prepared: &[Option<Prepared>]) {
+        let step = &self.spec.name;
+        let mut lines = Vec::new();
+        if let Some(store) = &shared.files.cache {
+            save_caches(
+                shared.backend.as_ref(),
+                &shared.run,
+                store,
+                &self.caches,
+                prepared,
+                &mut lines,
+            )
+            .await;
+        }
+        if let Some(dir) = &shared.files.artifacts
+            && !self.artifacts.is_empty()
+        {
+            let files = collect_artifacts(
+                shared.backend.as_ref(),
+                &shared.run,
+                step,
+                &self.artifacts,
+                dir,
+                &mut lines,
+            )
+            .await;
+            if !files.is_empty() {
+                let step = step.clone();
+                emit(&shared.events, RunEvent::Artifacts { step, files }).await;
+            }
+        }
+        emit_system(&shared.events, step, lines).await;
+    }
+
+    async fn started<B>(&self, shared: &Shared<B>, attempt: u32) {
+        let step = self.spec.name.clone();
+        emit(&shared.events, RunEvent::StepStarted { step, attempt }).await;
+    }
+
+    /// A line of Slipway's own in the step's log.
+    async fn say<B>(&self, shared: &Shared<B>, line: String) {
+        let event = RunEvent::Log {
+            step: self.spec.name.clone(),
+            stream: LogStream::System,
+            line,
+        };
+        emit(&shared.events, event).await;
+    }
     /// A build step: the build's output is the step's log, and what it
     /// pushed is the step's output.
     async fn build_step<B: Backend>(
