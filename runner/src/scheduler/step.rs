@@ -288,8 +288,9 @@ impl StepTask {
                 emit(
                     &shared.events,
                     say(format!(
-                        "built {} with {builder}: {} of {} build steps from cache",
-                        image.image_id, image.cached, image.steps
+                        "built {} with {builder}: {}",
+                        image.image_id,
+                        cache_summary(&image.cached, image.steps)
                     )),
                 )
                 .await;
@@ -315,6 +316,34 @@ impl StepTask {
     }
 }
 
+/// How many of a build's steps came from cache, naming them (the first
+/// few, each cut short): "2 of 3 build steps from cache: [2/3] RUN make,
+/// [3/3] COPY . .".
+fn cache_summary(cached: &[String], steps: usize) -> String {
+    const NAMED: usize = 3;
+    const NAME_CHARS: usize = 40;
+    if steps == 0 {
+        return "no build steps that could come from cache".into();
+    }
+    let mut summary = format!("{} of {steps} build steps from cache", cached.len());
+    let names: Vec<String> = cached
+        .iter()
+        .take(NAMED)
+        .map(|name| match name.char_indices().nth(NAME_CHARS) {
+            Some((cut, _)) => format!("{}…", &name[..cut]),
+            None => name.clone(),
+        })
+        .collect();
+    if !names.is_empty() {
+        summary.push_str(": ");
+        summary.push_str(&names.join(", "));
+    }
+    if cached.len() > NAMED {
+        summary.push_str(&format!(" and {} more", cached.len() - NAMED));
+    }
+    summary
+}
+
 #[cfg(test)]
 mod tests {
     use slipway_engine::{RunStatus, StepStatus};
@@ -323,6 +352,28 @@ mod tests {
     use crate::event::RunEvent;
     use crate::fake::{FakeBackend, FakeStep};
     use crate::scheduler::testing::{go, options, pipeline, secs, status_of};
+
+    use super::cache_summary;
+
+    #[test]
+    fn the_build_summary_counts_cached_steps_of_those_that_could_be_and_names_them() {
+        assert_eq!(cache_summary(&[], 3), "0 of 3 build steps from cache");
+        let warm = ["[2/4] RUN make", "[3/4] COPY . .", "[4/4] RUN make test"];
+        assert_eq!(
+            cache_summary(&warm.map(String::from), 3),
+            "3 of 3 build steps from cache: [2/4] RUN make, [3/4] COPY . ., [4/4] RUN make test"
+        );
+        let long = "[2/9] RUN apt-get update && apt-get install -y build-essential";
+        let many = [long, "[3/9] a", "[4/9] b", "[5/9] c", "[6/9] d"].map(String::from);
+        assert_eq!(
+            cache_summary(&many, 8),
+            "5 of 8 build steps from cache: [2/9] RUN apt-get update && apt-get inst…, [3/9] a, [4/9] b and 2 more"
+        );
+        assert_eq!(
+            cache_summary(&[], 0),
+            "no build steps that could come from cache"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn retries_a_failed_step() {
