@@ -102,8 +102,10 @@ pub struct BuiltImage {
     pub image_id: String,
     /// `repository@sha256:...` of the first tag, once pushed.
     pub pushed: Option<String>,
-    /// Build steps answered from cache, of all steps.
-    pub cached: usize,
+    /// The build steps answered from cache, by name (`[2/3] RUN ...`).
+    pub cached: Vec<String>,
+    /// The build steps that could have been: the Dockerfile's
+    /// instructions after `FROM`, not the builder's own work around them.
     pub steps: usize,
     /// False when the classic builder was used instead of BuildKit.
     pub buildkit: bool,

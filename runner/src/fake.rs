@@ -164,7 +164,7 @@ impl Backend for FakeBackend {
                 .push
                 .then(|| build.tags.first().map(|t| format!("{t}@sha256:fake")))
                 .flatten(),
-            cached: 0,
+            cached: Vec::new(),
             steps: 1,
             buildkit: true,
         })

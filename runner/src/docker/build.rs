@@ -135,6 +135,67 @@ fn buildkit_unavailable(message: &str) -> bool {
         || m.contains("page not found")
 }
 
+/// A build step as the builder finished it: BuildKit's vertex, or the
+/// classic builder's `Step 2/3 : ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Finished {
+    name: String,
+    cached: bool,
+}
+
+/// Whether a finished vertex is one of the Dockerfile's steps, the only
+/// ones whose cache use says anything: BuildKit's `[2/3] RUN ...` (or
+/// `[stage 2/3] ...`), the classic builder's `Step 2/3 : RUN ...`. Not
+/// BuildKit's own work around them (`[internal] load ...`, the context
+/// copy, importing cache, exporting, naming, pushing), which is never a
+/// layer to reuse; the context copy is marked cached whenever the context
+/// is unchanged. Not `FROM` either: it is where the build starts, and
+/// BuildKit's mark on it says nothing about the build (a daemon marked it
+/// cached on a cold build after a prune, and not on the warm one after).
+fn is_build_step(name: &str) -> bool {
+    let fraction = |s: &str| {
+        s.split_once('/').is_some_and(|(n, of)| {
+            [n, of]
+                .iter()
+                .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let instruction = if let Some((tag, rest)) = name
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("] "))
+        && tag.rsplit(' ').next().is_some_and(fraction)
+    {
+        rest
+    } else if let Some((step, rest)) = name
+        .strip_prefix("Step ")
+        .and_then(|rest| rest.split_once(" : "))
+        && fraction(step)
+    {
+        rest
+    } else {
+        return false;
+    };
+    let keyword = instruction.split_whitespace().next().unwrap_or_default();
+    !keyword.eq_ignore_ascii_case("FROM")
+}
+
+/// Of a build's finished vertices, the build steps that came from cache
+/// (by name, in the order they finished) and how many build steps there
+/// were. A name seen twice counts once.
+fn cache_use(finished: &[Finished]) -> (Vec<String>, usize) {
+    let mut steps: Vec<&str> = Vec::new();
+    let mut cached: Vec<String> = Vec::new();
+    for f in finished.iter().filter(|f| is_build_step(&f.name)) {
+        if !steps.contains(&f.name.as_str()) {
+            steps.push(&f.name);
+        }
+        if f.cached && !cached.contains(&f.name) {
+            cached.push(f.name.clone());
+        }
+    }
+    (cached, steps.len())
+}
+
 impl DockerBackend {
     /// A never-started container mounting the run's workspace, for the
     /// archive API. Labelled with the run, so teardown removes it too.
@@ -310,7 +371,8 @@ impl DockerBackend {
             };
         }
         let _ = std::fs::remove_file(&context);
-        let (cached, steps, buildkit) = outcome?;
+        let (finished, buildkit) = outcome?;
+        let (cached, steps) = cache_use(&finished);
         let image_id = self
             .docker
             .inspect_image(&local_tag)
@@ -365,7 +427,8 @@ impl DockerBackend {
         })
     }
 
-    /// One build attempt; returns (cached steps, steps, BuildKit used).
+    /// One build attempt; returns the vertices (or classic steps) it
+    /// finished, and whether BuildKit was used.
     async fn build_once(
         &self,
         run: &RunSpec,
@@ -374,7 +437,7 @@ impl DockerBackend {
         local_tag: &str,
         buildkit: bool,
         log: &mpsc::Sender<String>,
-    ) -> Result<(usize, usize, bool), BackendError> {
+    ) -> Result<(Vec<Finished>, bool), BackendError> {
         let fail = |message: String| BackendError::Build {
             step: build.step.clone(),
             message,
@@ -439,7 +502,7 @@ impl DockerBackend {
             Some(body),
         );
         let mut done: HashSet<String> = HashSet::new();
-        let mut cached = 0;
+        let mut finished: Vec<Finished> = Vec::new();
         let mut partial: HashMap<String, String> = HashMap::new();
         while let Some(item) = stream.next().await {
             let info = match item {
@@ -461,21 +524,26 @@ impl DockerBackend {
             if let Some(line) = info.stream {
                 // Classic builder output.
                 for l in line.lines().filter(|l| !l.trim().is_empty()) {
-                    if l.trim_start().starts_with("---> Using cache") {
-                        cached += 1;
+                    if l.starts_with("Step ") {
+                        finished.push(Finished {
+                            name: l.trim_end().to_string(),
+                            cached: false,
+                        });
+                    } else if l.trim_start().starts_with("---> Using cache")
+                        && let Some(step) = finished.last_mut()
+                    {
+                        step.cached = true;
                     }
                     let _ = log.send(l.trim_end().to_string()).await;
-                }
-                if line.starts_with("Step ") {
-                    done.insert(line.clone());
                 }
             }
             if let Some(BuildInfoAux::BuildKit(status)) = info.aux {
                 for v in &status.vertexes {
                     if v.completed.is_some() && done.insert(v.digest.clone()) {
-                        if v.cached {
-                            cached += 1;
-                        }
+                        finished.push(Finished {
+                            name: v.name.clone(),
+                            cached: v.cached,
+                        });
                         let mark = if v.cached { "CACHED " } else { "" };
                         let _ = log.send(format!("{mark}{}", v.name)).await;
                         if !v.error.is_empty() {
@@ -497,7 +565,7 @@ impl DockerBackend {
         for rest in partial.into_values().filter(|r| !r.trim().is_empty()) {
             let _ = log.send(format!("  {}", rest.trim_end())).await;
         }
-        Ok((cached, done.len(), buildkit))
+        Ok((finished, buildkit))
     }
 
     /// Pushes a tag; returns the manifest digest the registry answered with.
@@ -567,6 +635,96 @@ mod tests {
             ("127.0.0.1:5000/acme/web", "latest")
         );
         assert_eq!(split_tag("web:1"), ("web", "1"));
+    }
+
+    /// What BuildKit finishes for `FROM; RUN; COPY; RUN` built from a
+    /// registry cache image, as a Docker 20.10 daemon reports it.
+    fn vertices(cached: &[&str]) -> Vec<Finished> {
+        [
+            "[internal] load remote build context",
+            "copy /context /",
+            "[internal] load metadata for slipway.test/busybox:1",
+            "importing cache manifest from 127.0.0.1:5000/acme/web:cache",
+            "[1/4] FROM slipway.test/busybox:1",
+            "[2/4] RUN echo deps > /deps",
+            "[3/4] COPY hello.txt /hello.txt",
+            "[4/4] RUN echo \"$VERSION\" > /version",
+            "exporting to image",
+        ]
+        .into_iter()
+        .map(|name| Finished {
+            name: name.to_string(),
+            cached: cached.contains(&name),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_cold_and_a_warm_build_count_only_the_dockerfile_steps_that_could_come_from_cache() {
+        // As a daemon marked them: `FROM` cached on the cold build, the
+        // context copy on the warm one.
+        let cold = cache_use(&vertices(&["[1/4] FROM slipway.test/busybox:1"]));
+        assert_eq!(cold, (vec![], 3));
+        let warm = cache_use(&vertices(&[
+            "copy /context /",
+            "[2/4] RUN echo deps > /deps",
+            "[3/4] COPY hello.txt /hello.txt",
+            "[4/4] RUN echo \"$VERSION\" > /version",
+        ]));
+        assert_eq!(
+            warm,
+            (
+                vec![
+                    "[2/4] RUN echo deps > /deps".to_string(),
+                    "[3/4] COPY hello.txt /hello.txt".to_string(),
+                    "[4/4] RUN echo \"$VERSION\" > /version".to_string(),
+                ],
+                3
+            )
+        );
+    }
+
+    #[test]
+    fn build_steps_are_the_dockerfile_instructions_of_either_builder() {
+        for step in [
+            "[2/4] RUN make",
+            "[builder 3/5] COPY . .",
+            "[linux/amd64 builder 2/5] RUN go build",
+            "Step 2/3 : RUN make",
+        ] {
+            assert!(is_build_step(step), "{step}");
+        }
+        for other in [
+            "[internal] load build definition from Dockerfile",
+            "[internal] load .dockerignore",
+            "[internal] load build context",
+            "[auth] library/alpine:pull token for registry-1.docker.io",
+            "[1/4] FROM docker.io/library/alpine:3.20",
+            "Step 1/3 : FROM busybox",
+            "copy /context /",
+            "exporting to image",
+            "naming to 127.0.0.1:5000/acme/web:1",
+            "pushing layers",
+        ] {
+            assert!(!is_build_step(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn classic_builder_steps_count_without_their_from() {
+        let finished = [
+            ("Step 1/3 : FROM busybox", false),
+            ("Step 2/3 : RUN make", true),
+            ("Step 3/3 : COPY . .", false),
+        ]
+        .map(|(name, cached)| Finished {
+            name: name.into(),
+            cached,
+        });
+        assert_eq!(
+            cache_use(&finished),
+            (vec!["Step 2/3 : RUN make".to_string()], 2)
+        );
     }
 
     #[test]
