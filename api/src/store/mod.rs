@@ -11,6 +11,9 @@
 //! - promotions, environments and the audit log: see [`promotions`]
 //! - `deliveries`: provider ++ ":" ++ delivery id -> run id
 //! - `queue`: created_ms (big endian) ++ run id -> ()   (accepted, not started yet)
+//! - previews: see [`previews`]
+//!
+//! Statuses are the enums of [`status`], stored as their snake_case words.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
