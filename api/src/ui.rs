@@ -148,6 +148,7 @@ fn serve(i: usize, request: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
+    use std::process::Command;
 
     use axum::body::Body;
     use axum::http::{Request, StatusCode, header};
@@ -267,6 +268,38 @@ mod tests {
         }
         drop(state);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The pure modules' fast tests (`assets/ui/test/*.test.mjs`) run with
+    /// the crate's, under Node.js's own test runner.
+    #[test]
+    fn the_ui_modules_pass_their_node_tests() {
+        let dir = ui_dir().join("test");
+        // Files, not the folder: node's reading of a folder argument
+        // changed between versions.
+        let mut tests: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+            .collect();
+        tests.sort();
+        assert!(!tests.is_empty(), "no *.test.mjs in {}", dir.display());
+        let out = match Command::new("node").arg("--test").args(&tests).output() {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`node` is not installed: the web UI's module tests need Node.js \
+                 (Debian: apt-get install nodejs)"
+            ),
+            Err(e) => panic!("cannot run node: {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "node --test {} failed ({}):\n{}\n{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[tokio::test]
