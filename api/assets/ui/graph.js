@@ -5,7 +5,7 @@
 import { s } from "./dom.js";
 import { duration } from "./format.js";
 import { NODE_H, NODE_W, edgePath, extent, layout, neighbour, nodeName, position, scrollToShow } from "./graph-layout.js";
-import { statusClass, statusSymbol } from "./status.js";
+import { statusClass, statusLabel, statusSymbol } from "./status.js";
 
 /**
  * Draws `run`'s steps; `onPick(name)` when one is chosen. Returns the
@@ -60,8 +60,8 @@ export function drawGraph(run, onPick) {
     n.g.dataset.status = st.status;
     n.label.textContent = `${statusSymbol(st.status)} ${nodeName(st.name)}`;
     const took = st.duration_ms !== undefined && st.duration_ms !== null ? `, ${duration(st.duration_ms)}` : "";
-    n.title.textContent = `${st.name}: ${st.status}${took}`;
-    n.g.setAttribute("aria-label", `Step ${st.name}: ${st.status}${took}. Show its log.`);
+    n.title.textContent = `${st.name}: ${statusLabel(st.status)}${took}`;
+    n.g.setAttribute("aria-label", `Step ${st.name}: ${statusLabel(st.status)}${took}. Show its log.`);
   };
   run.steps.forEach(paint);
   const focusNode = (name) => {

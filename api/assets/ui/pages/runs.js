@@ -4,7 +4,7 @@
 import { api, follow, session } from "../api.js";
 import { announce, badge, h, timeEl } from "../dom.js";
 import { duration, short } from "../format.js";
-import { RUN_STATUSES, runEnded } from "../status.js";
+import { RUN_STATUSES, runEnded, statusLabel } from "../status.js";
 import { runPage } from "./run.js";
 
 /** `#/runs` (with filters in the query), or one run at `#/runs/ID/...`. */
@@ -16,7 +16,7 @@ export function runsPage(parts, query, signal, ctx) {
     "select",
     { id: "f-status", name: "status" },
     h("option", { value: "" }, "Any status"),
-    RUN_STATUSES.map((st) => h("option", { value: st, selected: st === filters.status }, st)),
+    RUN_STATUSES.map((st) => h("option", { value: st, selected: st === filters.status }, statusLabel(st))),
   );
   const branchInput = h("input", { id: "f-branch", name: "branch", value: filters.branch, placeholder: "main" });
   const apply = () => {
