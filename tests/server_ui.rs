@@ -5,7 +5,7 @@
 
 use super::*;
 use serde_json::json;
-use slipway_tests::browser::Browser;
+use slipway_tests::browser::{Browser, SIGNED_IN_HEADER};
 
 fn base(server: &Server) -> String {
     format!("http://{}", server.addr)
@@ -799,6 +799,80 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
     );
     // "test case 4990 " and "test case 49900 ".
     assert_eq!(search[1], json!("2 matching lines"), "{search}");
+    browser.close().await;
+    server.shutdown.cancel();
+}
+
+/// Issue 13: the header's navigation, user and Sign out were drawn on the
+/// sign-in page, before sign-in and after sign-out, because the
+/// stylesheet's `display: flex` beat their `hidden` attribute. What counts
+/// is what is drawn, not what is in the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signed_in_header_is_drawn_only_while_signed_in() {
+    let server = start_with("file:///nowhere", TOKENS).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    browser
+        .wait(
+            "the sign-in form",
+            10,
+            "return document.getElementById('token')",
+        )
+        .await;
+    browser
+        .assert_displayed("before sign-in", false, &SIGNED_IN_HEADER)
+        .await;
+    browser
+        .assert_displayed("before sign-in", true, &[".brand", "#token"])
+        .await;
+    browser.inspect("sign-in").await;
+
+    // A token the server does not know: an error, still no header.
+    browser.type_into("#token", "not-a-token-0123456789").await;
+    browser.click("form.signin button[type=submit]").await;
+    browser
+        .wait(
+            "the refusal",
+            10,
+            "return document.querySelector('form.signin .error:not([hidden])')",
+        )
+        .await;
+    browser
+        .assert_displayed("after a refused token", true, &["form.signin .error"])
+        .await;
+    browser
+        .assert_displayed("after a refused token", false, &SIGNED_IN_HEADER)
+        .await;
+
+    // `sign_in` and `sign_out` check the header before and after too (a
+    // fresh page: the form still holds the refused token).
+    browser.goto("about:blank").await;
+    browser.sign_in(&base(&server), WRITER).await;
+    let who = browser
+        .js(
+            "return document.getElementById('who-name').innerText",
+            vec![],
+        )
+        .await;
+    assert_eq!(who, json!("wendy (write)"));
+    // The tab keeps its token across a reload, and so its header.
+    browser.goto("about:blank").await;
+    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser
+        .wait(
+            "the previews page",
+            10,
+            "return document.getElementById('previews-title')",
+        )
+        .await;
+    browser
+        .assert_displayed("after a reload", true, &SIGNED_IN_HEADER)
+        .await;
+    browser.sign_out().await;
+    browser
+        .assert_displayed("after sign-out", true, &[".brand", "#token"])
+        .await;
+    browser.inspect("signed-out").await;
     browser.close().await;
     server.shutdown.cancel();
 }
