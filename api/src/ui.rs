@@ -248,6 +248,19 @@ mod tests {
         assert!(imports > 10, "imports not found: {imports}");
     }
 
+    #[test]
+    fn the_page_preloads_every_module_it_loads() {
+        let index = ASSETS.iter().find(|a| a.path == "/").unwrap();
+        for module in ASSETS.iter().filter(|a| a.file.ends_with(".js")) {
+            let tag = if module.file == "app.js" {
+                format!(r#"<script type="module" src="{}">"#, module.path)
+            } else {
+                format!(r#"<link rel="modulepreload" href="{}">"#, module.path)
+            };
+            assert!(index.body.contains(&tag), "index.html lacks {tag}");
+        }
+    }
+
     #[tokio::test]
     async fn every_asset_is_served_with_its_type_and_body() {
         let (state, dir) = test_state("");
