@@ -5,6 +5,7 @@
 #   apache2-utils    htpasswd, for the registry that requires a login
 #   chromium, chromium-driver   the web UI's browser tests
 #   git              the tests' local repositories
+#   nodejs           the web UI's pure modules' tests (node --test)
 # Installing needs root; without it, say what is missing and fail.
 #
 # Usage: scripts/ensure-test-packages.sh [--quiet]
@@ -24,7 +25,7 @@ case "${1:-}" in
 esac
 say() { [ "$QUIET" = 1 ] || echo "ensure-test-packages: $*"; }
 
-PACKAGES=(busybox-static docker-registry apache2-utils chromium chromium-driver git)
+PACKAGES=(busybox-static docker-registry apache2-utils chromium chromium-driver git nodejs)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     # Compared whole, not piped into `grep -q`: an early-exiting reader

@@ -5,7 +5,7 @@
 
 use super::*;
 use serde_json::json;
-use slipway_tests::browser::Browser;
+use slipway_tests::browser::{Browser, SIGNED_IN_HEADER};
 
 fn base(server: &Server) -> String {
     format!("http://{}", server.addr)
@@ -806,6 +806,264 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
     );
     // "test case 4990 " and "test case 49900 ".
     assert_eq!(search[1], json!("2 matching lines"), "{search}");
+    browser.close().await;
+    server.shutdown.cancel();
+}
+
+/// Issue 13: the header's navigation, user and Sign out were drawn on the
+/// sign-in page, before sign-in and after sign-out, because the
+/// stylesheet's `display: flex` beat their `hidden` attribute. What counts
+/// is what is drawn, not what is in the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signed_in_header_is_drawn_only_while_signed_in() {
+    let server = start_with("file:///nowhere", TOKENS).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    browser
+        .wait(
+            "the sign-in form",
+            10,
+            "return document.getElementById('token')",
+        )
+        .await;
+    browser
+        .assert_displayed("before sign-in", false, &SIGNED_IN_HEADER)
+        .await;
+    browser
+        .assert_displayed("before sign-in", true, &[".brand", "#token"])
+        .await;
+    browser.inspect("sign-in").await;
+
+    // A token the server does not know: an error, still no header.
+    browser.type_into("#token", "not-a-token-0123456789").await;
+    browser.click("form.signin button[type=submit]").await;
+    browser
+        .wait(
+            "the refusal",
+            10,
+            "return document.querySelector('form.signin .error:not([hidden])')",
+        )
+        .await;
+    browser
+        .assert_displayed("after a refused token", true, &["form.signin .error"])
+        .await;
+    browser
+        .assert_displayed("after a refused token", false, &SIGNED_IN_HEADER)
+        .await;
+
+    // `sign_in` and `sign_out` check the header before and after too (a
+    // fresh page: the form still holds the refused token).
+    browser.goto("about:blank").await;
+    browser.sign_in(&base(&server), WRITER).await;
+    let who = browser
+        .js(
+            "return document.getElementById('who-name').innerText",
+            vec![],
+        )
+        .await;
+    assert_eq!(who, json!("wendy (write)"));
+    // The tab keeps its token across a reload, and so its header.
+    browser.goto("about:blank").await;
+    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser
+        .wait(
+            "the previews page",
+            10,
+            "return document.getElementById('previews-title')",
+        )
+        .await;
+    browser
+        .assert_displayed("after a reload", true, &SIGNED_IN_HEADER)
+        .await;
+    browser.sign_out().await;
+    browser
+        .assert_displayed("after sign-out", true, &[".brand", "#token"])
+        .await;
+    browser.inspect("signed-out").await;
+    browser.close().await;
+    server.shutdown.cancel();
+}
+
+/// Every status a run can end in, and every status a step can have.
+const ENDED_RUN_STATUSES: [&str; 6] = [
+    "success",
+    "failed",
+    "error",
+    "cancelled",
+    "skipped",
+    "interrupted",
+];
+const STEP_STATUSES: [&str; 7] = [
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "skipped",
+    "cancelled",
+    "timed_out",
+];
+
+/// A finished run in `status`, its steps (named after them) in `steps`.
+fn seed_run(store: &Store, status: &str, steps: &[&str]) -> String {
+    let yaml: String = std::iter::once("steps:\n".to_string())
+        .chain(
+            steps
+                .iter()
+                .map(|s| format!("  {s}:\n    image: {BUSYBOX}\n    commands: [true]\n")),
+        )
+        .collect();
+    let parsed = slipway_engine::parse::parse(".slipway.yml", &yaml);
+    let pipeline = parsed
+        .pipeline
+        .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+    let id = slipway_api::ids::new_run_id();
+    let mut run =
+        slipway_api::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
+    for step in &mut run.steps {
+        step.status = step.name.clone();
+    }
+    run.status = status.into();
+    run.finished_ms = Some(slipway_api::ids::now_ms());
+    store.put_run(&run).unwrap();
+    id
+}
+
+/// Issue 13's two status bugs, as a user meets them: the runs filter had
+/// no `skipped`, and a `timed_out` step (the UI expected `timeout`) had no
+/// colour and no symbol.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_status_can_be_filtered_by_and_is_shown_with_a_colour_and_a_symbol() {
+    let data = TempDir::new("serve-ui-statuses");
+    let (runs, with_every_step) = {
+        let store = Store::open(&data.path().join("db")).unwrap();
+        let runs: Vec<(String, &str)> = ENDED_RUN_STATUSES
+            .iter()
+            .map(|status| (seed_run(&store, status, &["only"]), *status))
+            .collect();
+        let with_every_step = seed_run(&store, "failed", &STEP_STATUSES);
+        store.flush().unwrap();
+        (runs, with_every_step)
+    };
+    let server = start_in(data, "file:///nowhere", TOKENS).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&base(&server), READER).await;
+    browser
+        .wait(
+            "every run listed",
+            10,
+            &format!(
+                "return document.querySelectorAll('#runs tbody tr').length === {}",
+                runs.len() + 1
+            ),
+        )
+        .await;
+
+    // The filter offers every run status, and each one shows its runs.
+    let offered = browser
+        .js(
+            "return [...document.querySelectorAll('#f-status option')].map(o => o.value).filter(Boolean)",
+            vec![],
+        )
+        .await;
+    for status in ENDED_RUN_STATUSES.iter().chain(&["queued", "running"]) {
+        assert!(
+            offered.as_array().unwrap().contains(&json!(status)),
+            "the status filter has no {status}: {offered}"
+        );
+    }
+    let skipped = &runs.iter().find(|(_, s)| *s == "skipped").unwrap().0;
+    browser
+        .js(
+            "const s = document.getElementById('f-status'); s.value = 'skipped'; \
+             s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+    let listed = browser
+        .wait_text(
+            "the skipped run alone",
+            10,
+            "const rows = [...document.querySelectorAll('#runs tbody tr')]; \
+             return location.hash === '#/runs?status=skipped' && rows.length === 1 && rows[0].dataset.run",
+        )
+        .await;
+    assert_eq!(&listed, skipped);
+
+    // Every badge and graph node has a symbol and its status's colour:
+    // the status class sets --edge, which nothing else does.
+    const LOOK: &str = "const look = el => [el.textContent.trim().split(' ')[0], \
+        getComputedStyle(el).getPropertyValue('--edge').trim()];";
+    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    let badges = browser
+        .wait(
+            "every run's badge",
+            10,
+            &format!(
+                "{LOOK} const rows = [...document.querySelectorAll('#runs tbody tr')]; \
+                 return rows.length === {} && Object.fromEntries(rows.map(r => [r.dataset.status, look(r.querySelector('.badge'))]))",
+                runs.len() + 1
+            ),
+        )
+        .await;
+    for status in ENDED_RUN_STATUSES {
+        let [symbol, edge] = [&badges[status][0], &badges[status][1]];
+        assert!(
+            symbol
+                .as_str()
+                .is_some_and(|s| !s.is_empty() && !s.starts_with(status)),
+            "{status}'s badge has no symbol: {badges}"
+        );
+        assert!(
+            edge != &json!(""),
+            "{status}'s badge has no colour: {badges}"
+        );
+    }
+    browser
+        .goto(&format!(
+            "{}/#/runs/{with_every_step}/timed_out",
+            base(&server)
+        ))
+        .await;
+    let nodes = browser
+        .wait(
+            "the graph",
+            10,
+            &format!(
+                "{LOOK} const nodes = [...document.querySelectorAll('g.node')]; \
+                 return nodes.length === {} && Object.fromEntries(nodes.map(g => [g.dataset.step, \
+                   [...look(g.querySelector('text')).slice(0, 1), look(g)[1], getComputedStyle(g.querySelector('rect')).fill]]))",
+                STEP_STATUSES.len()
+            ),
+        )
+        .await;
+    for status in STEP_STATUSES {
+        let node = &nodes[status];
+        assert!(
+            node[0]
+                .as_str()
+                .is_some_and(|s| !s.is_empty() && s != status),
+            "the {status} step's node has no symbol: {nodes}"
+        );
+        assert!(
+            node[1] != json!(""),
+            "the {status} step's node has no colour: {nodes}"
+        );
+    }
+    // Timed out is a warning, as interrupted is.
+    assert_eq!(
+        nodes["timed_out"][2],
+        json!("rgb(254, 243, 199)"),
+        "{nodes}"
+    );
+    let shown = browser
+        .wait_text(
+            "the timed-out step's status",
+            10,
+            "return document.querySelector('#log-status .badge')?.textContent",
+        )
+        .await;
+    assert_eq!(shown, "! timed out");
+    browser.inspect("run-statuses").await;
     browser.close().await;
     server.shutdown.cancel();
 }

@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 
 use crate::TempDir;
 
+/// What the page's header shows only to a signed-in user: the navigation,
+/// who they are, and Sign out.
+pub const SIGNED_IN_HEADER: [&str; 4] = ["#nav", "#who", "#who-name", "#sign-out"];
+
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -250,7 +254,51 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into `{css}`: {e}"));
     }
 
-    /// Signs in on the page at `base` with `token`, and waits for the runs page.
+    /// Whether the first match of `css` is drawn where a user sees it:
+    /// WebDriver's "displayed" (not `display: none` or `visibility: hidden`,
+    /// itself or through an ancestor, not transparent) and a box of some
+    /// size. An element can be in the page, even carry `hidden`, and still
+    /// be drawn if a style overrides that; checking it exists cannot tell.
+    /// Panics if there is no such element.
+    pub async fn is_displayed(&self, css: &str) -> bool {
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}`: {e}"));
+        let displayed = el
+            .is_displayed()
+            .await
+            .unwrap_or_else(|e| panic!("is `{css}` displayed: {e}"));
+        let (_, _, width, height) = el
+            .rectangle()
+            .await
+            .unwrap_or_else(|e| panic!("the box of `{css}`: {e}"));
+        displayed && width > 0.0 && height > 0.0
+    }
+
+    /// Fails (with a screenshot) unless every one of `selectors` is
+    /// displayed, if `shown`, or none is; `when` says at what point.
+    pub async fn assert_displayed(&self, when: &str, shown: bool, selectors: &[&str]) {
+        let mut wrong = Vec::new();
+        for css in selectors {
+            if self.is_displayed(css).await != shown {
+                wrong.push(*css);
+            }
+        }
+        if !wrong.is_empty() {
+            let shot = self
+                .screenshot(&format!("not-as-expected-{}", when.replace(' ', "-")))
+                .await;
+            panic!(
+                "{when}: {wrong:?} should {}be displayed (screenshot {shot:?})",
+                if shown { "" } else { "not " }
+            );
+        }
+    }
+
+    /// Signs in on the page at `base` with `token`, and waits for the runs
+    /// page. The signed-in header is drawn only once signed in.
     pub async fn sign_in(&self, base: &str, token: &str) {
         self.goto(&format!("{base}/#/runs")).await;
         self.wait(
@@ -259,6 +307,8 @@ impl Browser {
             "return document.getElementById('token')",
         )
         .await;
+        self.assert_displayed("before sign-in", false, &SIGNED_IN_HEADER)
+            .await;
         self.type_into("#token", token).await;
         self.click("form.signin button[type=submit]").await;
         self.wait(
@@ -267,6 +317,8 @@ impl Browser {
             "return document.getElementById('runs')",
         )
         .await;
+        self.assert_displayed("after sign-in", true, &SIGNED_IN_HEADER)
+            .await;
     }
 
     /// Signs the current user out, `token`'s user in, and opens `page`
@@ -285,6 +337,8 @@ impl Browser {
             "return document.getElementById('token')",
         )
         .await;
+        self.assert_displayed("after sign-out", false, &SIGNED_IN_HEADER)
+            .await;
     }
 
     /// Saves a PNG of the window under `target/ui-screenshots/` (kept by CI
