@@ -918,7 +918,7 @@ fn seed_run(store: &Store, status: &str, steps: &[&str]) -> String {
         .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
     let id = slipway_api::ids::new_run_id();
     let mut run =
-        slipway_api::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
+        slipway_api::runs::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
     for step in &mut run.steps {
         step.status = step.name.clone();
     }

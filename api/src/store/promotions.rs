@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, abort};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree, abort};
 
 use super::{PromotionStatus, Store, StoreError};
 use crate::ids::now_ms;
@@ -164,8 +164,21 @@ fn entry(seq: u64, p: &Promotion, user: &str, action: &str, comment: Option<Stri
 }
 
 /// A promotion and its audit entry, as stored.
-fn encode(p: &Promotion, entry: &AuditEntry) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
-    Ok((json(&p.id, p)?, json("audit", entry)?))
+/// Writes a promotion and its audit entry, inside a transaction: every
+/// change to a promotion is audited in the same write.
+fn write_audited(
+    promotions: &TransactionalTree,
+    audit: &TransactionalTree,
+    p: &Promotion,
+    entry: &AuditEntry,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let (value, line) = match (json(&p.id, p), json("audit", entry)) {
+        (Ok(value), Ok(line)) => (value, line),
+        (Err(e), _) | (_, Err(e)) => return abort(e),
+    };
+    promotions.insert(p.id.as_bytes(), value)?;
+    audit.insert(&entry.seq.to_be_bytes(), line)?;
+    Ok(())
 }
 
 /// The outcome of a transaction that may be refused.
@@ -180,6 +193,21 @@ fn finish<T>(r: Result<Result<T, Refused>, TransactionError<StoreError>>) -> Out
 }
 
 impl Store {
+    /// After an audited transaction: durable before anyone is told, then
+    /// announced to the audit stream's followers.
+    fn commit_audited<T>(
+        &self,
+        r: Result<Result<T, Refused>, TransactionError<StoreError>>,
+        seq: u64,
+    ) -> Outcome<T> {
+        let out = finish(r)?;
+        self.flush()?;
+        if out.is_ok() {
+            self.announce_audit(seq);
+        }
+        Ok(out)
+    }
+
     /// Stores a new request, unless its environment has an open one.
     pub fn create_promotion(&self, p: &Promotion) -> Outcome<()> {
         let _order = self.audit_order();
@@ -205,12 +233,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<StoreError>>(Ok(()))
             },
         );
-        let out = finish(r)?;
-        self.flush()?;
-        if out.is_ok() {
-            self.announce_audit(entry.seq);
-        }
-        Ok(out)
+        self.commit_audited(r, entry.seq)
     }
 
     /// Changes a promotion atomically. `change` validates and mutates it
@@ -251,21 +274,11 @@ impl Store {
                 } else if !p.is_open() && was_open {
                     open.remove(key.clone())?;
                 }
-                let (value, audit) = match encode(&p, &entry(seq, &p, &user, &action, comment)) {
-                    Ok(pair) => pair,
-                    Err(e) => return abort(e),
-                };
-                promotions.insert(id.as_bytes(), value)?;
-                audit_tree.insert(&seq.to_be_bytes(), audit)?;
+                write_audited(promotions, audit_tree, &p, &entry(seq, &p, &user, &action, comment))?;
                 Ok(Ok(p))
             },
         );
-        let out = finish(r)?;
-        self.flush()?;
-        if out.is_ok() {
-            self.announce_audit(seq);
-        }
-        Ok(out)
+        self.commit_audited(r, seq)
     }
 
     /// Marks a promotion succeeded and moves its environment to its digest,
@@ -303,21 +316,10 @@ impl Store {
                 hkey.push(0);
                 hkey.extend_from_slice(&hist.to_be_bytes());
                 history.insert(hkey, state_json.clone())?;
-                let (value, audit) = match encode(&p, &entry(seq, &p, "slipway", "promoted", None))
-                {
-                    Ok(pair) => pair,
-                    Err(e) => return abort(e),
-                };
-                promotions.insert(id.as_bytes(), value)?;
-                audit_tree.insert(&seq.to_be_bytes(), audit)?;
+                write_audited(promotions, audit_tree, &p, &entry(seq, &p, "slipway", "promoted", None))?;
                 Ok(Ok(p))
             });
-        let out = finish(r)?;
-        self.flush()?;
-        if out.is_ok() {
-            self.announce_audit(seq);
-        }
-        Ok(out)
+        self.commit_audited(r, seq)
     }
 
     pub fn promotion(&self, id: &str) -> Result<Option<Promotion>, StoreError> {
