@@ -154,7 +154,7 @@ async fn follow_audit(
         SseEvent::default()
             .id(e.seq.to_string())
             .event("audit")
-            .json_data(e)
+            .json_data(crate::http::views::AuditEntryView::from(e.clone()))
             .ok()
     };
     // Entries are numbered, flushed and announced in order (the store

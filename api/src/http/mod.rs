@@ -12,6 +12,7 @@
 //! - [`ui`]: the web page's static files.
 //! - [`ops`]: `/healthz`, `/metrics`, the OpenAPI document.
 //! - [`error`]: the one error type, answered in the API's JSON shape.
+//! - [`views`]: wire types of promotions, environments, the audit log and previews.
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub mod previews;
 pub mod promotions;
 pub mod runs;
 pub mod ui;
+pub mod views;
 
 pub use error::ApiError;
 pub use ops::OPENAPI;

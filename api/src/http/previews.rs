@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 
 use crate::config::Scope;
 use crate::http::runs::authorize;
+use crate::http::views::{PreviewView, views};
 use crate::http::{ApiError, AppState};
-use crate::store::PreviewRecord;
 
 fn off() -> ApiError {
     ApiError::new(
@@ -21,9 +21,9 @@ fn off() -> ApiError {
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<PreviewRecord>>, ApiError> {
+) -> Result<Json<Vec<PreviewView>>, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
-    Ok(Json(state.store.previews()?))
+    Ok(Json(views(state.store.previews()?)))
 }
 
 /// `GET /api/v1/previews/{owner}/{name}/{number}`
@@ -31,12 +31,12 @@ pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((owner, name, number)): Path<(String, String, u64)>,
-) -> Result<Json<PreviewRecord>, ApiError> {
+) -> Result<Json<PreviewView>, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
     state
         .store
         .preview(&format!("{owner}/{name}"), number)?
-        .map(Json)
+        .map(|p| Json(p.into()))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,

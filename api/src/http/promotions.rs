@@ -9,9 +9,10 @@ use crate::config::Scope;
 use crate::http::runs::authorize;
 use std::sync::Arc;
 
+use crate::http::views::{AuditEntryView, EnvStateView, PromotionView, views};
 use crate::http::{ApiError, AppState};
 use crate::release::promote::{PromoteError, Promoter};
-use crate::store::{AuditEntry, EnvState, Promotion};
+use crate::store::Promotion;
 
 impl From<PromoteError> for ApiError {
     fn from(e: PromoteError) -> ApiError {
@@ -36,11 +37,11 @@ pub struct EnvironmentView {
     approvers: Vec<String>,
     prevent_self_approval: bool,
     /// What it holds now.
-    current: Option<EnvState>,
+    current: Option<EnvStateView>,
     /// Everything it held, newest first.
-    history: Vec<EnvState>,
+    history: Vec<EnvStateView>,
     /// The open promotion into it, if any.
-    pending: Option<Promotion>,
+    pending: Option<PromotionView>,
 }
 
 /// `GET /api/v1/repos/{owner}/{name}/environments`
@@ -77,9 +78,16 @@ pub async fn environments(
             approvals: e.approvals,
             approvers: e.approvers.clone(),
             prevent_self_approval: e.prevent_self_approval,
-            current: state.store.environment_state(&repo.name, &e.name)?,
-            history,
-            pending: open.iter().find(|p| p.environment == e.name).cloned(),
+            current: state
+                .store
+                .environment_state(&repo.name, &e.name)?
+                .map(Into::into),
+            history: views(history),
+            pending: open
+                .iter()
+                .find(|p| p.environment == e.name)
+                .cloned()
+                .map(Into::into),
         });
     }
     Ok(Json(out))
@@ -97,7 +105,7 @@ pub async fn request(
     headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
     Json(body): Json<PromoteBody>,
-) -> Result<(StatusCode, Json<Promotion>), ApiError> {
+) -> Result<(StatusCode, Json<PromotionView>), ApiError> {
     let token = authorize(&state, &headers, Scope::Write)?;
     let promoter = state.promoter.clone();
     let p = blocking(move || {
@@ -109,7 +117,7 @@ pub async fn request(
         )
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(p)))
+    Ok((StatusCode::CREATED, Json(p.into())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,7 +131,7 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<PromotionsQuery>,
-) -> Result<Json<Vec<Promotion>>, ApiError> {
+) -> Result<Json<Vec<PromotionView>>, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
     Ok(Json(
         state
@@ -136,6 +144,7 @@ pub async fn list(
                     .is_none_or(|r| r.eq_ignore_ascii_case(&p.repo))
             })
             .filter(|p| q.status.as_ref().is_none_or(|s| s == p.status.as_str()))
+            .map(PromotionView::from)
             .collect(),
     ))
 }
@@ -145,15 +154,19 @@ pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
-    state.store.promotion(&id)?.map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no promotion `{id}`"),
-        )
-    })
+    state
+        .store
+        .promotion(&id)?
+        .map(|p| Json(p.into()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no promotion `{id}`"),
+            )
+        })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,7 +181,7 @@ pub async fn approve(
     headers: HeaderMap,
     id: Path<String>,
     body: Option<Json<DecisionBody>>,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     decide(state, headers, id, body, |p, id, user, comment| {
         p.approve(id, user, comment)
     })
@@ -181,7 +194,7 @@ pub async fn reject(
     headers: HeaderMap,
     id: Path<String>,
     body: Option<Json<DecisionBody>>,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     decide(state, headers, id, body, |p, id, user, comment| {
         p.reject(id, user, comment)
     })
@@ -198,12 +211,14 @@ async fn decide(
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
     decision: Decide,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     let token = authorize(&state, &headers, Scope::Write)?;
     let comment = body.and_then(|b| b.0.comment);
     let promoter = state.promoter.clone();
     Ok(Json(
-        blocking(move || decision(&promoter, &id, &token.user, comment)).await?,
+        blocking(move || decision(&promoter, &id, &token.user, comment))
+            .await?
+            .into(),
     ))
 }
 
@@ -212,11 +227,13 @@ pub async fn retry(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     let token = authorize(&state, &headers, Scope::Write)?;
     let promoter = state.promoter.clone();
     Ok(Json(
-        blocking(move || promoter.retry(&id, &token.user)).await?,
+        blocking(move || promoter.retry(&id, &token.user))
+            .await?
+            .into(),
     ))
 }
 
@@ -230,7 +247,7 @@ pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
     Ok(Json(
         state
@@ -242,6 +259,7 @@ pub async fn audit(
                     .as_ref()
                     .is_none_or(|r| r.eq_ignore_ascii_case(&a.repo))
             })
+            .map(AuditEntryView::from)
             .collect(),
     ))
 }

@@ -274,7 +274,12 @@ impl Store {
                 } else if !p.is_open() && was_open {
                     open.remove(key.clone())?;
                 }
-                write_audited(promotions, audit_tree, &p, &entry(seq, &p, &user, &action, comment))?;
+                write_audited(
+                    promotions,
+                    audit_tree,
+                    &p,
+                    &entry(seq, &p, &user, &action, comment),
+                )?;
                 Ok(Ok(p))
             },
         );
@@ -316,7 +321,12 @@ impl Store {
                 hkey.push(0);
                 hkey.extend_from_slice(&hist.to_be_bytes());
                 history.insert(hkey, state_json.clone())?;
-                write_audited(promotions, audit_tree, &p, &entry(seq, &p, "slipway", "promoted", None))?;
+                write_audited(
+                    promotions,
+                    audit_tree,
+                    &p,
+                    &entry(seq, &p, "slipway", "promoted", None),
+                )?;
                 Ok(Ok(p))
             });
         self.commit_audited(r, seq)
