@@ -19,8 +19,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Scope;
-use crate::http::runs::authorize;
+use crate::http::auth::Reader;
 use crate::http::{ApiError, AppState};
 use crate::store::{AuditEntry, Event, EventKind, PreviewChange, Store, StoreError};
 
@@ -46,8 +45,8 @@ pub async fn run_events(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
+    _: Reader,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let after = resume_point(&headers, &q)?.unwrap_or(0);
     let live = state.store.subscribe();
     let run = state.store.find_run(&id)?;
@@ -76,8 +75,8 @@ pub async fn all_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
+    _: Reader,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let after = resume_point(&headers, &q)?;
     let live = state.store.subscribe();
     let last = match after {
@@ -112,8 +111,8 @@ pub async fn audit_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<AuditEventsQuery>,
+    _: Reader,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let after = resume_point(
         &headers,
         &EventsQuery {
@@ -208,9 +207,8 @@ async fn follow_audit(
 /// read the list after the stream opens).
 pub async fn preview_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let mut live = state.store.subscribe_previews();
     let (tx, rx) = mpsc::channel(64);
     let shutdown = state.shutdown.clone();

@@ -3,11 +3,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+
 use serde::Serialize;
 
 use crate::config::Scope;
-use crate::http::runs::authorize;
+use crate::http::auth::Reader;
 use crate::http::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
@@ -28,8 +28,10 @@ pub struct ApproverOf {
 }
 
 /// `GET /api/v1/me`: the token's user, scope, and approver roles.
-pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Me>, ApiError> {
-    let token = authorize(&state, &headers, Scope::Read)?;
+pub async fn me(
+    State(state): State<AppState>,
+    Reader(token): Reader,
+) -> Result<Json<Me>, ApiError> {
     let approver_of = state
         .config
         .repos
@@ -71,9 +73,8 @@ pub struct RepoView {
 /// `GET /api/v1/repos`: the configured repositories (no secrets).
 pub async fn repos(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
 ) -> Result<Json<Vec<RepoView>>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     Ok(Json(
         state
             .config

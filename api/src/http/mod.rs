@@ -11,6 +11,7 @@
 //! - [`events`]: Server-Sent Event streams of runs, the audit log and previews.
 //! - [`ui`]: the web page's static files.
 //! - [`ops`]: `/healthz`, `/metrics`, the OpenAPI document.
+//! - [`auth`]: bearer tokens; [`auth::Reader`], [`auth::Writer`], [`auth::Admin`] put a route's scope in its signature.
 //! - [`error`]: the one error type, answered in the API's JSON shape.
 //! - [`views`]: wire types of promotions, environments, the audit log and previews.
 
@@ -25,6 +26,7 @@ use crate::runs::Queue;
 use crate::runs::control::RunControl;
 use crate::store::Store;
 
+pub mod auth;
 pub mod error;
 pub mod events;
 pub mod hooks;

@@ -73,4 +73,39 @@ mod tests {
         drop(state);
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// Every API operation but the document itself refuses a caller with
+    /// no token: the scope extractors stand in every handler's signature.
+    #[tokio::test]
+    async fn every_api_operation_needs_a_token() {
+        let (state, dir) = state();
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut checked = 0;
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+                continue;
+            }
+            for method in ops.as_object().unwrap().keys() {
+                let uri = path
+                    .replace("{id}", "abc")
+                    .replace("{step}", "build")
+                    .replace("{owner}", "acme")
+                    .replace("{name}", "web")
+                    .replace("{number}", "1")
+                    .replace("{path}", "a.txt");
+                let req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri)
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}"))
+                    .unwrap();
+                let status = app(state.clone()).oneshot(req).await.unwrap().status();
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} operations checked");
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -2,10 +2,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
-use crate::config::Scope;
-use crate::http::runs::authorize;
+use crate::http::auth::{Reader, Writer};
 use crate::http::views::{PreviewView, views};
 use crate::http::{ApiError, AppState};
 
@@ -20,19 +19,17 @@ fn off() -> ApiError {
 /// `GET /api/v1/previews`
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
 ) -> Result<Json<Vec<PreviewView>>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     Ok(Json(views(state.store.previews()?)))
 }
 
 /// `GET /api/v1/previews/{owner}/{name}/{number}`
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Path((owner, name, number)): Path<(String, String, u64)>,
 ) -> Result<Json<PreviewView>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     state
         .store
         .preview(&format!("{owner}/{name}"), number)?
@@ -49,10 +46,9 @@ pub async fn get(
 /// `DELETE /api/v1/previews/{owner}/{name}/{number}` (write)
 pub async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Writer(token): Writer,
     Path((owner, name, number)): Path<(String, String, u64)>,
 ) -> Result<StatusCode, ApiError> {
-    let token = authorize(&state, &headers, Scope::Write)?;
     let previews = state.previews.clone().ok_or_else(off)?;
     let why = format!("removed by {}", token.user);
     match previews

@@ -2,13 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Scope;
-use crate::http::runs::authorize;
 use std::sync::Arc;
 
+use crate::http::auth::{Reader, Writer};
 use crate::http::views::{AuditEntryView, EnvStateView, PromotionView, views};
 use crate::http::{ApiError, AppState};
 use crate::release::promote::{PromoteError, Promoter};
@@ -47,10 +46,9 @@ pub struct EnvironmentView {
 /// `GET /api/v1/repos/{owner}/{name}/environments`
 pub async fn environments(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<EnvironmentView>>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let repo_name = format!("{owner}/{name}");
     let repo = state.config.repo(&repo_name).ok_or_else(|| {
         ApiError::new(
@@ -102,11 +100,10 @@ pub struct PromoteBody {
 /// `POST /api/v1/repos/{owner}/{name}/promotions` (write)
 pub async fn request(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Writer(token): Writer,
     Path((owner, name)): Path<(String, String)>,
     Json(body): Json<PromoteBody>,
 ) -> Result<(StatusCode, Json<PromotionView>), ApiError> {
-    let token = authorize(&state, &headers, Scope::Write)?;
     let promoter = state.promoter.clone();
     let p = blocking(move || {
         promoter.request(
@@ -129,10 +126,9 @@ pub struct PromotionsQuery {
 /// `GET /api/v1/promotions?repo=&status=`
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Query(q): Query<PromotionsQuery>,
 ) -> Result<Json<Vec<PromotionView>>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     Ok(Json(
         state
             .store
@@ -152,10 +148,9 @@ pub async fn list(
 /// `GET /api/v1/promotions/{id}`
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<PromotionView>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     state
         .store
         .promotion(&id)?
@@ -178,11 +173,11 @@ pub struct DecisionBody {
 /// environment)
 pub async fn approve(
     state: State<AppState>,
-    headers: HeaderMap,
+    writer: Writer,
     id: Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<PromotionView>, ApiError> {
-    decide(state, headers, id, body, |p, id, user, comment| {
+    decide(state, writer, id, body, |p, id, user, comment| {
         p.approve(id, user, comment)
     })
     .await
@@ -191,11 +186,11 @@ pub async fn approve(
 /// `POST /api/v1/promotions/{id}/reject` (write, and an approver)
 pub async fn reject(
     state: State<AppState>,
-    headers: HeaderMap,
+    writer: Writer,
     id: Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<PromotionView>, ApiError> {
-    decide(state, headers, id, body, |p, id, user, comment| {
+    decide(state, writer, id, body, |p, id, user, comment| {
         p.reject(id, user, comment)
     })
     .await
@@ -207,12 +202,11 @@ type Decide = fn(&Arc<Promoter>, &str, &str, Option<String>) -> Result<Promotion
 /// An approver's decision, with its optional comment, made by the promoter.
 async fn decide(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Writer(token): Writer,
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
     decision: Decide,
 ) -> Result<Json<PromotionView>, ApiError> {
-    let token = authorize(&state, &headers, Scope::Write)?;
     let comment = body.and_then(|b| b.0.comment);
     let promoter = state.promoter.clone();
     Ok(Json(
@@ -225,10 +219,9 @@ async fn decide(
 /// `POST /api/v1/promotions/{id}/retry` (write)
 pub async fn retry(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Writer(token): Writer,
     Path(id): Path<String>,
 ) -> Result<Json<PromotionView>, ApiError> {
-    let token = authorize(&state, &headers, Scope::Write)?;
     let promoter = state.promoter.clone();
     Ok(Json(
         blocking(move || promoter.retry(&id, &token.user))
@@ -245,10 +238,9 @@ pub struct AuditQuery {
 /// `GET /api/v1/audit?repo=`: append-only; no endpoint changes it.
 pub async fn audit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     Ok(Json(
         state
             .store

@@ -4,48 +4,13 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ApiToken, Scope};
+use crate::http::auth::{Reader, Writer};
 use crate::http::{ApiError, AppState};
 use crate::runs::control::Cancelled;
 use crate::store::{RunRecord, RunStatus, StepStatus, StoreError};
-
-/// Checks the bearer token and its scope.
-pub fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    needed: Scope,
-) -> Result<ApiToken, ApiError> {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send `Authorization: Bearer <token>`",
-            )
-        })?;
-    let token = state
-        .config
-        .token(presented.trim())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token"))?;
-    if token.scope < needed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this needs a {needed:?} token; {}'s is {:?}",
-                token.user, token.scope
-            )
-            .to_lowercase(),
-        ));
-    }
-    Ok(token.clone())
-}
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
@@ -172,10 +137,9 @@ pub struct RunsPage {
 /// `GET /api/v1/runs`: newest first, filtered, paged by cursor.
 pub async fn list_runs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<RunsPage>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let (runs, next) = state.store.page_runs(limit, q.cursor.as_deref(), |r| {
         q.repo.as_ref().is_none_or(|want| {
@@ -199,10 +163,9 @@ pub async fn list_runs(
 /// `GET /api/v1/runs/{id}`: one run (id or unique prefix) with steps and edges.
 pub async fn get_run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     Ok(Json(state.store.find_run(&id)?.into()))
 }
 
@@ -210,10 +173,9 @@ pub async fn get_run(
 /// at once; a running one has its containers stopped.
 pub async fn cancel_run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Writer(user): Writer,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let user = authorize(&state, &headers, Scope::Write)?;
     let run = state.store.find_run(&id)?;
     let reason = format!("cancelled by {}", user.user);
     let (store, control, run_id) = (state.store.clone(), state.control.clone(), run.id.clone());
@@ -250,11 +212,10 @@ pub struct RerunQuery {
 /// they need, run again.
 pub async fn rerun(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Writer,
     Path(id): Path<String>,
     Query(q): Query<RerunQuery>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    authorize(&state, &headers, Scope::Write)?;
     let old = state.store.find_run(&id)?;
     let Some(source) = old.source.clone() else {
         return Err(ApiError::new(
@@ -293,10 +254,9 @@ pub struct TriggerBody {
 /// manual run of what the ref points at now.
 pub async fn trigger(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Writer,
     Json(body): Json<TriggerBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    authorize(&state, &headers, Scope::Write)?;
     let repo = state.config.repo(&body.repo).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -367,11 +327,10 @@ pub struct LogChunk {
 /// `GET /api/v1/runs/{id}/logs/{step}?offset=N`
 pub async fn get_log(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Path((id, step)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Json<LogChunk>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let run = state.store.find_run(&id)?;
     let Some(record) = run.steps.iter().find(|s| s.name == step) else {
         let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
@@ -400,11 +359,10 @@ pub async fn get_log(
 /// `GET /api/v1/runs/{id}/artifacts/{step}/{path}`: the file's bytes.
 pub async fn get_artifact(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Path((id, step, path)): Path<(String, String, String)>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    authorize(&state, &headers, Scope::Read)?;
     let run = state.store.find_run(&id)?;
     // Only what the run recorded is served: no path reaches outside it.
     let known = run
