@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use slipway_api::Store;
@@ -154,16 +153,8 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     );
     let mut printer = Printer::new(pipeline.steps.iter().map(|s| s.name.as_str()));
     let mut recorder = Recorder::new(store.clone(), &run_id);
-    let mut last_flush = Instant::now();
     // Printing and sled writes happen here, on the main thread, off the runtime.
-    while let Some(event) = rx.blocking_recv() {
-        printer.print(&event);
-        recorder.apply(&event)?;
-        if last_flush.elapsed() > Duration::from_millis(250) {
-            recorder.flush_logs()?;
-            last_flush = Instant::now();
-        }
-    }
+    recorder.drain(&mut rx, rt.handle(), |_, event| printer.print(event))?;
     let report = match rt.block_on(job).context("the run task failed")? {
         Ok(report) => report,
         Err(e) => {
@@ -175,7 +166,6 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             bail!(e);
         }
     };
-    recorder.flush_logs()?;
     store.flush()?;
 
     println!();

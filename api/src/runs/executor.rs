@@ -398,34 +398,13 @@ impl<B: Backend> Executor<B> {
         let (control, run_id) = (self.control.clone(), run.id.clone());
         let handle = tokio::runtime::Handle::current();
         let record = tokio::task::spawn_blocking(move || {
-            loop {
-                // Waits for the next event, but no longer than buffered log
-                // lines may wait to be seen by followers.
-                let event = match recorder.next_flush() {
-                    None => rx.blocking_recv(),
-                    Some(wait) => match handle.block_on(tokio::time::timeout(wait, rx.recv())) {
-                        Ok(event) => event,
-                        Err(_) => {
-                            if let Err(e) = recorder.flush_logs() {
-                                warn!(error = %e, "cannot record log lines");
-                            }
-                            continue;
-                        }
-                    },
-                };
-                let Some(event) = event else { break };
-                if let RunEvent::StepFinished { duration, .. } = &event {
-                    metrics.step_finished(*duration);
-                }
-                if let RunEvent::RunFinished { .. } = &event {
-                    recorder.set_final_error(control.reason(&run_id));
-                }
-                if let Err(e) = recorder
-                    .apply(&event)
-                    .and_then(|()| recorder.flush_if_due())
-                {
-                    warn!(error = %e, "cannot record a run event");
-                }
+            let drained = recorder.drain(&mut rx, &handle, |recorder, event| match event {
+                RunEvent::StepFinished { duration, .. } => metrics.step_finished(*duration),
+                RunEvent::RunFinished { .. } => recorder.set_final_error(control.reason(&run_id)),
+                _ => {}
+            });
+            if let Err(e) = drained {
+                warn!(error = %e, "cannot record a run event");
             }
         });
         let result = execute(self.backend.clone(), &pipeline, options, tx, cancel).await;

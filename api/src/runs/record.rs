@@ -86,6 +86,49 @@ impl Recorder {
         }
     }
 
+    /// Applies every event from `events` until the channel closes, on the
+    /// calling thread (sled writes block: call it off the async workers),
+    /// waiting for the next event no longer than buffered log lines may wait
+    /// to be seen by followers. `each` sees every event before it is
+    /// applied: to print it, count it, or set the final error. Store errors
+    /// do not stop the draining (the runner must never block on a full
+    /// channel); the first one is returned at the end.
+    pub fn drain(
+        &mut self,
+        events: &mut tokio::sync::mpsc::Receiver<RunEvent>,
+        runtime: &tokio::runtime::Handle,
+        mut each: impl FnMut(&mut Recorder, &RunEvent),
+    ) -> Result<(), StoreError> {
+        let mut first_error = None;
+        loop {
+            let event = match self.next_flush() {
+                None => events.blocking_recv(),
+                // The timer is made inside `block_on`, where the runtime's
+                // clock is: `slipway run` drains on a thread of its own.
+                Some(wait) => match runtime
+                    .block_on(async { tokio::time::timeout(wait, events.recv()).await })
+                {
+                    Ok(event) => event,
+                    Err(_) => {
+                        if let Err(e) = self.flush_logs() {
+                            first_error.get_or_insert(e);
+                        }
+                        continue;
+                    }
+                },
+            };
+            let Some(event) = event else { break };
+            each(self, &event);
+            if let Err(e) = self.apply(&event).and_then(|()| self.flush_if_due()) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.flush_logs() {
+            first_error.get_or_insert(e);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// An error to record together with the final status.
     pub fn set_final_error(&mut self, error: Option<String>) {
         self.final_error = error;
@@ -209,5 +252,56 @@ impl Recorder {
             }
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One drain for `slipway run` and the server: lines reach the store
+    /// while the run is quiet (followers see them live), and everything is
+    /// written once the channel closes.
+    #[test]
+    fn drain_writes_quiet_lines_live_and_everything_at_the_end() {
+        let dir = std::env::temp_dir().join(format!("slipway-rec-{}", crate::ids::new_run_id()));
+        let store = Store::open(&dir).unwrap();
+        let parsed = slipway_engine::parse::parse(
+            ".slipway.yml",
+            "steps:\n  a:\n    image: x\n    commands: [a]\n",
+        );
+        let pipeline = parsed.pipeline.expect("valid pipeline");
+        store
+            .put_run(&new_run("r1", &pipeline, ".slipway.yml", "push", None))
+            .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (recorder_store, handle) = (store.clone(), runtime.handle().clone());
+        let drain = std::thread::spawn(move || {
+            let mut seen = 0;
+            let mut recorder = Recorder::new(recorder_store, "r1");
+            let result = recorder.drain(&mut rx, &handle, |_, _| seen += 1);
+            (result, seen)
+        });
+        let line = |text: &str| RunEvent::Log {
+            step: "a".into(),
+            stream: LogStream::Stdout,
+            line: text.into(),
+        };
+        tx.blocking_send(line("first")).unwrap();
+        // Nothing else comes, the channel stays open: the line is written anyway.
+        let deadline = Instant::now() + LIVE_LOG_DELAY * 10;
+        while store.read_log("r1", "a").unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "a quiet line was never written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tx.blocking_send(line("second")).unwrap();
+        drop(tx);
+        let (result, seen) = drain.join().unwrap();
+        result.unwrap();
+        assert_eq!(seen, 2);
+        assert_eq!(store.read_log("r1", "a").unwrap(), "first\nsecond\n");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
