@@ -430,29 +430,18 @@ mod tests {
         {
             store
                 .put_run(&RunRecord {
-                    id: format!("{i}abc{i}"),
-                    pipeline: "p".into(),
-                    file: ".slipway.yml".into(),
-                    event: "push".into(),
-                    branch: Some("main".into()),
-                    status,
                     created_ms: 1000 + i as u64,
                     finished_ms: Some(2000 + i as u64),
-                    error: None,
                     steps: vec![
                         StepRecord {
-                            name: "build".into(),
-                            needs: vec![],
                             status: StepStatus::Success,
                             exit_code: Some(0),
                             attempts: 1,
                             started_ms: Some(1100),
                             finished_ms: Some(1300),
-                            ..Default::default()
+                            ..StepRecord::pending("build", &[])
                         },
                         StepRecord {
-                            name: "test".into(),
-                            needs: vec!["build".into()],
                             status: if status == RunStatus::Success {
                                 StepStatus::Success
                             } else {
@@ -462,7 +451,7 @@ mod tests {
                             attempts: 1,
                             started_ms: Some(1300),
                             finished_ms: Some(1900),
-                            ..Default::default()
+                            ..StepRecord::pending("test", &["build".into()])
                         },
                     ],
                     source: Some(SourceRecord {
@@ -476,9 +465,14 @@ mod tests {
                         delivery: None,
                         author: None,
                     }),
-                    notes: vec![],
-                    rerun: None,
-                    deploy: None,
+                    ..RunRecord::new(
+                        &format!("{i}abc{i}"),
+                        "p",
+                        ".slipway.yml",
+                        "push",
+                        Some("main".into()),
+                        status,
+                    )
                 })
                 .unwrap();
         }

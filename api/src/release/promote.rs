@@ -652,15 +652,7 @@ mod tests {
     fn built_by(store: &Store, id: &str, status: RunStatus, digest: &str, author: Option<&str>) {
         store
             .put_run(&RunRecord {
-                id: id.into(),
-                pipeline: "p".into(),
-                file: ".slipway.yml".into(),
-                event: "push".into(),
-                branch: Some("main".into()),
-                status,
-                created_ms: now_ms(),
                 finished_ms: Some(now_ms()),
-                error: None,
                 steps: vec![StepRecord {
                     name: "image".into(),
                     output: Some(format!("r/acme/web@{digest}")),
@@ -677,9 +669,7 @@ mod tests {
                     delivery: None,
                     author: author.map(String::from),
                 }),
-                notes: vec![],
-                rerun: None,
-                deploy: None,
+                ..RunRecord::new(id, "p", ".slipway.yml", "push", Some("main".into()), status)
             })
             .unwrap();
     }

@@ -441,35 +441,18 @@ mod tests {
 
     fn run(id: &str, steps: &[(&str, StepStatus)], rerun: Option<&str>) -> RunRecord {
         RunRecord {
-            id: id.into(),
-            pipeline: "p".into(),
-            file: ".slipway.yml".into(),
-            event: "push".into(),
-            branch: None,
-            status: RunStatus::Failed,
-            created_ms: 1,
-            finished_ms: None,
-            error: None,
             steps: steps
                 .iter()
                 .map(|(n, s)| StepRecord {
-                    name: n.to_string(),
-                    needs: vec![],
                     status: *s,
-                    exit_code: None,
-                    attempts: 1,
-                    started_ms: None,
-                    finished_ms: None,
-                    ..Default::default()
+                    ..StepRecord::pending(n, &[])
                 })
                 .collect(),
-            source: None,
-            notes: vec![],
             rerun: rerun.map(|of| Rerun {
                 of: of.into(),
                 failed_only: true,
             }),
-            deploy: None,
+            ..RunRecord::new(id, "p", ".slipway.yml", "push", None, RunStatus::Failed)
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::ids::{new_run_id, now_ms};
+use crate::ids::new_run_id;
 use crate::runs::control::RunControl;
 use crate::store::{Accepted, RunRecord, RunStatus, SourceRecord, Store, StoreError};
 
@@ -127,19 +127,14 @@ pub fn queued_run(
     source: SourceRecord,
 ) -> RunRecord {
     RunRecord {
-        id: new_run_id(),
-        pipeline: repo.to_string(),
-        file: pipeline_path.to_string(),
-        event: event.to_string(),
-        branch,
-        status: RunStatus::Queued,
-        created_ms: now_ms(),
-        finished_ms: None,
-        error: None,
-        steps: Vec::new(),
         source: Some(source),
-        notes: Vec::new(),
-        rerun: None,
-        deploy: None,
+        ..RunRecord::new(
+            &new_run_id(),
+            repo,
+            pipeline_path,
+            event,
+            branch,
+            RunStatus::Queued,
+        )
     }
 }

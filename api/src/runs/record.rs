@@ -27,20 +27,15 @@ pub fn new_run(
     branch: Option<&str>,
 ) -> RunRecord {
     RunRecord {
-        id: id.into(),
-        pipeline: pipeline.name.clone(),
-        file: file.into(),
-        event: event.into(),
-        branch: branch.map(Into::into),
-        status: RunStatus::Running,
-        created_ms: now_ms(),
-        finished_ms: None,
-        error: None,
         steps: step_records(pipeline),
-        source: None,
-        notes: Vec::new(),
-        rerun: None,
-        deploy: None,
+        ..RunRecord::new(
+            id,
+            &pipeline.name,
+            file,
+            event,
+            branch.map(Into::into),
+            RunStatus::Running,
+        )
     }
 }
 
@@ -49,17 +44,7 @@ pub fn step_records(pipeline: &Pipeline) -> Vec<StepRecord> {
     pipeline
         .steps
         .iter()
-        .map(|s| StepRecord {
-            name: s.name.clone(),
-            needs: s.needs.clone(),
-            status: StepStatus::Pending,
-            exit_code: None,
-            attempts: 0,
-            started_ms: None,
-            finished_ms: None,
-            output: None,
-            artifacts: Vec::new(),
-        })
+        .map(|s| StepRecord::pending(&s.name, &s.needs))
         .collect()
 }
 

@@ -91,6 +91,47 @@ pub struct RunRecord {
     pub deploy: Option<Deploy>,
 }
 
+impl RunRecord {
+    /// A run record with no steps, source, notes, rerun or deploy yet:
+    /// what every kind of run (local, queued, test) starts from.
+    pub fn new(
+        id: &str,
+        pipeline: &str,
+        file: &str,
+        event: &str,
+        branch: Option<String>,
+        status: RunStatus,
+    ) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            pipeline: pipeline.into(),
+            file: file.into(),
+            event: event.into(),
+            branch,
+            status,
+            created_ms: crate::ids::now_ms(),
+            finished_ms: None,
+            error: None,
+            steps: Vec::new(),
+            source: None,
+            notes: Vec::new(),
+            rerun: None,
+            deploy: None,
+        }
+    }
+}
+
+impl StepRecord {
+    /// A step that has not started.
+    pub fn pending(name: &str, needs: &[String]) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            needs: needs.to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deploy {
     pub environment: String,
@@ -820,20 +861,8 @@ mod tests {
 
     fn run(id: &str, created_ms: u64) -> RunRecord {
         RunRecord {
-            id: id.into(),
-            pipeline: "p".into(),
-            file: ".slipway.yml".into(),
-            event: "push".into(),
-            branch: None,
-            status: RunStatus::Running,
             created_ms,
-            finished_ms: None,
-            error: None,
-            steps: vec![],
-            source: None,
-            notes: vec![],
-            rerun: None,
-            deploy: None,
+            ..RunRecord::new(id, "p", ".slipway.yml", "push", None, RunStatus::Running)
         }
     }
 
@@ -984,17 +1013,7 @@ mod tests {
         let mut live = store.subscribe();
         let mut r = run("r1", 1);
         r.status = RunStatus::Queued;
-        r.steps = vec![StepRecord {
-            name: "build".into(),
-            needs: vec![],
-            status: StepStatus::Pending,
-            exit_code: None,
-            attempts: 0,
-            started_ms: None,
-            finished_ms: None,
-            output: None,
-            artifacts: Vec::new(),
-        }];
+        r.steps = vec![StepRecord::pending("build", &[])];
         store.enqueue(None, &r).unwrap();
         store
             .transition("r1", &[RunStatus::Queued], |r| {
