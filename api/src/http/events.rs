@@ -42,10 +42,10 @@ pub struct EventsQuery {
 /// has finished.
 pub async fn run_events(
     State(state): State<AppState>,
+    _: Reader,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
-    _: Reader,
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &q)?.unwrap_or(0);
     let live = state.store.subscribe();
@@ -73,9 +73,9 @@ pub async fn run_events(
 /// changes), live; with `Last-Event-ID`, those missed since first.
 pub async fn all_events(
     State(state): State<AppState>,
+    _: Reader,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
-    _: Reader,
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &q)?;
     let live = state.store.subscribe();
@@ -109,9 +109,9 @@ pub struct AuditEventsQuery {
 /// changes; with `Last-Event-ID`, those after it first.
 pub async fn audit_events(
     State(state): State<AppState>,
+    _: Reader,
     headers: HeaderMap,
     Query(q): Query<AuditEventsQuery>,
-    _: Reader,
 ) -> Result<Response, ApiError> {
     let after = resume_point(
         &headers,
@@ -145,10 +145,7 @@ async fn follow_audit(
     repo: Option<String>,
     mut live: broadcast::Receiver<Arc<AuditEntry>>,
 ) {
-    let wanted = |e: &AuditEntry| {
-        repo.as_ref()
-            .is_none_or(|r| r.eq_ignore_ascii_case(&e.repo))
-    };
+    let wanted = |e: &AuditEntry| crate::http::promotions::of_repo(repo.as_deref(), &e.repo);
     let send = |e: &AuditEntry| {
         SseEvent::default()
             .id(e.seq.to_string())

@@ -134,11 +134,7 @@ pub async fn list(
             .store
             .promotions()?
             .into_iter()
-            .filter(|p| {
-                q.repo
-                    .as_ref()
-                    .is_none_or(|r| r.eq_ignore_ascii_case(&p.repo))
-            })
+            .filter(|p| of_repo(q.repo.as_deref(), &p.repo))
             .filter(|p| q.status.as_ref().is_none_or(|s| s == p.status.as_str()))
             .map(PromotionView::from)
             .collect(),
@@ -246,14 +242,16 @@ pub async fn audit(
             .store
             .audit_log()?
             .into_iter()
-            .filter(|a| {
-                q.repo
-                    .as_ref()
-                    .is_none_or(|r| r.eq_ignore_ascii_case(&a.repo))
-            })
+            .filter(|a| of_repo(q.repo.as_deref(), &a.repo))
             .map(AuditEntryView::from)
             .collect(),
     ))
+}
+
+/// A `?repo=` filter: no filter keeps everything; names match as the
+/// forge's do, whatever their case.
+pub(crate) fn of_repo(wanted: Option<&str>, repo: &str) -> bool {
+    wanted.is_none_or(|w| w.eq_ignore_ascii_case(repo))
 }
 
 /// Decisions are flushed to disk before they are answered: off the async
