@@ -1,5 +1,16 @@
 //! `slipway.toml`: the server's configuration. A bad config names the file,
 //! the key and the problem, and the server does not start.
+//!
+//! The `[server]` and `[[tokens]]` sections are read here; the others have a
+//! file each: [`repos`] (repositories and their environments),
+//! [`registries`] (logins), [`secrets`] (values given inline, by
+//! environment variable or by file).
+
+mod registries;
+mod repos;
+mod secrets;
+
+use secrets::resolve;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -363,160 +374,13 @@ impl Config {
                 )),
             }
         }
-        for (i, r) in raw.registries.iter().enumerate() {
-            let key = |k: &str| format!("{file}: registries[{i}].{k}");
-            match (&r.docker_config, &r.host) {
-                (Some(path), None) => match std::fs::read_to_string(path) {
-                    Ok(json) => match slipway_runner::credentials::parse_docker_config(&json) {
-                        Ok(creds) => config.registries.extend(creds),
-                        Err(e) => problems.push(format!("{}: {}: {e}", key("docker_config"), path.display())),
-                    },
-                    Err(e) => problems.push(format!("{}: cannot read {}: {e}", key("docker_config"), path.display())),
-                },
-                (None, Some(host)) => {
-                    let password = resolve(r.password.as_ref())
-                        .map_err(|m| problems.push(format!("{}: {m}", key("password"))))
-                        .ok()
-                        .flatten();
-                    match (&r.username, password) {
-                        (Some(username), Some(password)) => {
-                            config.registries.insert(
-                                host.clone(),
-                                slipway_runner::RegistryAuth {
-                                    username: username.clone(),
-                                    password,
-                                },
-                            );
-                        }
-                        _ => problems.push(format!("{}: give `username` and `password`", key("host"))),
-                    }
-                }
-                _ => problems.push(format!(
-                    "{file}: registries[{i}]: give either `host` with `username` and `password`, or `docker_config`"
-                )),
-            }
-        }
+        config.registries = registries::resolve_all(file, &raw.registries, &mut problems);
         config.public_url = raw
             .server
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.listen));
-        for (i, r) in raw.repos.into_iter().enumerate() {
-            let key = |k: &str| format!("{file}: repos[{i}] ({}).{k}", r.name);
-            if r.name.split('/').count() != 2 || r.name.split('/').any(str::is_empty) {
-                problems.push(format!(
-                    "{file}: repos[{i}].name: `{}` must be owner/name",
-                    r.name
-                ));
-            }
-            if config
-                .repos
-                .iter()
-                .any(|o: &Repo| o.name.eq_ignore_ascii_case(&r.name))
-            {
-                problems.push(format!("{}: declared twice", key("name")));
-            }
-            if r.clone_url.trim().is_empty() {
-                problems.push(format!("{}: is empty", key("clone_url")));
-            }
-            if r.max_concurrent_runs == Some(0) {
-                problems.push(format!(
-                    "{}: must be at least 1",
-                    key("max_concurrent_runs")
-                ));
-            }
-            let webhook_secret = resolve(r.webhook_secret.as_ref())
-                .map_err(|m| problems.push(format!("{}: {m}", key("webhook_secret"))))
-                .ok()
-                .flatten();
-            let api_token = resolve(r.api_token.as_ref())
-                .map_err(|m| problems.push(format!("{}: {m}", key("api_token"))))
-                .ok()
-                .flatten();
-            let mut environments: Vec<Environment> = Vec::new();
-            for (j, e) in r.environments.iter().enumerate() {
-                let ekey = |k: &str| {
-                    format!(
-                        "{file}: repos[{i}] ({}).environments[{j}] ({}).{k}",
-                        r.name, e.name
-                    )
-                };
-                if environments.iter().any(|o| o.name == e.name) {
-                    problems.push(format!("{}: declared twice", ekey("name")));
-                }
-                if e.image.contains('@')
-                    || e.image.rsplit('/').next().is_some_and(|l| l.contains(':'))
-                {
-                    problems.push(format!("{}: `{}` must be a repository without tag or digest (the tag goes in `tag`)", ekey("image"), e.image));
-                }
-                if let Some(from) = &e.from
-                    && !environments.iter().any(|o| &o.name == from)
-                {
-                    problems.push(format!(
-                        "{}: `{from}` is not an environment declared before this one",
-                        ekey("from")
-                    ));
-                }
-                if e.auto && e.from.is_some() {
-                    problems.push(format!("{}: an `auto` environment takes green builds, not another environment's images", ekey("from")));
-                }
-                if !e.auto && e.from.is_none() {
-                    problems.push(format!(
-                        "{}: say where images come from (`from = \"dev\"`), or make it `auto`",
-                        ekey("from")
-                    ));
-                }
-                if e.approvals > e.approvers.len() {
-                    problems.push(format!(
-                        "{}: needs {} approvals but lists {} approvers",
-                        ekey("approvals"),
-                        e.approvals,
-                        e.approvers.len()
-                    ));
-                }
-                let expires_after = match &e.expires_after {
-                    None => DEFAULT_EXPIRY,
-                    Some(t) => match slipway_engine::duration::parse_duration(t) {
-                        Some(d) if !d.is_zero() => d,
-                        _ => {
-                            problems.push(format!(
-                                "{}: `{t}` is not a duration (e.g. `72h`)",
-                                ekey("expires_after")
-                            ));
-                            DEFAULT_EXPIRY
-                        }
-                    },
-                };
-                environments.push(Environment {
-                    name: e.name.clone(),
-                    image: e.image.clone(),
-                    tag: e.tag.clone(),
-                    auto: e.auto,
-                    from: e.from.clone(),
-                    approvals: e.approvals,
-                    approvers: e.approvers.clone(),
-                    prevent_self_approval: e.prevent_self_approval,
-                    expires_after,
-                });
-            }
-            if r.max_previews == Some(0) {
-                problems.push(format!("{}: must be at least 1", key("max_previews")));
-            }
-            config.repos.push(Repo {
-                max_previews: r.max_previews.unwrap_or(10).max(1),
-                previews_for_forks: r.previews_for_forks,
-                default_branch: r.default_branch.clone(),
-                environments,
-                name: r.name,
-                provider: r.provider,
-                clone_url: r.clone_url,
-                webhook_secret,
-                pipeline: r.pipeline,
-                api_url: r.api_url,
-                api_token,
-                max_concurrent_runs: r.max_concurrent_runs,
-            });
-        }
+        config.repos = repos::validate_all(file, raw.repos, &mut problems);
         for (i, t) in raw.tokens.into_iter().enumerate() {
             match resolve(Some(&t.token)) {
                 Ok(Some(token)) if token.len() < 16 => problems.push(format!(
@@ -543,23 +407,6 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
-    }
-}
-
-fn resolve(source: Option<&SecretSource>) -> Result<Option<String>, String> {
-    match source {
-        None => Ok(None),
-        Some(SecretSource::Inline(s)) if s.is_empty() => Err("is empty".into()),
-        Some(SecretSource::Inline(s)) => Ok(Some(s.clone())),
-        Some(SecretSource::Env { env }) => match std::env::var(env) {
-            Ok(v) if !v.is_empty() => Ok(Some(v)),
-            _ => Err(format!("environment variable `{env}` is not set")),
-        },
-        Some(SecretSource::File { file }) => match std::fs::read_to_string(file) {
-            Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
-            Ok(_) => Err(format!("file `{}` is empty", file.display())),
-            Err(e) => Err(format!("cannot read `{}`: {e}", file.display())),
-        },
     }
 }
 
