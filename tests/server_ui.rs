@@ -918,11 +918,14 @@ fn seed_run(store: &Store, status: &str, steps: &[&str]) -> String {
         .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
     let id = slipway_api::ids::new_run_id();
     let mut run =
-        slipway_api::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
+        slipway_api::runs::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
     for step in &mut run.steps {
-        step.status = step.name.clone();
+        step.status = slipway_api::store::StepStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == step.name)
+            .expect("steps are named after a status");
     }
-    run.status = status.into();
+    run.status = slipway_api::store::RunStatus::parse(status).expect("a run status");
     run.finished_ms = Some(slipway_api::ids::now_ms());
     store.put_run(&run).unwrap();
     id
