@@ -5,125 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway_api::Store;
-use slipway_api::config::Config;
-use slipway_api::forge::webhook::sign_github;
-use slipway_runner::DockerBackend;
-use slipway_tests::{BUSYBOX, TempDir, docker, git_repo, github_fixture, http_post, leftovers};
-use tokio_util::sync::CancellationToken;
-
-const SECRET: &str = "e2e-secret";
-const REPO: &str = "Codertocat/Hello-World";
-
-struct Server {
-    addr: String,
-    store: Store,
-    shutdown: CancellationToken,
-    running: Option<slipway_api::serve::Running>,
-    _data: TempDir,
-}
-
-async fn start(clone_url: &str) -> Server {
-    start_with(clone_url, "").await
-}
-
-/// `extra` is appended to the test's config (tokens, limits).
-async fn start_with(clone_url: &str, extra: &str) -> Server {
-    start_in(TempDir::new("serve"), clone_url, extra).await
-}
-
-/// Stops the server and starts it again on the same data.
-async fn restart(mut server: Server, clone_url: &str, extra: &str) -> Server {
-    server.shutdown.cancel();
-    if let Some(running) = server.running.take() {
-        running.stopped(Duration::from_secs(10)).await;
-    }
-    let Server { store, _data, .. } = server;
-    drop(store);
-    start_in(_data, clone_url, extra).await
-}
-
-async fn start_in(data: TempDir, clone_url: &str, extra: &str) -> Server {
-    let config = Config::parse(
-        "test.toml",
-        &format!(
-            "[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"{clone_url}\"\nwebhook_secret = \"{SECRET}\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    // After a restart, background tasks of the stopped server may hold the
-    // store for a moment longer.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let store = loop {
-        match Store::open(&data.path().join("db")) {
-            Ok(store) => break store,
-            Err(slipway_api::store::StoreError::Locked { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    let backend = Arc::new(
-        DockerBackend::connect(Duration::from_secs(5))
-            .await
-            .unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = slipway_api::serve::start(config, store.clone(), data.path(), backend, listener)
-        .await
-        .unwrap();
-    let addr = running.addr.to_string();
-    let shutdown = running.shutdown.clone();
-    Server {
-        addr,
-        store,
-        shutdown,
-        running: Some(running),
-        _data: data,
-    }
-}
-
-/// Sends the real push fixture, rewritten to `sha` on `master`.
-async fn push(server: &Server, sha: &str, delivery: &str) -> (u16, serde_json::Value) {
-    let body = github_fixture("push.branch-created.json")
-        .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", sha);
-    let sig = sign_github(SECRET, body.as_bytes());
-    let addr = server.addr.clone();
-    let delivery = delivery.to_string();
-    let (status, text) = tokio::task::spawn_blocking(move || {
-        http_post(
-            &addr,
-            "/hooks/github",
-            &[
-                ("X-GitHub-Event", "push"),
-                ("X-GitHub-Delivery", &delivery),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            body.as_bytes(),
-        )
-    })
-    .await
-    .unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-async fn wait_done(store: &Store, run: &str) -> slipway_api::RunRecord {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = store.get_run(run).unwrap().expect("run exists");
-        if !["queued", "running"].contains(&r.status.as_str()) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run} still {} after 120 s",
-            r.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use slipway_tests::{
+    BUSYBOX, Labelled, READER, REPO, Server, TOKENS, TempDir, WRITER, deliver, docker, git_repo,
+    github_fixture, labelled, leftovers, pr_body, pr_event, push, push_body, restart, send,
+    slow_pipeline, start, start_in, start_with, wait_done, wait_for, wait_step_running,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_push_runs_the_pipeline_of_that_commit() {
@@ -232,30 +118,19 @@ async fn on_filters_skip_runs_the_pipeline_does_not_want() {
 /// The real `slipway serve` binary, killed with SIGKILL and restarted.
 mod crash {
     use super::*;
-    use slipway_tests::{http, serve_binary};
-    use std::process::{Child, Command};
+    use slipway_tests::{
+        exit_within, free_addr, http, kill9, serve_binary, serve_config, serve_log, signal,
+    };
 
-    const TOKEN: &str = "crash-test-token-0123456789";
     /// The data dir of the server under test, for its log in failures.
     static SERVE_DATA: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
-
-    fn kill9(child: &mut Child) {
-        assert!(
-            Command::new("kill")
-                .args(["-KILL", &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        child.wait().unwrap();
-    }
 
     fn run_json(addr: &str, id: &str) -> serde_json::Value {
         let (status, body) = http(
             "GET",
             addr,
             &format!("/api/v1/runs/{id}"),
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            &[("Authorization", &format!("Bearer {READER}"))],
             b"",
         );
         if status != 200 {
@@ -279,7 +154,7 @@ mod crash {
                     .lock()
                     .unwrap()
                     .as_deref()
-                    .map(slipway_tests::serve_log)
+                    .map(serve_log)
                     .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -309,22 +184,12 @@ mod crash {
             .to_string()
     }
 
+    /// Delivers a push of `sha`, until the server (perhaps starting) takes it.
     fn webhook(addr: &str, sha: &str, delivery: &str) -> String {
-        let body = github_fixture("push.branch-created.json")
-            .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", sha);
-        let sig = sign_github(SECRET, body.as_bytes());
+        let body = push_body(sha);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let (status, text) = http_post(
-                addr,
-                "/hooks/github",
-                &[
-                    ("X-GitHub-Event", "push"),
-                    ("X-GitHub-Delivery", delivery),
-                    ("X-Hub-Signature-256", &sig),
-                ],
-                body.as_bytes(),
-            );
+            let (status, text) = deliver(addr, "push", delivery, &body);
             if status == 202 {
                 let json: serde_json::Value = serde_json::from_str(&text).unwrap();
                 return json["run"].as_str().unwrap().to_string();
@@ -337,60 +202,6 @@ mod crash {
         }
     }
 
-    fn signal(child: &Child, name: &str) {
-        assert!(
-            Command::new("kill")
-                .args([&format!("-{name}"), &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Waits for the process to exit by itself, at most `limit`.
-    fn exit_within(
-        child: &mut Child,
-        limit: Duration,
-        data: &std::path::Path,
-    ) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                kill9(child);
-                panic!(
-                    "slipway serve did not exit within {limit:?}\nserver output:\n{}",
-                    slipway_tests::serve_log(data)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// A config for the real binary on a free port: one repository, a read token.
-    fn serve_config(
-        dir: &TempDir,
-        bare: &std::path::Path,
-        server: &str,
-    ) -> (String, std::path::PathBuf) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.write(
-            "slipway.toml",
-            &format!(
-                "[server]\nlisten = \"{addr}\"\n{server}[[tokens]]\nuser = \"t\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
-                bare.display()
-            ),
-        );
-        (addr, config)
-    }
-
     /// What the stopped server stored, read straight from its data dir.
     fn stored_run(data: &std::path::Path, id: &str) -> slipway_api::RunRecord {
         let store = Store::open(data).unwrap();
@@ -401,11 +212,9 @@ mod crash {
     async fn sigterm_cancels_running_runs_removes_their_containers_and_records_why() {
         let d = docker().await;
         let dir = TempDir::new("sigterm");
-        let pipeline = format!(
-            "steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 300]\n"
-        );
-        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &pipeline)]);
-        let (addr, config) = serve_config(&dir, &bare, "");
+        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &slow_pipeline())]);
+        let addr = free_addr();
+        let config = serve_config(&dir, &addr, "", &format!("file://{}", bare.display()));
         let data = dir.path().join("data");
         *SERVE_DATA.lock().unwrap() = Some(data.clone());
         let mut server = serve_binary(&config, &data);
@@ -423,7 +232,7 @@ mod crash {
                     "GET",
                     &a,
                     &format!("/api/v1/runs/{id}/logs/slow"),
-                    &[("Authorization", &format!("Bearer {TOKEN}"))],
+                    &[("Authorization", &format!("Bearer {READER}"))],
                     b"",
                 );
                 if body.contains("started") {
@@ -447,7 +256,7 @@ mod crash {
         assert!(
             status.success(),
             "exit status {status}: {}",
-            slipway_tests::serve_log(&data)
+            serve_log(&data)
         );
         // Nothing left for a next start to clean up: the server did it.
         assert_eq!(leftovers(&d, &slow).await, Vec::<String>::new());
@@ -463,7 +272,7 @@ mod crash {
         let log = store.read_log(&slow, "slow").unwrap();
         assert!(log.contains("started"), "the step's log is kept: {log}");
         drop(store);
-        let out = slipway_tests::serve_log(&data);
+        let out = serve_log(&data);
         assert!(
             out.contains("cancelling 1 running run(s)")
                 && out.contains("every run stopped and recorded"),
@@ -481,7 +290,9 @@ mod crash {
             "steps:\n  short:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 3, echo finished]\n"
         );
         let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &pipeline)]);
-        let (addr, config) = serve_config(&dir, &bare, "shutdown = \"wait\"\n");
+        let addr = free_addr();
+        let url = format!("file://{}", bare.display());
+        let config = serve_config(&dir, &addr, "shutdown = \"wait\"\n", &url);
         let data = dir.path().join("data");
         *SERVE_DATA.lock().unwrap() = Some(data.clone());
 
@@ -514,7 +325,9 @@ mod crash {
         let slow_dir = TempDir::new("sigterm-wait-slow");
         let (slow_bare, slow_sha) =
             git_repo(&slow_dir, "master", &[(".slipway.yml", &slow_pipeline)]);
-        let (addr, config) = serve_config(&dir, &slow_bare, "shutdown = \"wait\"\n");
+        let addr = free_addr();
+        let url = format!("file://{}", slow_bare.display());
+        let config = serve_config(&dir, &addr, "shutdown = \"wait\"\n", &url);
         let mut server = serve_binary(&config, &data);
         let (a, s) = (addr.clone(), slow_sha.clone());
         let slow = tokio::task::spawn_blocking(move || webhook(&a, &s, "wait-2"))
@@ -543,10 +356,7 @@ mod crash {
     async fn sigkill_loses_no_accepted_run_and_leaves_no_container() {
         let d = docker().await;
         let dir = TempDir::new("crash");
-        let pipeline = format!(
-            "steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 300]\n"
-        );
-        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &pipeline)]);
+        let (bare, sha) = git_repo(&dir, "master", &[(".slipway.yml", &slow_pipeline())]);
         let quick_dir = TempDir::new("crash-quick");
         let (quick_bare, quick_sha) = git_repo(
             &quick_dir,
@@ -556,20 +366,9 @@ mod crash {
                 &format!("steps:\n  ok:\n    image: {BUSYBOX}\n    commands: [echo done]\n"),
             )],
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_addr();
         let write_config = |url: &std::path::Path, server: &str| {
-            dir.write(
-                "slipway.toml",
-                &format!(
-                    "[server]\nlisten = \"{addr}\"\n{server}[[tokens]]\nuser = \"t\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
-                    url.display()
-                ),
-            )
+            serve_config(&dir, &addr, server, &format!("file://{}", url.display()))
         };
         let data = dir.path().join("data");
         *SERVE_DATA.lock().unwrap() = Some(data.clone());
@@ -689,9 +488,7 @@ async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
         "[server]\ncancel_superseded = false\n",
     )
     .await;
-    let body = github_fixture("push.branch-created.json")
-        .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", &sha);
-    let sig = sign_github(SECRET, body.as_bytes());
+    let body = push_body(&sha);
     // 200 distinct deliveries, and 50 of them delivered twice, from 16 senders at once.
     let deliveries: Vec<String> = (0..200)
         .chain(0..50)
@@ -703,23 +500,11 @@ async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
         .collect();
     let mut senders = Vec::new();
     for chunk in chunks {
-        let (addr, body, sig) = (server.addr.clone(), body.clone(), sig.clone());
+        let (addr, body) = (server.addr.clone(), body.clone());
         senders.push(std::thread::spawn(move || {
             chunk
                 .iter()
-                .map(|d| {
-                    http_post(
-                        &addr,
-                        "/hooks/github",
-                        &[
-                            ("X-GitHub-Event", "push"),
-                            ("X-GitHub-Delivery", d),
-                            ("X-Hub-Signature-256", &sig),
-                        ],
-                        body.as_bytes(),
-                    )
-                    .0
-                })
+                .map(|d| deliver(&addr, "push", d, &body).0)
                 .collect::<Vec<u16>>()
         }));
     }
@@ -742,27 +527,6 @@ async fn a_burst_of_200_webhooks_makes_exactly_200_runs() {
     server.shutdown.cancel();
 }
 
-const WRITER: &str = "writer-token-0123456789";
-const READER: &str = "reader-token-0123456789";
-const TOKENS: &str = "[[tokens]]\nuser = \"wendy\"\ntoken = \"writer-token-0123456789\"\nscope = \"write\"\n[[tokens]]\nuser = \"rita\"\ntoken = \"reader-token-0123456789\"\nscope = \"read\"\n";
-
-async fn wait_step_running(store: &Store, run: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store
-        .get_run(run)
-        .unwrap()
-        .map(|r| r.steps.first().map(|s| s.status))
-        != Some(Some(slipway_api::store::StepStatus::Running))
-    {
-        assert!(Instant::now() < deadline, "step of {run} never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn slow_pipeline() -> String {
-    format!("steps:\n  slow:\n    image: {BUSYBOX}\n    commands: [echo started, sleep 300]\n")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writer_cancels_a_running_run_and_a_reader_may_not() {
     let d = docker().await;
@@ -772,27 +536,17 @@ async fn a_writer_cancels_a_running_run_and_a_reader_may_not() {
     let (_, json) = push(&server, &sha, "to-cancel").await;
     let id = json["run"].as_str().unwrap().to_string();
     wait_step_running(&server.store, &id).await;
-    let cancel = |token: &'static str| {
-        let (addr, path) = (server.addr.clone(), format!("/api/v1/runs/{id}/cancel"));
-        tokio::task::spawn_blocking(move || {
-            slipway_tests::http(
-                "POST",
-                &addr,
-                &path,
-                &[("Authorization", &format!("Bearer {token}"))],
-                b"",
-            )
-        })
-    };
-    let (status, body) = cancel(READER).await.unwrap();
+    let path = format!("/api/v1/runs/{id}/cancel");
+    let cancel = |token| server.api("POST", &path, token, "");
+    let (status, body) = cancel(READER).await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = cancel(WRITER).await.unwrap();
+    let (status, body) = cancel(WRITER).await;
     assert_eq!(status, 202, "{body}");
     let run = wait_done(&server.store, &id).await;
     assert_eq!(run.status.as_str(), "cancelled");
     assert_eq!(run.error.as_deref(), Some("cancelled by wendy"));
     assert_eq!(leftovers(&d, &id).await, Vec::<String>::new());
-    let (status, body) = cancel(WRITER).await.unwrap();
+    let (status, body) = cancel(WRITER).await;
     assert_eq!(status, 409, "{body}");
     server.shutdown.cancel();
 }
@@ -850,18 +604,8 @@ async fn a_repository_limit_keeps_its_next_run_queued() {
         "queued",
         "the repository's limit is 1"
     );
-    let (addr, path) = (server.addr.clone(), format!("/api/v1/runs/{first}/cancel"));
-    let (status, _) = tokio::task::spawn_blocking(move || {
-        slipway_tests::http(
-            "POST",
-            &addr,
-            &path,
-            &[("Authorization", &format!("Bearer {WRITER}"))],
-            b"",
-        )
-    })
-    .await
-    .unwrap();
+    let path = format!("/api/v1/runs/{first}/cancel");
+    let (status, _) = server.api("POST", &path, WRITER, "").await;
     assert_eq!(status, 202);
     wait_step_running(&server.store, &second).await;
     server.shutdown.cancel();
@@ -924,17 +668,6 @@ impl FakeGitHub {
             .iter()
             .map(|(_, _, b)| b["state"].as_str().unwrap_or("?").to_string())
             .collect()
-    }
-}
-
-async fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "condition never held");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1016,27 +749,6 @@ async fn a_forge_that_refuses_statuses_does_not_fail_the_run() {
     server.shutdown.cancel();
 }
 
-fn api_post(
-    server: &Server,
-    path: &str,
-    body: &str,
-) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
-    let (addr, path, body) = (server.addr.clone(), path.to_string(), body.to_string());
-    tokio::task::spawn_blocking(move || {
-        let (status, text) = slipway_tests::http(
-            "POST",
-            &addr,
-            &path,
-            &[("Authorization", &format!("Bearer {WRITER}"))],
-            body.as_bytes(),
-        );
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rerun_of_failed_steps_reruns_them_and_what_they_need_only() {
     docker().await;
@@ -1053,13 +765,14 @@ async fn a_rerun_of_failed_steps_reruns_them_and_what_they_need_only() {
         "failed"
     );
 
-    let (status, json) = api_post(
-        &server,
-        &format!("/api/v1/runs/{first}/rerun?failed=true"),
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, json) = server
+        .api(
+            "POST",
+            &format!("/api/v1/runs/{first}/rerun?failed=true"),
+            WRITER,
+            "",
+        )
+        .await;
     assert_eq!(status, 202, "{json}");
     let again = json["run"].as_str().unwrap().to_string();
     let run = wait_done(&server.store, &again).await;
@@ -1091,13 +804,14 @@ async fn a_rerun_of_failed_steps_reruns_them_and_what_they_need_only() {
             .contains("built")
     );
 
-    let (status, json) = api_post(
-        &server,
-        &format!("/api/v1/runs/{again}/rerun?failed=true"),
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, json) = server
+        .api(
+            "POST",
+            &format!("/api/v1/runs/{again}/rerun?failed=true"),
+            WRITER,
+            "",
+        )
+        .await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (409, Some("nothing_failed"))
@@ -1114,13 +828,14 @@ async fn trigger_runs_what_a_ref_points_at() {
     );
     let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
     let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
-    let (status, json) = api_post(
-        &server,
-        "/api/v1/trigger",
-        &format!("{{\"repo\": \"{REPO}\", \"ref\": \"master\"}}"),
-    )
-    .await
-    .unwrap();
+    let (status, json) = server
+        .api(
+            "POST",
+            "/api/v1/trigger",
+            WRITER,
+            &format!("{{\"repo\": \"{REPO}\", \"ref\": \"master\"}}"),
+        )
+        .await;
     assert_eq!(status, 202, "{json}");
     let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
     assert_eq!(
@@ -1136,13 +851,14 @@ async fn trigger_runs_what_a_ref_points_at() {
             .last(),
         Some(format!("manual master {sha}").as_str())
     );
-    let (status, json) = api_post(
-        &server,
-        "/api/v1/trigger",
-        &format!("{{\"repo\": \"{REPO}\", \"ref\": \"nope\"}}"),
-    )
-    .await
-    .unwrap();
+    let (status, json) = server
+        .api(
+            "POST",
+            "/api/v1/trigger",
+            WRITER,
+            &format!("{{\"repo\": \"{REPO}\", \"ref\": \"nope\"}}"),
+        )
+        .await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (422, Some("unknown_ref"))
@@ -1566,6 +1282,7 @@ from = \"staging\"
         )
     }
 
+    /// An API request as `user`.
     pub async fn api(
         server: &Server,
         method: &str,
@@ -1573,24 +1290,9 @@ from = \"staging\"
         user: &str,
         body: Value,
     ) -> (u16, Value) {
-        let (addr, method, path, token) = (
-            server.addr.clone(),
-            method.to_string(),
-            path.to_string(),
-            token(user),
-        );
-        let (status, text) = tokio::task::spawn_blocking(move || {
-            slipway_tests::http(
-                &method,
-                &addr,
-                &path,
-                &[("Authorization", &format!("Bearer {token}"))],
-                body.to_string().as_bytes(),
-            )
-        })
-        .await
-        .unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        server
+            .api(method, path, token(user), &body.to_string())
+            .await
     }
 
     /// Waits until `env` holds a digest, or the promotion into it ends otherwise.
@@ -2234,32 +1936,6 @@ mod previews {
         (url, seen)
     }
 
-    pub(super) async fn pr_event(
-        server: &Server,
-        fixture: &str,
-        sha: &str,
-        delivery: &str,
-    ) -> (u16, Value) {
-        let body = github_fixture(fixture).replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", sha);
-        let sig = sign_github(SECRET, body.as_bytes());
-        let (addr, delivery) = (server.addr.clone(), delivery.to_string());
-        let (status, text) = tokio::task::spawn_blocking(move || {
-            http_post(
-                &addr,
-                "/hooks/github",
-                &[
-                    ("X-GitHub-Event", "pull_request"),
-                    ("X-GitHub-Delivery", &delivery),
-                    ("X-Hub-Signature-256", &sig),
-                ],
-                body.as_bytes(),
-            )
-        })
-        .await
-        .unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
     /// GET through the preview proxy, by host name.
     fn get(proxy: &str, host: &str, path: &str) -> (u16, String) {
         slipway_tests::http("GET", proxy, path, &[("Host", host)], b"")
@@ -2335,12 +2011,7 @@ preview:
             ),
         )
         .await;
-        let proxy = server
-            .running
-            .as_ref()
-            .and_then(|r| r.preview_addr)
-            .expect("previews are on")
-            .to_string();
+        let proxy = server.preview_addr();
         let site = "pr-2--codertocat-hello-world.preview.test";
 
         // Opened: the preview serves the head commit, by host and by path.
@@ -2428,18 +2099,7 @@ preview:
         );
         assert!(seen_new, "the new commit was served ({polls} polls)");
         assert_ne!(updated.container, live.container);
-        let containers = d
-            .list_containers(Some(
-                bollard::query_parameters::ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&std::collections::HashMap::from([(
-                        "label".to_string(),
-                        vec!["slipway.preview".to_string()],
-                    )]))
-                    .build(),
-            ))
-            .await
-            .unwrap();
+        let containers = labelled(&d, "slipway.preview").await.containers;
         assert_eq!(containers.len(), 1, "the old container is gone");
 
         // One comment, edited in place.
@@ -2475,28 +2135,12 @@ preview:
             .await
             .unwrap();
         assert_eq!(status, 404);
-        let filters = std::collections::HashMap::from([(
-            "label".to_string(),
-            vec!["slipway.preview".to_string()],
-        )]);
-        let left = d
-            .list_containers(Some(
-                bollard::query_parameters::ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .unwrap();
+        let Labelled {
+            containers: left,
+            networks: nets,
+            ..
+        } = labelled(&d, "slipway.preview").await;
         assert!(left.is_empty(), "{left:?}");
-        let nets = d
-            .list_networks(Some(
-                bollard::query_parameters::ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .unwrap();
         assert!(nets.is_empty(), "{nets:?}");
         assert!(
             d.inspect_image(&updated.image).await.is_err(),
@@ -2572,15 +2216,8 @@ preview:
             pr_event(&server, "pull_request.opened.json", &first, "ttl-opened").await;
         assert_eq!(status, 202, "{body}");
         let live = wait_preview(&server, &first).await;
-        let proxy_of = |s: &Server| {
-            s.running
-                .as_ref()
-                .and_then(|r| r.preview_addr)
-                .unwrap()
-                .to_string()
-        };
         let server = restart(server, &url, settings).await;
-        let p = proxy_of(&server);
+        let p = server.preview_addr();
         let (status, page) = tokio::task::spawn_blocking(move || get(&p, site, "/"))
             .await
             .unwrap();
@@ -2602,7 +2239,7 @@ preview:
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let p = proxy_of(&server);
+        let p = server.preview_addr();
         let (status, _) = tokio::task::spawn_blocking(move || get(&p, site, "/"))
             .await
             .unwrap();
@@ -2639,26 +2276,10 @@ preview:
         // Pull request #3, on a commit of its own.
         let third =
             slipway_tests::git_commit(&repo_dir, &["refs/pull/3/head"], &[("NOTE", "three")]);
-        let body = github_fixture("pull_request.opened.json")
-            .replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", &third)
+        let body = pr_body("pull_request.opened.json", &third)
             .replace("\"number\": 2", "\"number\": 3")
             .replace("/pulls/2", "/pulls/3");
-        let sig = sign_github(SECRET, body.as_bytes());
-        let addr = server.addr.clone();
-        let (status, text) = tokio::task::spawn_blocking(move || {
-            http_post(
-                &addr,
-                "/hooks/github",
-                &[
-                    ("X-GitHub-Event", "pull_request"),
-                    ("X-GitHub-Delivery", "cap-3"),
-                    ("X-Hub-Signature-256", &sig),
-                ],
-                body.as_bytes(),
-            )
-        })
-        .await
-        .unwrap();
+        let (status, text) = send(&server, "pull_request", "cap-3", body).await;
         assert_eq!(status, 202, "{text}");
         let deadline = Instant::now() + Duration::from_secs(120);
         while server.store.preview(REPO, 3).unwrap().is_none()
@@ -2675,12 +2296,7 @@ preview:
             d.inspect_container(&two.container, None).await.is_err(),
             "#2's container is gone"
         );
-        let p = server
-            .running
-            .as_ref()
-            .and_then(|r| r.preview_addr)
-            .unwrap()
-            .to_string();
+        let p = server.preview_addr();
         let (status, page) = tokio::task::spawn_blocking(move || {
             get(&p, "pr-3--codertocat-hello-world.preview.test", "/")
         })
@@ -2697,22 +2313,7 @@ preview:
         // Close #3 too.
         let close3 =
             github_fixture("pull_request.closed.json").replace("\"number\": 2", "\"number\": 3");
-        let sig = sign_github(SECRET, close3.as_bytes());
-        let addr = server.addr.clone();
-        tokio::task::spawn_blocking(move || {
-            http_post(
-                &addr,
-                "/hooks/github",
-                &[
-                    ("X-GitHub-Event", "pull_request"),
-                    ("X-GitHub-Delivery", "cap-close-3"),
-                    ("X-Hub-Signature-256", &sig),
-                ],
-                close3.as_bytes(),
-            )
-        })
-        .await
-        .unwrap();
+        send(&server, "pull_request", "cap-close-3", close3).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         while server.store.preview(REPO, 3).unwrap().is_some() {
             assert!(Instant::now() < deadline, "#3 was not removed");

@@ -1072,23 +1072,15 @@ async fn every_status_can_be_filtered_by_and_is_shown_with_a_colour_and_a_symbol
 }
 
 async fn preview_containers(d: &bollard::Docker) -> usize {
-    d.list_containers(Some(
-        bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&std::collections::HashMap::from([(
-                "label".to_string(),
-                vec![format!("slipway.preview={REPO}#2")],
-            )]))
-            .build(),
-    ))
-    .await
-    .unwrap()
-    .len()
+    labelled(d, &format!("slipway.preview={REPO}#2"))
+        .await
+        .containers
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
-    use super::previews::{SERIAL, pr_event, preview_repo, wait_preview};
+    use super::previews::{SERIAL, preview_repo, wait_preview};
     let _turn = SERIAL.lock().await;
     let d = docker().await;
     let registry = slipway_tests::Registry::start();

@@ -1,5 +1,10 @@
 //! Shared helpers for the integration tests and benchmarks: the `slipway`
-//! binary, scratch directories, and Docker queries by label.
+//! binary, scratch directories, git repositories, a real registry, plain
+//! HTTP, and Docker queries by label. Modules:
+//!
+//! - [`server`]: the server under test, in process or as the real binary,
+//!   and signed webhook deliveries (re-exported here);
+//! - [`browser`]: headless Chromium over WebDriver, for the web UI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +12,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod browser;
+pub mod server;
+
+pub use server::*;
 
 use bollard::Docker;
+use bollard::models::{ContainerSummary, Network, Volume};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
 };
@@ -101,44 +110,54 @@ pub async fn docker() -> Docker {
     d
 }
 
+/// What carries a Docker label.
+pub struct Labelled {
+    pub containers: Vec<ContainerSummary>,
+    pub networks: Vec<Network>,
+    pub volumes: Vec<Volume>,
+}
+
+impl Labelled {
+    /// One line per object, for assertions that want none.
+    pub fn names(&self) -> Vec<String> {
+        let containers = self
+            .containers
+            .iter()
+            .map(|c| format!("container {:?}", c.names));
+        let networks = self
+            .networks
+            .iter()
+            .map(|n| format!("network {:?}", n.name));
+        let volumes = self.volumes.iter().map(|v| format!("volume {}", v.name));
+        containers.chain(networks).chain(volumes).collect()
+    }
+}
+
+/// Containers (running or not), networks and volumes carrying `label`
+/// (`key` or `key=value`).
+pub async fn labelled(docker: &Docker, label: &str) -> Labelled {
+    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let containers = ListContainersOptionsBuilder::default().all(true);
+    let networks = ListNetworksOptionsBuilder::default();
+    let volumes = ListVolumesOptionsBuilder::default();
+    let (containers, networks, volumes) = tokio::try_join!(
+        docker.list_containers(Some(containers.filters(&filters).build())),
+        docker.list_networks(Some(networks.filters(&filters).build())),
+        docker.list_volumes(Some(volumes.filters(&filters).build())),
+    )
+    .unwrap_or_else(|e| panic!("list what carries {label}: {e}"));
+    Labelled {
+        containers,
+        networks,
+        volumes: volumes.volumes.unwrap_or_default(),
+    }
+}
+
 /// Containers, networks and volumes still carrying `slipway.run=<run_id>`.
 pub async fn leftovers(docker: &Docker, run_id: &str) -> Vec<String> {
-    let filter = HashMap::from([("label".to_string(), vec![format!("slipway.run={run_id}")])]);
-    let mut out = Vec::new();
-    let cs = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
+    labelled(docker, &format!("slipway.run={run_id}"))
         .await
-        .expect("list containers");
-    out.extend(cs.into_iter().map(|c| format!("container {:?}", c.names)));
-    let ns = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .expect("list networks");
-    out.extend(ns.into_iter().map(|n| format!("network {:?}", n.name)));
-    let vs = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .expect("list volumes");
-    out.extend(
-        vs.volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| format!("volume {}", v.name)),
-    );
-    out
+        .names()
 }
 
 /// A real OCI registry (Debian's `docker-registry`) on a free loopback port,
@@ -452,31 +471,6 @@ pub fn http(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-/// The real `slipway serve` binary with `config`, keeping its data in `data`.
-/// Its output is appended to `<data>.log`; see [`serve_log`].
-pub fn serve_binary(config: &Path, data: &Path) -> std::process::Child {
-    let log_path = data.with_extension("log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("server log");
-    Command::new(slipway_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("SLIPWAY_DATA_DIR", data)
-        .stdout(log.try_clone().expect("server log"))
-        .stderr(log)
-        .spawn()
-        .expect("start slipway serve")
-}
-
-/// What the servers started by [`serve_binary`] on `data` printed, for
-/// failure messages.
-pub fn serve_log(data: &Path) -> String {
-    std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
 }
 
 /// Removes these images and the daemon's whole build cache, as on a fresh
