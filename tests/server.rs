@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway_api::Store;
+use slipway_tests::forge::{Call, FakeForge};
 use slipway_tests::{
     BUSYBOX, Labelled, READER, REPO, Server, TOKENS, TempDir, WRITER, deliver, docker, git_repo,
     github_fixture, labelled, leftovers, pr_body, pr_event, push, push_body, restart, send,
@@ -612,75 +613,16 @@ async fn a_repository_limit_keeps_its_next_run_queued() {
     wait_done(&server.store, &second).await;
 }
 
-/// A fake GitHub API on loopback: records every commit status it is sent.
-struct FakeGitHub {
-    url: String,
-    statuses: Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
-}
-
-impl FakeGitHub {
-    /// `fail` makes every request answer 503.
-    async fn start(fail: bool) -> FakeGitHub {
-        use axum::extract::{Path, State};
-        use axum::http::{HeaderMap, StatusCode};
-        type Seen = Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
-        let statuses: Seen = Arc::default();
-        let app = axum::Router::new()
-            .route(
-                "/repos/{owner}/{repo}/statuses/{sha}",
-                axum::routing::post(
-                    move |State(seen): State<Seen>,
-                          Path((owner, repo, sha)): Path<(String, String, String)>,
-                          headers: HeaderMap,
-                          body: axum::Json<serde_json::Value>| async move {
-                        let auth = headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        seen.lock().unwrap().push((
-                            format!("{owner}/{repo}@{sha}"),
-                            auth,
-                            body.0.clone(),
-                        ));
-                        if fail {
-                            (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                axum::Json(serde_json::json!({"message": "unavailable"})),
-                            )
-                        } else {
-                            (StatusCode::CREATED, body)
-                        }
-                    },
-                ),
-            )
-            .with_state(statuses.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeGitHub { url, statuses }
-    }
-
-    fn states(&self) -> Vec<String> {
-        self.statuses
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, _, b)| b["state"].as_str().unwrap_or("?").to_string())
-            .collect()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn commit_statuses_go_pending_then_final_with_a_link_to_the_run() {
     docker().await;
-    let github = FakeGitHub::start(false).await;
+    let forge = FakeForge::start().await;
     let repo_dir = TempDir::new("origin-status");
     let pipeline = format!("steps:\n  ok: {{image: {BUSYBOX}, commands: [true]}}\n");
     let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
     let extra = format!(
         "api_url = \"{}\"\napi_token = \"forge-token-123\"\n[server]\npublic_url = \"https://ci.example.com\"\n",
-        github.url
+        forge.url
     );
     let server = start_with(&format!("file://{}", bare.display()), &extra).await;
     let (_, json) = push(&server, &sha, "status").await;
@@ -690,7 +632,7 @@ async fn commit_statuses_go_pending_then_final_with_a_link_to_the_run() {
         "success"
     );
     let states = wait_for(|| {
-        let s = github.states();
+        let s = forge.commit_states();
         (s.last().map(String::as_str) == Some("success")).then_some(s)
     })
     .await;
@@ -698,7 +640,7 @@ async fn commit_statuses_go_pending_then_final_with_a_link_to_the_run() {
         states.len() >= 2 && states[0] == "pending",
         "pending first, then the outcome: {states:?}"
     );
-    let seen = github.statuses.lock().unwrap().clone();
+    let seen = forge.commit_statuses();
     let (target, auth, body) = seen.last().unwrap();
     assert_eq!(target, &format!("{REPO}@{sha}"));
     assert!(auth.ends_with("forge-token-123"), "{auth}");
@@ -713,13 +655,13 @@ async fn commit_statuses_go_pending_then_final_with_a_link_to_the_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forge_that_refuses_statuses_does_not_fail_the_run() {
     docker().await;
-    let github = FakeGitHub::start(true).await;
+    let forge = FakeForge::refusing_first(usize::MAX).await;
     let repo_dir = TempDir::new("origin-status-down");
     let pipeline = format!("steps:\n  ok: {{image: {BUSYBOX}, commands: [true]}}\n");
     let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
     let extra = format!(
         "api_url = \"{}\"\napi_token = \"forge-token-123\"\n",
-        github.url
+        forge.url
     );
     let server = start_with(&format!("file://{}", bare.display()), &extra).await;
     let (_, json) = push(&server, &sha, "status-down").await;
@@ -743,7 +685,7 @@ async fn a_forge_that_refuses_statuses_does_not_fail_the_run() {
         "{notes:?}"
     );
     assert!(
-        github.statuses.lock().unwrap().len() >= 6,
+        forge.commit_statuses().len() >= 6,
         "each report was tried 3 times"
     );
     server.shutdown.cancel();
@@ -1717,12 +1659,13 @@ from = \"staging\"
         docker().await;
         let (registry, repo_dir, bare, sha) = promotion_repo("origin-promote-3", "three");
         let host = registry.host.clone();
-        let (github, seen) = super::previews::fake_github().await;
+        let forge = FakeForge::start().await;
         // Staging needs no approval here.
         let server = start_with(
             &format!("file://{}", bare.display()),
             &format!(
-                "api_url = \"{github}\"\napi_token = \"gh-token\"\n{}",
+                "api_url = \"{}\"\napi_token = \"gh-token\"\n{}",
+                forge.url,
                 config(&host, 0, "")
             ),
         )
@@ -1790,21 +1733,10 @@ from = \"staging\"
 
         // The forge saw each promotion as a deployment of its commit to the
         // environment: in progress, then success, or failure for the second.
-        let states = |sha: &str, env: &str| -> Vec<String> {
-            let seen = seen.lock().unwrap();
-            let ids: Vec<u64> = seen
-                .iter()
-                .filter(|(kind, _, what)| kind == "deployment" && *what == format!("{sha} {env}"))
-                .map(|(_, id, _)| *id)
-                .collect();
-            seen.iter()
-                .filter(|(kind, id, _)| kind == "status" && ids.contains(id))
-                .map(|(_, _, what)| what.trim().to_string())
-                .collect()
-        };
+        let states = |sha: &str, env: &str| forge.deployment_states(sha, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         while states(&sha2, "staging").len() < 2 {
-            assert!(Instant::now() < deadline, "{:?}", seen.lock().unwrap());
+            assert!(Instant::now() < deadline, "{:?}", forge.requests());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(states(&sha, "staging"), ["in_progress", "success"]);
@@ -1814,127 +1746,13 @@ from = \"staging\"
     }
 }
 
-/// Previews: a fake GitHub that keeps the pull request's comments.
+/// Previews: a live container per pull request, behind the preview proxy.
 mod previews {
     use super::*;
-    use serde_json::{Value, json};
-
-    pub(super) type Comments = Arc<std::sync::Mutex<Vec<(String, u64, String)>>>;
 
     /// Both tests preview the same pull request (its containers are found
     /// by label), so they take turns.
     pub(super) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-    /// Records `POST .../issues/{n}/comments` and edits of `.../issues/comments/{id}`.
-    pub(super) async fn fake_github() -> (String, Comments) {
-        use axum::extract::{Path, State};
-        let seen: Comments = Arc::default();
-        let user: Value = serde_json::from_str::<Value>(&github_fixture(
-            "pull_request.opened.json",
-        ))
-        .unwrap()["sender"]
-            .clone();
-        let comment = move |id: u64, body: &str| {
-            json!({
-                "id": id, "node_id": "IC_test", "url": format!("http://fake/comments/{id}"),
-                "html_url": format!("http://fake/comments/{id}"), "body": body, "user": user,
-                "created_at": "2026-11-21T00:00:00Z", "updated_at": "2026-11-21T00:00:00Z"
-            })
-        };
-        let (c1, c2) = (comment.clone(), comment);
-        let deployment = |id: u64, sha: &str, env: &str| {
-            json!({
-                "url": format!("http://fake/deployments/{id}"), "id": id, "node_id": "D_test",
-                "sha": sha, "ref": sha, "task": "deploy", "payload": {}, "environment": env,
-                "created_at": "2026-11-21T00:00:00Z", "updated_at": "2026-11-21T00:00:00Z",
-                "statuses_url": format!("http://fake/deployments/{id}/statuses"),
-                "repository_url": "http://fake/repo"
-            })
-        };
-        let status = |id: u64, state: &str| {
-            json!({
-                "url": format!("http://fake/deployments/{id}/statuses/1"), "id": 1, "node_id": "DS_test",
-                "state": state, "created_at": "2026-11-21T00:00:00Z", "updated_at": "2026-11-21T00:00:00Z",
-                "deployment_url": format!("http://fake/deployments/{id}"), "repository_url": "http://fake/repo"
-            })
-        };
-        let app = axum::Router::new()
-            .route(
-                "/repos/{owner}/{repo}/deployments",
-                axum::routing::post(
-                    move |State(seen): State<Comments>, body: axum::Json<Value>| async move {
-                        let env = body["environment"].as_str().unwrap_or_default().to_string();
-                        let sha = body["ref"].as_str().unwrap_or_default().to_string();
-                        let id = {
-                            let mut s = seen.lock().unwrap();
-                            let id = 5000 + s.len() as u64;
-                            s.push(("deployment".into(), id, format!("{sha} {env}")));
-                            id
-                        };
-                        (
-                            axum::http::StatusCode::CREATED,
-                            axum::Json(deployment(id, &sha, &env)),
-                        )
-                    },
-                ),
-            )
-            .route(
-                "/repos/{owner}/{repo}/deployments/{id}/statuses",
-                axum::routing::post(
-                    move |State(seen): State<Comments>,
-                          Path((_, _, id)): Path<(String, String, u64)>,
-                          body: axum::Json<Value>| async move {
-                        let state = body["state"].as_str().unwrap_or_default().to_string();
-                        let url = body["environment_url"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string();
-                        seen.lock()
-                            .unwrap()
-                            .push(("status".into(), id, format!("{state} {url}")));
-                        (
-                            axum::http::StatusCode::CREATED,
-                            axum::Json(status(id, &state)),
-                        )
-                    },
-                ),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/{number}/comments",
-                axum::routing::post(
-                    move |State(seen): State<Comments>,
-                          Path((_, _, n)): Path<(String, String, u64)>,
-                          body: axum::Json<Value>| async move {
-                        let text = body["body"].as_str().unwrap_or_default().to_string();
-                        let id = {
-                            let mut s = seen.lock().unwrap();
-                            let id = 1000 + s.len() as u64;
-                            s.push((format!("create #{n}"), id, text.clone()));
-                            id
-                        };
-                        (axum::http::StatusCode::CREATED, axum::Json(c1(id, &text)))
-                    },
-                ),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/comments/{id}",
-                // GitHub takes PATCH; octocrab sends POST.
-                axum::routing::any(
-                    move |State(seen): State<Comments>,
-                          Path((_, _, id)): Path<(String, String, u64)>,
-                          body: axum::Json<Value>| async move {
-                        let text = body["body"].as_str().unwrap_or_default().to_string();
-                        seen.lock().unwrap().push(("edit".into(), id, text.clone()));
-                        axum::Json(c2(id, &text))
-                    },
-                ),
-            )
-            .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (url, seen)
-    }
 
     /// GET through the preview proxy, by host name.
     fn get(proxy: &str, host: &str, path: &str) -> (u16, String) {
@@ -2002,12 +1820,13 @@ preview:
         let d = docker().await;
         let registry = slipway_tests::Registry::start();
         let host = registry.host.clone();
-        let (github, comments) = fake_github().await;
+        let forge = FakeForge::start().await;
         let (repo_dir, bare, first) = preview_repo(&host);
         let server = start_with(
             &format!("file://{}", bare.display()),
             &format!(
-                "api_url = \"{github}\"\napi_token = \"gh-token\"\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n"
+                "api_url = \"{}\"\napi_token = \"gh-token\"\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n",
+                forge.url
             ),
         )
         .await;
@@ -2104,15 +1923,16 @@ preview:
 
         // One comment, edited in place.
         {
-            let seen = comments.lock().unwrap();
+            let seen = forge.calls();
             let creates = seen
                 .iter()
-                .filter(|(k, _, _)| k.starts_with("create"))
+                .filter(|c| matches!(c, Call::CommentCreated { .. }))
                 .count();
             assert_eq!(creates, 1, "{seen:?}");
             assert!(
                 seen.iter()
-                    .any(|(k, id, body)| k == "edit" && *id == 1000 && body.contains(&second)),
+                    .any(|c| matches!(c, Call::CommentEdited { id, body }
+                    if *id == 1000 && body.contains(&second))),
                 "{seen:?}"
             );
         }
@@ -2148,47 +1968,44 @@ preview:
         );
         // The forge hears about the removal just after it is done.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !comments
-            .lock()
-            .unwrap()
+        while !forge
+            .deployment_statuses()
             .iter()
-            .any(|(k, _, b)| k == "status" && b.starts_with("inactive"))
+            .any(|(_, b)| b.starts_with("inactive"))
         {
             assert!(
                 Instant::now() < deadline,
                 "no inactive deployment status: {:?}",
-                comments.lock().unwrap()
+                forge.requests()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let seen = comments.lock().unwrap().clone();
+        let seen = forge.calls();
         assert!(
             seen.iter()
                 .rev()
-                .find(|(k, _, _)| k == "edit")
-                .is_some_and(|(_, _, b)| b.contains("removed")),
+                .find_map(|c| match c {
+                    Call::CommentEdited { body, .. } => Some(body),
+                    _ => None,
+                })
+                .is_some_and(|b| b.contains("removed")),
             "{seen:?}"
         );
         // A deployment per commit to `preview/pr-2`, each marked live with
         // the URL; the last one inactive after the close.
-        let deployments: Vec<&(String, u64, String)> =
-            seen.iter().filter(|(k, _, _)| k == "deployment").collect();
+        let deployments = forge.deployments();
         assert_eq!(deployments.len(), 2, "{seen:?}");
-        assert_eq!(deployments[0].2, format!("{first} preview/pr-2"));
-        assert_eq!(deployments[1].2, format!("{second} preview/pr-2"));
-        let statuses: Vec<(u64, &str)> = seen
-            .iter()
-            .filter(|(k, _, _)| k == "status")
-            .map(|(_, id, b)| (*id, b.as_str()))
-            .collect();
+        assert_eq!(deployments[0].1, format!("{first} preview/pr-2"));
+        assert_eq!(deployments[1].1, format!("{second} preview/pr-2"));
+        let statuses = forge.deployment_statuses();
         assert_eq!(statuses.len(), 3, "{seen:?}");
         assert_eq!(
             statuses[0],
-            (deployments[0].1, format!("success {}", live.url).as_str())
+            (deployments[0].0, format!("success {}", live.url))
         );
-        assert_eq!(statuses[1].0, deployments[1].1);
+        assert_eq!(statuses[1].0, deployments[1].0);
         assert!(statuses[1].1.starts_with("success http://pr-2--"));
-        assert_eq!(statuses[2], (deployments[1].1, "inactive "));
+        assert_eq!(statuses[2], (deployments[1].0, "inactive ".to_string()));
         for sha in [&first, &second] {
             let _ = d
                 .remove_image(

@@ -4,6 +4,7 @@
 //!
 //! - [`server`]: the server under test, in process or as the real binary,
 //!   and signed webhook deliveries (re-exported here);
+//! - [`forge`]: one fake forge API that records what the server sends it;
 //! - [`browser`]: headless Chromium over WebDriver, for the web UI.
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod browser;
+pub mod forge;
 pub mod server;
 
 pub use server::*;
