@@ -3,7 +3,7 @@
 
 use slipway_tests::{
     BUSYBOX, READER, REPO, TOKENS, TempDir, WRITER, docker, git_repo, leftovers, push,
-    slow_pipeline, start_with, wait_done, wait_step_running,
+    remove_images, slow_pipeline, start_with, wait_done, wait_step_running,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,13 +318,6 @@ async fn a_pushed_image_and_artifacts_are_on_the_run_in_the_api_and_cli() {
         std::fs::read_to_string(out_dir.path().join("app.bin")).unwrap(),
         "binary\n"
     );
-    let _ = docker()
-        .await
-        .remove_image(
-            &format!("{host}/acme/hello:{sha}"),
-            None::<bollard::query_parameters::RemoveImageOptions>,
-            None,
-        )
-        .await;
+    remove_images(&[format!("{host}/acme/hello:{sha}")]).await;
     server.shutdown.cancel();
 }

@@ -6,31 +6,17 @@ use std::time::{Duration, Instant};
 use slipway_api::Store;
 use slipway_tests::{
     BUSYBOX, READER, TempDir, deliver, docker, exit_within, free_addr, git_repo, http, kill9,
-    leftovers, push_body, serve_binary, serve_config, serve_log, signal, slow_pipeline,
+    leftovers, push_body, run_view, serve_binary, serve_config, serve_log, signal, slow_pipeline,
 };
 
 /// The data dir of the server under test, for its log in failures.
 static SERVE_DATA: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
 
-fn run_json(addr: &str, id: &str) -> serde_json::Value {
-    let (status, body) = http(
-        "GET",
-        addr,
-        &format!("/api/v1/runs/{id}"),
-        &[("Authorization", &format!("Bearer {READER}"))],
-        b"",
-    );
-    if status != 200 {
-        return serde_json::Value::Null;
-    }
-    serde_json::from_str(&body).unwrap()
-}
-
 /// Polls until the server answers and the run's status satisfies `done`.
 fn wait_status(addr: &str, id: &str, done: impl Fn(&str) -> bool) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let run = run_json(addr, id);
+        let run = run_view(addr, id);
         if run["status"].as_str().is_some_and(&done) {
             return run;
         }
@@ -53,7 +39,7 @@ async fn wait_first_step_running(addr: &str, id: &str) {
     let (a, id) = (addr.to_string(), id.to_string());
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while run_json(&a, &id)["steps"][0]["status"] != "running" {
+        while run_view(&a, &id)["steps"][0]["status"] != "running" {
             assert!(Instant::now() < deadline, "step never started");
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use slipway_tests::forge::{Call, FakeForge};
 use slipway_tests::{
-    BUSYBOX, Labelled, REPO, Server, TempDir, docker, git_repo, github_fixture, labelled, pr_body,
-    pr_event, restart, send, start_with,
+    Labelled, REPO, Server, TempDir, docker, github_fixture, labelled, pr_body, pr_event,
+    remove_images, restart, send, start_with,
 };
 
 /// Both tests preview the same pull request (its containers are found
@@ -39,36 +39,10 @@ pub(crate) async fn wait_preview(server: &Server, sha: &str) -> slipway_api::sto
     }
 }
 
-/// A repository whose pull request head serves `commit <sha>` on 8080.
+/// The repository of these tests: its pull request #2 serves `commit <sha>`
+/// from `acme/preview`, health-checked on `/index.html`.
 pub(crate) fn preview_repo(host: &str) -> (TempDir, std::path::PathBuf, String) {
-    let repo_dir = TempDir::new("origin-preview");
-    let pipeline = format!(
-        "steps:
-  page:
-    image: {BUSYBOX}
-    commands: ['mkdir -p www', 'echo \"commit $SLIPWAY_COMMIT_SHA\" > www/index.html']
-  image:
-    needs: [page]
-    build:
-      tags: [\"{host}/acme/preview:${{SLIPWAY_COMMIT_SHA}}\"]
-      push: true
-preview:
-  image: image
-  port: 8080
-  health: /index.html
-"
-    );
-    let dockerfile = format!(
-        "FROM {BUSYBOX}\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    );
-    let (bare, _) = git_repo(
-        &repo_dir,
-        "master",
-        &[(".slipway.yml", &pipeline), ("Dockerfile", &dockerfile)],
-    );
-    let first =
-        slipway_tests::git_commit(&repo_dir, &["refs/heads/changes", "refs/pull/2/head"], &[]);
-    (repo_dir, bare, first)
+    slipway_tests::preview_repo(host, "acme/preview", Some("/index.html"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,15 +234,7 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
     assert_eq!(statuses[1].0, deployments[1].0);
     assert!(statuses[1].1.starts_with("success http://pr-2--"));
     assert_eq!(statuses[2], (deployments[1].0, "inactive ".to_string()));
-    for sha in [&first, &second] {
-        let _ = d
-            .remove_image(
-                &format!("{host}/acme/preview:{sha}"),
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
-    }
+    remove_images(&[first, second].map(|sha| format!("{host}/acme/preview:{sha}"))).await;
     server.shutdown.cancel();
 }
 
@@ -318,13 +284,7 @@ async fn a_preview_survives_a_server_restart_and_goes_when_idle_past_its_ttl() {
         d.inspect_container(&live.container, None).await.is_err(),
         "its container is gone"
     );
-    let _ = d
-        .remove_image(
-            &format!("{host}/acme/preview:{first}"),
-            None::<bollard::query_parameters::RemoveImageOptions>,
-            None,
-        )
-        .await;
+    remove_images(&[format!("{host}/acme/preview:{first}")]).await;
     server.shutdown.cancel();
 }
 
@@ -388,14 +348,6 @@ async fn previews_over_the_repository_cap_go_oldest_first() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(d.inspect_container(&three.container, None).await.is_err());
-    for sha in [&first, &third] {
-        let _ = d
-            .remove_image(
-                &format!("{host}/acme/preview:{sha}"),
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
-    }
+    remove_images(&[first, third].map(|sha| format!("{host}/acme/preview:{sha}"))).await;
     server.shutdown.cancel();
 }

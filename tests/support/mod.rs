@@ -475,30 +475,28 @@ pub fn http(
     (status, body)
 }
 
+/// Removes these images (tags), forcibly; ones already gone are no error.
+pub async fn remove_images(references: &[String]) {
+    let d = docker().await;
+    for r in references {
+        let force = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true);
+        let _ = d.remove_image(r, Some(force.build()), None).await;
+    }
+}
+
 /// Removes these images and the daemon's whole build cache, as on a fresh
 /// builder that shares only the registry.
 pub async fn forget_local_builds(references: &[String]) {
-    let d = docker().await;
-    for r in references {
-        let _ = d
-            .remove_image(
-                r,
-                Some(
-                    bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
-                None,
-            )
-            .await;
-    }
-    d.prune_build(Some(
-        bollard::query_parameters::PruneBuildOptionsBuilder::default()
-            .all(true)
-            .build(),
-    ))
-    .await
-    .expect("prune the build cache");
+    remove_images(references).await;
+    docker()
+        .await
+        .prune_build(Some(
+            bollard::query_parameters::PruneBuildOptionsBuilder::default()
+                .all(true)
+                .build(),
+        ))
+        .await
+        .expect("prune the build cache");
 }
 
 /// Commits `files` on top of what [`git_repo`] made in `dir` and pushes the

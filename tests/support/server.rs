@@ -16,7 +16,7 @@ use slipway_api::{RunRecord, Store};
 use slipway_runner::DockerBackend;
 use tokio_util::sync::CancellationToken;
 
-use crate::{BUSYBOX, TempDir, github_fixture, http, slipway_bin};
+use crate::{BUSYBOX, TempDir, git_commit, git_repo, github_fixture, http, slipway_bin};
 
 /// The repository every server test configures: the fixtures' repository.
 pub const REPO: &str = "Codertocat/Hello-World";
@@ -137,6 +137,40 @@ pub fn pr_body(fixture: &str, sha: &str) -> String {
     github_fixture(fixture).replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", sha)
 }
 
+/// A repository whose pull request #2 head (the sha returned, also on
+/// `changes`) serves `commit <sha>` on port 8080 as its preview: a step
+/// writes the page, the image is built and pushed to `<host>/<image>`.
+/// `health` is the preview's health check path, if any.
+pub fn preview_repo(host: &str, image: &str, health: Option<&str>) -> (TempDir, PathBuf, String) {
+    let repo_dir = TempDir::new("origin-preview");
+    let health = health.map_or(String::new(), |h| format!("  health: {h}\n"));
+    let pipeline = format!(
+        "steps:
+  page:
+    image: {BUSYBOX}
+    commands: ['mkdir -p www', 'echo \"commit $SLIPWAY_COMMIT_SHA\" > www/index.html']
+  image:
+    needs: [page]
+    build:
+      tags: [\"{host}/{image}:${{SLIPWAY_COMMIT_SHA}}\"]
+      push: true
+preview:
+  image: image
+  port: 8080
+{health}"
+    );
+    let dockerfile = format!(
+        "FROM {BUSYBOX}\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let (bare, _) = git_repo(
+        &repo_dir,
+        "master",
+        &[(".slipway.yml", &pipeline), ("Dockerfile", &dockerfile)],
+    );
+    let head = git_commit(&repo_dir, &["refs/heads/changes", "refs/pull/2/head"], &[]);
+    (repo_dir, bare, head)
+}
+
 /// Delivers a GitHub `event` signed with [`SECRET`] to the server at
 /// `addr`; returns status and body (status 0 if nothing answered).
 pub fn deliver(addr: &str, event: &str, delivery: &str, body: &str) -> (u16, String) {
@@ -191,6 +225,18 @@ pub async fn api(addr: &str, method: &str, path: &str, token: &str, body: &str) 
     .await
     .unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The run as the API at `addr` shows it to [`READER`], or null if it
+/// does not answer 200 (not up yet, or no such run).
+pub fn run_view(addr: &str, id: &str) -> Value {
+    let auth = format!("Bearer {READER}");
+    let path = format!("/api/v1/runs/{id}");
+    let (status, body) = http("GET", addr, &path, &[("Authorization", &auth)], b"");
+    match status {
+        200 => serde_json::from_str(&body).unwrap(),
+        _ => Value::Null,
+    }
 }
 
 /// Waits for the run to end (two minutes at most).
