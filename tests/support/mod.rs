@@ -340,33 +340,28 @@ impl Drop for Registry {
     }
 }
 
-/// Runs the docker CLI, panicking with its output when it fails.
-pub fn docker_cli(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `program` (in `cwd`, if given), panicking with its stderr when it
+/// fails; returns its stdout.
+fn run(program: &str, cwd: Option<&Path>, args: &[&str]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program} {args:?}: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs git in `cwd`, panicking with its stderr when it fails; returns stdout.
+/// Runs the docker CLI, panicking with its output when it fails.
+pub fn docker_cli(args: &[&str]) -> String {
+    run("docker", None, args)
+}
+
+/// Runs git in `cwd`; returns its stdout, trimmed.
 fn git(cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    run("git", Some(cwd), args).trim().to_string()
 }
 
 /// A bare git repository with one commit on `branch` holding `files`.
@@ -375,38 +370,10 @@ pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf
     let bare = dir.path().join("origin.git");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).expect("work dir");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", bare.to_str().expect("utf-8 path")],
-    );
+    let bare_path = bare.to_str().expect("utf-8 path");
+    git(dir.path(), &["init", "-q", "--bare", bare_path]);
     git(&work, &["init", "-q", "-b", branch]);
-    for (path, content) in files {
-        dir.write(&format!("work/{path}"), content);
-    }
-    git(&work, &["add", "-A"]);
-    git(
-        &work,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "test commit",
-        ],
-    );
-    git(
-        &work,
-        &[
-            "push",
-            "-q",
-            bare.to_str().expect("utf-8 path"),
-            &format!("HEAD:refs/heads/{branch}"),
-        ],
-    );
-    let sha = git(&work, &["rev-parse", "HEAD"]);
+    let sha = git_commit(dir, &[&format!("refs/heads/{branch}")], files);
     (bare, sha)
 }
 
@@ -499,8 +466,9 @@ pub async fn forget_local_builds(references: &[String]) {
         .expect("prune the build cache");
 }
 
-/// Commits `files` on top of what [`git_repo`] made in `dir` and pushes the
-/// commit to each of `refs` of its bare repository; returns the sha.
+/// Commits `files` on top of what [`git_repo`] made in `dir` (or as its
+/// first commit) and pushes the commit to each of `refs` of its bare
+/// repository; returns the sha.
 pub fn git_commit(dir: &TempDir, refs: &[&str], files: &[(&str, &str)]) -> String {
     let work = dir.path().join("work");
     let bare = dir.path().join("origin.git");
@@ -509,25 +477,15 @@ pub fn git_commit(dir: &TempDir, refs: &[&str], files: &[(&str, &str)]) -> Strin
         dir.write(&format!("work/{path}"), content);
     }
     git(&["add", "-A"]);
+    let author = ["-c", "user.name=t", "-c", "user.email=t@example.com"];
     git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "another commit",
-    ]);
+        &author[..],
+        &["commit", "-q", "--allow-empty", "-m", "test commit"],
+    ]
+    .concat());
+    let bare = bare.to_str().expect("utf-8 path");
     for r in refs {
-        git(&[
-            "push",
-            "-q",
-            "-f",
-            bare.to_str().expect("utf-8"),
-            &format!("HEAD:{r}"),
-        ]);
+        git(&["push", "-q", "-f", bare, &format!("HEAD:{r}")]);
     }
     git(&["rev-parse", "HEAD"])
 }
