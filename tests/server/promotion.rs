@@ -108,6 +108,12 @@ pub async fn api(
         .await
 }
 
+/// `user` asks for a promotion (`{"to": env}`, and a digest if not dev's).
+pub async fn request(server: &Server, user: &str, body: Value) -> (u16, Value) {
+    let promotions = format!("/api/v1/repos/{REPO}/promotions");
+    api(server, "POST", &promotions, user, body).await
+}
+
 /// Waits until `env` holds a digest, or the promotion into it ends otherwise.
 pub async fn wait_promotion(server: &Server, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -201,10 +207,9 @@ async fn images_move_by_digest_through_dev_staging_and_prod_behind_their_gates()
     )
     .await;
     let digest = build_into_dev(&server, &registry, &sha).await;
-    let promotions = format!("/api/v1/repos/{REPO}/promotions");
 
     // A digest that never reached dev is refused, with the reason.
-    let (status, body) = api(&server, "POST", &promotions, "dave", json!({"to": "staging", "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000"})).await;
+    let (status, body) = request(&server, "dave", json!({"to": "staging", "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000"})).await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"]["message"]
@@ -214,38 +219,17 @@ async fn images_move_by_digest_through_dev_staging_and_prod_behind_their_gates()
         "{body}"
     );
     // A reader cannot ask.
-    let (status, _) = api(
-        &server,
-        "POST",
-        &promotions,
-        "rita",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (status, _) = request(&server, "rita", json!({"to": "staging"})).await;
     assert_eq!(status, 403);
 
     // Staging: dave asks (default: dev's digest); a non-approver and a
     // reader are refused; alice approves; the deploy step runs.
-    let (status, p) = api(
-        &server,
-        "POST",
-        &promotions,
-        "dave",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (status, p) = request(&server, "dave", json!({"to": "staging"})).await;
     assert_eq!(status, 201, "{p}");
     assert_eq!(p["status"], "pending");
     assert_eq!(p["digest"], digest.as_str());
     let id = p["id"].as_str().unwrap().to_string();
-    let (status, body) = api(
-        &server,
-        "POST",
-        &promotions,
-        "carol",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (status, body) = request(&server, "carol", json!({"to": "staging"})).await;
     assert_eq!(status, 409, "one open promotion per environment: {body}");
     let approve = format!("/api/v1/promotions/{id}/approve");
     let (status, body) = api(&server, "POST", &approve, "dave", json!({})).await;
@@ -314,7 +298,7 @@ async fn images_move_by_digest_through_dev_staging_and_prod_behind_their_gates()
     );
 
     // Prod: two distinct approvers; the requester may not approve.
-    let (status, p) = api(&server, "POST", &promotions, "alice", json!({"to": "prod"})).await;
+    let (status, p) = request(&server, "alice", json!({"to": "prod"})).await;
     assert_eq!(status, 201, "{p}");
     let id = p["id"].as_str().unwrap().to_string();
     let approve = format!("/api/v1/promotions/{id}/approve");
@@ -401,17 +385,9 @@ async fn concurrent_approvals_promote_once_outages_fail_retryably_and_restarts_k
     let settings = config(&host, 1, "");
     let server = start_with(&url, &settings).await;
     let digest = build_into_dev(&server, &registry, &sha).await;
-    let promotions = format!("/api/v1/repos/{REPO}/promotions");
 
     // A pending request survives a restart of the server.
-    let (_, p) = api(
-        &server,
-        "POST",
-        &promotions,
-        "carol",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (_, p) = request(&server, "carol", json!({"to": "staging"})).await;
     let id = p["id"].as_str().unwrap().to_string();
     let server = restart(server, &url, &settings).await;
     let (_, p) = api(
@@ -446,7 +422,7 @@ async fn concurrent_approvals_promote_once_outages_fail_retryably_and_restarts_k
     // The registry is down: the promotion fails with the reason, prod
     // keeps what it had (nothing); after the outage a retry succeeds.
     registry.stop();
-    let (status, p) = api(&server, "POST", &promotions, "dave", json!({"to": "prod"})).await;
+    let (status, p) = request(&server, "dave", json!({"to": "prod"})).await;
     assert_eq!(status, 201, "{p}");
     let id = p["id"].as_str().unwrap().to_string();
     let failed = wait_promotion(&server, &id).await;
@@ -505,14 +481,7 @@ async fn builds_and_promotions_log_in_to_a_registry_that_requires_it() {
     )
     .await;
     let digest = build_into_dev(&server, &registry, &sha).await;
-    let (status, p) = api(
-        &server,
-        "POST",
-        &format!("/api/v1/repos/{REPO}/promotions"),
-        "dave",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (status, p) = request(&server, "dave", json!({"to": "staging"})).await;
     assert_eq!(status, 201, "{p}");
     let done = wait_promotion(&server, p["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -541,16 +510,8 @@ async fn a_failed_deploy_leaves_the_environment_and_its_tag_where_they_were() {
         ),
     )
     .await;
-    let promotions = format!("/api/v1/repos/{REPO}/promotions");
     let first = build_into_dev(&server, &registry, &sha).await;
-    let (_, p) = api(
-        &server,
-        "POST",
-        &promotions,
-        "dave",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (_, p) = request(&server, "dave", json!({"to": "staging"})).await;
     let id = p["id"].as_str().unwrap().to_string();
     assert_eq!(wait_promotion(&server, &id).await["status"], "succeeded");
 
@@ -573,14 +534,7 @@ async fn a_failed_deploy_leaves_the_environment_and_its_tag_where_they_were() {
     );
     let second = build_into_dev(&server, &registry, &sha2).await;
     assert_ne!(first, second);
-    let (_, p) = api(
-        &server,
-        "POST",
-        &promotions,
-        "dave",
-        json!({"to": "staging"}),
-    )
-    .await;
+    let (_, p) = request(&server, "dave", json!({"to": "staging"})).await;
     let id = p["id"].as_str().unwrap().to_string();
     let failed = wait_promotion(&server, &id).await;
     assert_eq!(failed["status"], "failed", "{failed}");

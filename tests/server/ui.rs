@@ -392,7 +392,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see_no_button() {
-    use crate::promotion::{build_into_dev, config, env, promotion_repo, token};
+    use crate::promotion::{build_into_dev, config, env, promotion_repo, request, token};
     docker().await;
     let (mut registry, _repo_dir, bare, sha) = promotion_repo("origin-ui-promote", "ui");
     let host = registry.host.clone();
@@ -499,14 +499,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     assert!(audit.to_string().contains("promoted"), "{audit}");
 
     // A request made elsewhere (the API) shows on the open board by itself.
-    let (status, body) = crate::promotion::api(
-        &server,
-        "POST",
-        &format!("/api/v1/repos/{REPO}/promotions"),
-        "dave",
-        json!({"to": "prod"}),
-    )
-    .await;
+    let (status, body) = request(&server, "dave", json!({"to": "prod"})).await;
     assert_eq!(status, 201, "{body}");
     browser
         .wait(
