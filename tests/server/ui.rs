@@ -898,7 +898,7 @@ const STEP_STATUSES: [&str; 7] = [
     "timed_out",
 ];
 
-/// A finished run in `status`, its steps (named after them) in `steps`.
+/// A finished run in `status`; a step named after a step status is in it.
 fn seed_run(store: &Store, status: &str, steps: &[&str]) -> String {
     let yaml: String = std::iter::once("steps:\n".to_string())
         .chain(
@@ -914,13 +914,12 @@ fn seed_run(store: &Store, status: &str, steps: &[&str]) -> String {
     let id = slipway_api::ids::new_run_id();
     let mut run =
         slipway_api::runs::record::new_run(&id, &pipeline, ".slipway.yml", "push", Some("master"));
+    // Statuses by the words the API sends, as the page meets them.
+    let word = |w: &str| serde_json::Value::from(w);
     for step in &mut run.steps {
-        step.status = slipway_api::store::StepStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == step.name)
-            .expect("steps are named after a status");
+        step.status = serde_json::from_value(word(&step.name)).unwrap_or(step.status);
     }
-    run.status = slipway_api::store::RunStatus::parse(status).expect("a run status");
+    run.status = serde_json::from_value(word(status)).unwrap();
     run.finished_ms = Some(slipway_api::ids::now_ms());
     store.put_run(&run).unwrap();
     id
