@@ -68,6 +68,16 @@ pub fn slipway_bin() -> &'static Path {
     })
 }
 
+/// The sections a benchmark was asked for (`cargo bench ... -- a b`): true
+/// for a section named on the command line, or for every one if none was.
+pub fn bench_sections() -> impl Fn(&str) -> bool {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |section| only.is_empty() || only.iter().any(|o| o == section)
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
