@@ -262,11 +262,7 @@ async fn throughput_section(backend: &Arc<DockerBackend>) {
 }
 
 fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wants = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let wants = slipway_tests::bench_sections();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let backend = Arc::new(

@@ -221,11 +221,7 @@ fn generated_dag(n: usize) -> String {
 
 fn main() {
     // `cargo bench ... -- planning` runs only the sections named.
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wants = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let wants = slipway_tests::bench_sections();
     if wants("overhead") || wants("parallel") {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(docker_sections(wants("overhead"), wants("parallel")));

@@ -11,19 +11,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slipway_api::Store;
-use slipway_api::config::Config;
-use slipway_api::forge::webhook::sign_github;
-use slipway_runner::DockerBackend;
 use slipway_tests::{
-    BUSYBOX, Registry, TempDir, git_commit, git_repo, github_fixture, http, http_post,
+    REPO, Registry, deliver, http, pr_body, preview_repo, remove_images, start_with,
 };
 
-const SECRET: &str = "bench-secret";
-const REPO: &str = "Codertocat/Hello-World";
 const SITE: &str = "pr-2--codertocat-hello-world.preview.test";
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -86,18 +79,7 @@ impl KeepAlive {
 }
 
 fn pr_event(addr: &str, fixture: &str, sha: &str, delivery: &str) {
-    let body = github_fixture(fixture).replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", sha);
-    let sig = sign_github(SECRET, body.as_bytes());
-    let (status, text) = http_post(
-        addr,
-        "/hooks/github",
-        &[
-            ("X-GitHub-Event", "pull_request"),
-            ("X-GitHub-Delivery", delivery),
-            ("X-Hub-Signature-256", &sig),
-        ],
-        body.as_bytes(),
-    );
+    let (status, text) = deliver(addr, "pull_request", delivery, &pr_body(fixture, sha));
     assert!(status == 202 || status == 200, "{status} {text}");
 }
 
@@ -109,52 +91,14 @@ fn main() {
 async fn run() {
     let registry = Registry::start();
     let host = registry.host.clone();
-    let repo_dir = TempDir::new("bench-preview");
-    let pipeline = format!(
-        "steps:
-  page:
-    image: {BUSYBOX}
-    commands: ['mkdir -p www', 'echo \"commit $SLIPWAY_COMMIT_SHA\" > www/index.html']
-  image:
-    needs: [page]
-    build:
-      tags: [\"{host}/bench/preview:${{SLIPWAY_COMMIT_SHA}}\"]
-      push: true
-preview:
-  image: image
-  port: 8080
-"
-    );
-    let dockerfile = format!(
-        "FROM {BUSYBOX}\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    );
-    let (bare, _) = git_repo(
-        &repo_dir,
-        "master",
-        &[(".slipway.yml", &pipeline), ("Dockerfile", &dockerfile)],
-    );
-    let sha = git_commit(&repo_dir, &["refs/heads/changes", "refs/pull/2/head"], &[]);
-    let data = TempDir::new("bench-preview-data");
-    let config = Config::parse(
-        "bench.toml",
-        &format!(
-            "[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
-            bare.display()
-        ),
+    let (_repo_dir, bare, sha) = preview_repo(&host, "bench/preview", None);
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        "[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n",
     )
-    .unwrap();
-    let store = Store::open(&data.path().join("db")).unwrap();
-    let backend = Arc::new(
-        DockerBackend::connect(Duration::from_secs(5))
-            .await
-            .unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = slipway_api::serve::start(config, store.clone(), data.path(), backend, listener)
-        .await
-        .unwrap();
-    let api = running.addr.to_string();
-    let proxy = running.preview_addr.unwrap().to_string();
+    .await;
+    let api = server.addr.clone();
+    let proxy = server.preview_addr();
 
     let proxy_for_wait = proxy.clone();
     let wait_for = move |want: u16, limit: Duration| {
@@ -207,7 +151,7 @@ preview:
     println!("   10 cycles: p50 {:.0} ms, p95 {:.0} ms", ms(p50), ms(p95));
 
     // 2. Latency and throughput, through the proxy vs direct.
-    let record = store.preview(REPO, 2).unwrap().unwrap();
+    let record = server.store.preview(REPO, 2).unwrap().unwrap();
     let direct = format!("{}:{}", record.ip, record.port);
     let (proxy2, direct2) = (proxy.clone(), direct.clone());
     let (added, through, straight, rps_proxy, rps_direct) =
@@ -289,13 +233,6 @@ preview:
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    running.shutdown.cancel();
-    let d = slipway_tests::docker().await;
-    let _ = d
-        .remove_image(
-            &format!("{host}/bench/preview:{sha}"),
-            None::<bollard::query_parameters::RemoveImageOptions>,
-            None,
-        )
-        .await;
+    server.shutdown.cancel();
+    remove_images(&[format!("{host}/bench/preview:{sha}")]).await;
 }

@@ -11,7 +11,6 @@
 //! nanosecond timestamps), so neither side times itself.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::ContainerCreateBody;
@@ -19,16 +18,13 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use slipway_api::forge::webhook::sign_github;
 use slipway_tests::{
-    BUSYBOX, TempDir, docker, git_repo, github_fixture, http, http_post, serve_binary,
+    BUSYBOX, TempDir, deliver, docker, free_addr, git_repo, push_body, run_view, serve_binary,
+    serve_config, signal, wait_healthy,
 };
 use tokio::sync::mpsc;
 
 const PUSHES: usize = 50;
-const SECRET: &str = "bench-secret";
-const TOKEN: &str = "bench-token-0123456789";
-const REPO: &str = "Codertocat/Hello-World";
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -78,20 +74,6 @@ fn watch_starts(
     rx
 }
 
-fn run_status(addr: &str, id: &str) -> String {
-    let (_, body) = http(
-        "GET",
-        addr,
-        &format!("/api/v1/runs/{id}"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    );
-    serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["status"].as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 #[tokio::main]
 async fn main() {
     let d = docker().await;
@@ -102,46 +84,21 @@ async fn main() {
         "master",
         &[(".slipway.yml", &pipeline), ("README", "bench\n")],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.write(
-        "slipway.toml",
-        &format!(
-            "[server]\nlisten = \"{addr}\"\ncancel_superseded = false\n[[tokens]]\nuser = \"b\"\ntoken = \"{TOKEN}\"\nscope = \"read\"\n[[repos]]\nname = \"{REPO}\"\nprovider = \"github\"\nclone_url = \"file://{}\"\nwebhook_secret = \"{SECRET}\"\n",
-            bare.display()
-        ),
-    );
+    let addr = free_addr();
+    let url = format!("file://{}", bare.display());
+    let config = serve_config(&dir, &addr, "cancel_superseded = false\n", &url);
     let mut server = serve_binary(&config, &dir.path().join("data"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http("GET", &addr, "/healthz", &[], b"").0 != 200 {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(&addr);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = rss_kib(server.id(), "VmRSS:");
 
-    let body = github_fixture("push.branch-created.json")
-        .replace("6113728f27ae82c7b1a177c8d03f9e96e0adf246", &sha);
-    let sig = sign_github(SECRET, body.as_bytes());
+    let body = push_body(&sha);
     let mut starts = watch_starts(d.clone(), "slipway.run");
     let mut overheads_ms = Vec::new();
     // One warm-up push (first fetch into the mirror), then the measured ones.
     for i in 0..=PUSHES {
         let sent = now_ns();
-        let (status, text) = http_post(
-            &addr,
-            "/hooks/github",
-            &[
-                ("X-GitHub-Event", "push"),
-                ("X-GitHub-Delivery", &format!("bench-{i}")),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            body.as_bytes(),
-        );
+        let (status, text) = deliver(&addr, "push", &format!("bench-{i}"), &body);
         assert_eq!(status, 202, "{text}");
         let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["run"]
             .as_str()
@@ -161,15 +118,15 @@ async fn main() {
             overheads_ms.push((started - sent) as f64 / 1e6);
         }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ["queued", "running", ""].contains(&run_status(&addr, &id).as_str()) {
+        while ["queued", "running", ""]
+            .contains(&run_view(&addr, &id)["status"].as_str().unwrap_or(""))
+        {
             assert!(Instant::now() < deadline, "run {id} did not end");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let peak_kib = rss_kib(server.id(), "VmHWM:");
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
+    signal(&server, "TERM");
     let _ = server.wait();
 
     // The bare start of the same container, measured the same way.

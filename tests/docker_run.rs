@@ -444,14 +444,7 @@ async fn a_push_to_an_unreachable_registry_names_it_and_fails_the_step() {
         log.contains("cannot push `127.0.0.1:9/acme/web:x` to 127.0.0.1:9"),
         "{log}"
     );
-    let _ = docker()
-        .await
-        .remove_image(
-            "127.0.0.1:9/acme/web:x",
-            None::<bollard::query_parameters::RemoveImageOptions>,
-            None,
-        )
-        .await;
+    slipway_tests::remove_images(&["127.0.0.1:9/acme/web:x".into()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,11 @@
 //! Shared helpers for the integration tests and benchmarks: the `slipway`
-//! binary, scratch directories, and Docker queries by label.
+//! binary, scratch directories, git repositories, a real registry, plain
+//! HTTP, and Docker queries by label. Modules:
+//!
+//! - [`server`]: the server under test, in process or as the real binary,
+//!   and signed webhook deliveries (re-exported here);
+//! - [`forge`]: one fake forge API that records what the server sends it;
+//! - [`browser`]: headless Chromium over WebDriver, for the web UI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +13,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod browser;
+pub mod forge;
+pub mod server;
+
+pub use server::*;
 
 use bollard::Docker;
+use bollard::models::{ContainerSummary, Network, Volume};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
 };
@@ -57,6 +68,16 @@ pub fn slipway_bin() -> &'static Path {
     })
 }
 
+/// The sections a benchmark was asked for (`cargo bench ... -- a b`): true
+/// for a section named on the command line, or for every one if none was.
+pub fn bench_sections() -> impl Fn(&str) -> bool {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |section| only.is_empty() || only.iter().any(|o| o == section)
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -101,44 +122,54 @@ pub async fn docker() -> Docker {
     d
 }
 
+/// What carries a Docker label.
+pub struct Labelled {
+    pub containers: Vec<ContainerSummary>,
+    pub networks: Vec<Network>,
+    pub volumes: Vec<Volume>,
+}
+
+impl Labelled {
+    /// One line per object, for assertions that want none.
+    pub fn names(&self) -> Vec<String> {
+        let containers = self
+            .containers
+            .iter()
+            .map(|c| format!("container {:?}", c.names));
+        let networks = self
+            .networks
+            .iter()
+            .map(|n| format!("network {:?}", n.name));
+        let volumes = self.volumes.iter().map(|v| format!("volume {}", v.name));
+        containers.chain(networks).chain(volumes).collect()
+    }
+}
+
+/// Containers (running or not), networks and volumes carrying `label`
+/// (`key` or `key=value`).
+pub async fn labelled(docker: &Docker, label: &str) -> Labelled {
+    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let containers = ListContainersOptionsBuilder::default().all(true);
+    let networks = ListNetworksOptionsBuilder::default();
+    let volumes = ListVolumesOptionsBuilder::default();
+    let (containers, networks, volumes) = tokio::try_join!(
+        docker.list_containers(Some(containers.filters(&filters).build())),
+        docker.list_networks(Some(networks.filters(&filters).build())),
+        docker.list_volumes(Some(volumes.filters(&filters).build())),
+    )
+    .unwrap_or_else(|e| panic!("list what carries {label}: {e}"));
+    Labelled {
+        containers,
+        networks,
+        volumes: volumes.volumes.unwrap_or_default(),
+    }
+}
+
 /// Containers, networks and volumes still carrying `slipway.run=<run_id>`.
 pub async fn leftovers(docker: &Docker, run_id: &str) -> Vec<String> {
-    let filter = HashMap::from([("label".to_string(), vec![format!("slipway.run={run_id}")])]);
-    let mut out = Vec::new();
-    let cs = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
+    labelled(docker, &format!("slipway.run={run_id}"))
         .await
-        .expect("list containers");
-    out.extend(cs.into_iter().map(|c| format!("container {:?}", c.names)));
-    let ns = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .expect("list networks");
-    out.extend(ns.into_iter().map(|n| format!("network {:?}", n.name)));
-    let vs = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .expect("list volumes");
-    out.extend(
-        vs.volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| format!("volume {}", v.name)),
-    );
-    out
+        .names()
 }
 
 /// A real OCI registry (Debian's `docker-registry`) on a free loopback port,
@@ -319,33 +350,28 @@ impl Drop for Registry {
     }
 }
 
-/// Runs the docker CLI, panicking with its output when it fails.
-pub fn docker_cli(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `program` (in `cwd`, if given), panicking with its stderr when it
+/// fails; returns its stdout.
+fn run(program: &str, cwd: Option<&Path>, args: &[&str]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program} {args:?}: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs git in `cwd`, panicking with its stderr when it fails; returns stdout.
+/// Runs the docker CLI, panicking with its output when it fails.
+pub fn docker_cli(args: &[&str]) -> String {
+    run("docker", None, args)
+}
+
+/// Runs git in `cwd`; returns its stdout, trimmed.
 fn git(cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    run("git", Some(cwd), args).trim().to_string()
 }
 
 /// A bare git repository with one commit on `branch` holding `files`.
@@ -354,38 +380,10 @@ pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf
     let bare = dir.path().join("origin.git");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).expect("work dir");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", bare.to_str().expect("utf-8 path")],
-    );
+    let bare_path = bare.to_str().expect("utf-8 path");
+    git(dir.path(), &["init", "-q", "--bare", bare_path]);
     git(&work, &["init", "-q", "-b", branch]);
-    for (path, content) in files {
-        dir.write(&format!("work/{path}"), content);
-    }
-    git(&work, &["add", "-A"]);
-    git(
-        &work,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "test commit",
-        ],
-    );
-    git(
-        &work,
-        &[
-            "push",
-            "-q",
-            bare.to_str().expect("utf-8 path"),
-            &format!("HEAD:refs/heads/{branch}"),
-        ],
-    );
-    let sha = git(&work, &["rev-parse", "HEAD"]);
+    let sha = git_commit(dir, &[&format!("refs/heads/{branch}")], files);
     (bare, sha)
 }
 
@@ -454,59 +452,33 @@ pub fn http(
     (status, body)
 }
 
-/// The real `slipway serve` binary with `config`, keeping its data in `data`.
-/// Its output is appended to `<data>.log`; see [`serve_log`].
-pub fn serve_binary(config: &Path, data: &Path) -> std::process::Child {
-    let log_path = data.with_extension("log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("server log");
-    Command::new(slipway_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("SLIPWAY_DATA_DIR", data)
-        .stdout(log.try_clone().expect("server log"))
-        .stderr(log)
-        .spawn()
-        .expect("start slipway serve")
-}
-
-/// What the servers started by [`serve_binary`] on `data` printed, for
-/// failure messages.
-pub fn serve_log(data: &Path) -> String {
-    std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+/// Removes these images (tags), forcibly; ones already gone are no error.
+pub async fn remove_images(references: &[String]) {
+    let d = docker().await;
+    for r in references {
+        let force = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true);
+        let _ = d.remove_image(r, Some(force.build()), None).await;
+    }
 }
 
 /// Removes these images and the daemon's whole build cache, as on a fresh
 /// builder that shares only the registry.
 pub async fn forget_local_builds(references: &[String]) {
-    let d = docker().await;
-    for r in references {
-        let _ = d
-            .remove_image(
-                r,
-                Some(
-                    bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
-                None,
-            )
-            .await;
-    }
-    d.prune_build(Some(
-        bollard::query_parameters::PruneBuildOptionsBuilder::default()
-            .all(true)
-            .build(),
-    ))
-    .await
-    .expect("prune the build cache");
+    remove_images(references).await;
+    docker()
+        .await
+        .prune_build(Some(
+            bollard::query_parameters::PruneBuildOptionsBuilder::default()
+                .all(true)
+                .build(),
+        ))
+        .await
+        .expect("prune the build cache");
 }
 
-/// Commits `files` on top of what [`git_repo`] made in `dir` and pushes the
-/// commit to each of `refs` of its bare repository; returns the sha.
+/// Commits `files` on top of what [`git_repo`] made in `dir` (or as its
+/// first commit) and pushes the commit to each of `refs` of its bare
+/// repository; returns the sha.
 pub fn git_commit(dir: &TempDir, refs: &[&str], files: &[(&str, &str)]) -> String {
     let work = dir.path().join("work");
     let bare = dir.path().join("origin.git");
@@ -515,25 +487,15 @@ pub fn git_commit(dir: &TempDir, refs: &[&str], files: &[(&str, &str)]) -> Strin
         dir.write(&format!("work/{path}"), content);
     }
     git(&["add", "-A"]);
+    let author = ["-c", "user.name=t", "-c", "user.email=t@example.com"];
     git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "another commit",
-    ]);
+        &author[..],
+        &["commit", "-q", "--allow-empty", "-m", "test commit"],
+    ]
+    .concat());
+    let bare = bare.to_str().expect("utf-8 path");
     for r in refs {
-        git(&[
-            "push",
-            "-q",
-            "-f",
-            bare.to_str().expect("utf-8"),
-            &format!("HEAD:{r}"),
-        ]);
+        git(&["push", "-q", "-f", bare, &format!("HEAD:{r}")]);
     }
     git(&["rev-parse", "HEAD"])
 }

@@ -3,13 +3,15 @@
 //! approve from the board, others see no buttons. Screenshots of each page
 //! land in `target/ui-screenshots/`.
 
-use super::*;
-use serde_json::json;
-use slipway_tests::browser::{Browser, SIGNED_IN_HEADER};
+use std::time::{Duration, Instant};
 
-fn base(server: &Server) -> String {
-    format!("http://{}", server.addr)
-}
+use serde_json::json;
+use slipway_api::Store;
+use slipway_tests::browser::{Browser, SIGNED_IN_HEADER};
+use slipway_tests::{
+    BUSYBOX, READER, REPO, TOKENS, TempDir, WRITER, docker, git_repo, labelled, leftovers,
+    pr_event, push, start_in, start_with, wait_done,
+};
 
 /// Each node's state, read from the page.
 const NODE_STATES: &str = "return Object.fromEntries([...document.querySelectorAll('g.node')].map(g => [g.dataset.step, g.dataset.status]))";
@@ -41,7 +43,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
     let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
     let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
     let browser = Browser::start(1280, 900).await;
-    browser.sign_in(&base(&server), WRITER).await;
+    browser.sign_in(&server.url(), WRITER).await;
     // A marker that a reload would wipe: the row must arrive without one.
     browser.mark_document().await;
 
@@ -303,7 +305,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
     );
 
     // Start a run of a branch from the runs page.
-    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    browser.goto(&format!("{}/#/runs", server.url())).await;
     browser
         .wait(
             "the trigger form",
@@ -330,7 +332,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
 
     // A reader sees the run, and no button to change it.
     browser.sign_out().await;
-    browser.sign_in(&base(&server), READER).await;
+    browser.sign_in(&server.url(), READER).await;
     browser
         .wait(
             "the repositories loaded",
@@ -346,7 +348,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
         "a reader cannot start runs"
     );
     browser
-        .goto(&format!("{}/#/runs/{id}/test", base(&server)))
+        .goto(&format!("{}/#/runs/{id}/test", server.url()))
         .await;
     browser
         .wait(
@@ -368,8 +370,8 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
     // log scroll inside their own boxes).
     browser.client.set_window_size(390, 844).await.unwrap();
     for (name, url) in [
-        ("run-phone", format!("{}/#/runs/{id}/test", base(&server))),
-        ("runs-phone", format!("{}/#/runs", base(&server))),
+        ("run-phone", format!("{}/#/runs/{id}/test", server.url())),
+        ("runs-phone", format!("{}/#/runs", server.url())),
     ] {
         browser.goto(&url).await;
         browser
@@ -390,7 +392,7 @@ async fn a_pushed_run_appears_live_its_graph_colours_and_its_log_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see_no_button() {
-    use super::promotion::{build_into_dev, config, env, promotion_repo, token};
+    use crate::promotion::{build_into_dev, config, env, promotion_repo, request, token};
     docker().await;
     let (mut registry, _repo_dir, bare, sha) = promotion_repo("origin-ui-promote", "ui");
     let host = registry.host.clone();
@@ -404,9 +406,9 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     let browser = Browser::start(1280, 1000).await;
 
     // dave may write but approves nothing: he can ask, not approve.
-    browser.sign_in(&base(&server), token("dave")).await;
+    browser.sign_in(&server.url(), token("dave")).await;
     browser
-        .goto(&format!("{}/#/environments", base(&server)))
+        .goto(&format!("{}/#/environments", server.url()))
         .await;
     browser
         .wait(
@@ -438,7 +440,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
 
     // carol approves prod only: no button on staging either.
     browser
-        .switch_user(&base(&server), token("carol"), "#/environments")
+        .switch_user(&server.url(), token("carol"), "#/environments")
         .await;
     browser
         .wait(
@@ -455,7 +457,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
 
     // alice approves staging, with a comment; the board moves the digest.
     browser
-        .switch_user(&base(&server), token("alice"), "#/environments")
+        .switch_user(&server.url(), token("alice"), "#/environments")
         .await;
     browser
         .wait(
@@ -497,14 +499,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     assert!(audit.to_string().contains("promoted"), "{audit}");
 
     // A request made elsewhere (the API) shows on the open board by itself.
-    let (status, body) = super::promotion::api(
-        &server,
-        "POST",
-        &format!("/api/v1/repos/{REPO}/promotions"),
-        "dave",
-        json!({"to": "prod"}),
-    )
-    .await;
+    let (status, body) = request(&server, "dave", json!({"to": "prod"})).await;
     assert_eq!(status, 201, "{body}");
     browser
         .wait(
@@ -533,7 +528,7 @@ async fn an_approver_approves_on_the_board_and_the_digest_moves_while_others_see
     // failed; once the registry is back, Retry lands the digest.
     registry.stop();
     browser
-        .switch_user(&base(&server), token("carol"), "#/environments")
+        .switch_user(&server.url(), token("carol"), "#/environments")
         .await;
     browser
         .wait(
@@ -661,7 +656,7 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
     };
     let server = start_in(data, "file:///nowhere", TOKENS).await;
     let browser = Browser::start(1280, 900).await;
-    browser.sign_in(&base(&server), READER).await;
+    browser.sign_in(&server.url(), READER).await;
     // Loads alternate between the two runs, so both see the same machine.
     let (mut graph, mut first_log, mut all_lines) = (Vec::new(), Vec::new(), Vec::new());
     let mut small_paint = Vec::new();
@@ -673,7 +668,7 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
         };
         browser.goto("about:blank").await;
         browser
-            .goto(&format!("{}/#/runs/{run}/{step}", base(&server)))
+            .goto(&format!("{}/#/runs/{run}/{step}", server.url()))
             .await;
         browser
             .wait(
@@ -721,7 +716,7 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
     // The jumps and the search below run on the big log.
     browser.goto("about:blank").await;
     browser
-        .goto(&format!("{}/#/runs/{id}/{step}", base(&server)))
+        .goto(&format!("{}/#/runs/{id}/{step}", server.url()))
         .await;
     browser
         .wait(
@@ -818,7 +813,7 @@ async fn a_200_step_graph_and_a_50000_line_log_paint_within_a_second() {
 async fn the_signed_in_header_is_drawn_only_while_signed_in() {
     let server = start_with("file:///nowhere", TOKENS).await;
     let browser = Browser::start(1280, 900).await;
-    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    browser.goto(&format!("{}/#/runs", server.url())).await;
     browser
         .wait(
             "the sign-in form",
@@ -854,7 +849,7 @@ async fn the_signed_in_header_is_drawn_only_while_signed_in() {
     // `sign_in` and `sign_out` check the header before and after too (a
     // fresh page: the form still holds the refused token).
     browser.goto("about:blank").await;
-    browser.sign_in(&base(&server), WRITER).await;
+    browser.sign_in(&server.url(), WRITER).await;
     let who = browser
         .js(
             "return document.getElementById('who-name').innerText",
@@ -864,7 +859,7 @@ async fn the_signed_in_header_is_drawn_only_while_signed_in() {
     assert_eq!(who, json!("wendy (write)"));
     // The tab keeps its token across a reload, and so its header.
     browser.goto("about:blank").await;
-    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser.goto(&format!("{}/#/previews", server.url())).await;
     browser
         .wait(
             "the previews page",
@@ -948,7 +943,7 @@ async fn every_status_can_be_filtered_by_and_is_shown_with_a_colour_and_a_symbol
     };
     let server = start_in(data, "file:///nowhere", TOKENS).await;
     let browser = Browser::start(1280, 900).await;
-    browser.sign_in(&base(&server), READER).await;
+    browser.sign_in(&server.url(), READER).await;
     browser
         .wait(
             "every run listed",
@@ -995,7 +990,7 @@ async fn every_status_can_be_filtered_by_and_is_shown_with_a_colour_and_a_symbol
     // the status class sets --edge, which nothing else does.
     const LOOK: &str = "const look = el => [el.textContent.trim().split(' ')[0], \
         getComputedStyle(el).getPropertyValue('--edge').trim()];";
-    browser.goto(&format!("{}/#/runs", base(&server))).await;
+    browser.goto(&format!("{}/#/runs", server.url())).await;
     let badges = browser
         .wait(
             "every run's badge",
@@ -1023,7 +1018,7 @@ async fn every_status_can_be_filtered_by_and_is_shown_with_a_colour_and_a_symbol
     browser
         .goto(&format!(
             "{}/#/runs/{with_every_step}/timed_out",
-            base(&server)
+            server.url()
         ))
         .await;
     let nodes = browser
@@ -1071,23 +1066,15 @@ async fn every_status_can_be_filtered_by_and_is_shown_with_a_colour_and_a_symbol
 }
 
 async fn preview_containers(d: &bollard::Docker) -> usize {
-    d.list_containers(Some(
-        bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&std::collections::HashMap::from([(
-                "label".to_string(),
-                vec![format!("slipway.preview={REPO}#2")],
-            )]))
-            .build(),
-    ))
-    .await
-    .unwrap()
-    .len()
+    labelled(d, &format!("slipway.preview={REPO}#2"))
+        .await
+        .containers
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
-    use super::previews::{SERIAL, pr_event, preview_repo, wait_preview};
+    use crate::previews::{SERIAL, preview_repo, wait_preview};
     let _turn = SERIAL.lock().await;
     let d = docker().await;
     let registry = slipway_tests::Registry::start();
@@ -1101,7 +1088,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
 
     let browser = Browser::start(1280, 800).await;
     // A wrong token is refused on the sign-in form, with the reason.
-    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser.goto(&format!("{}/#/previews", server.url())).await;
     browser
         .wait(
             "the sign-in form",
@@ -1118,8 +1105,8 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
             "return document.querySelector('form.signin [role=alert]:not([hidden])')?.textContent.includes('not known')",
         )
         .await;
-    browser.sign_in(&base(&server), READER).await;
-    browser.goto(&format!("{}/#/previews", base(&server))).await;
+    browser.sign_in(&server.url(), READER).await;
+    browser.goto(&format!("{}/#/previews", server.url())).await;
     browser
         .wait(
             "the empty list",
@@ -1165,7 +1152,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
 
     // A writer deletes it: the first click only arms the button.
     browser
-        .switch_user(&base(&server), WRITER, "#/previews")
+        .switch_user(&server.url(), WRITER, "#/previews")
         .await;
     browser
         .wait(

@@ -1,0 +1,70 @@
+//! The run queue: a newer push to a ref supersedes the running run, and a
+//! repository's concurrency limit keeps its next run queued.
+
+use std::time::Duration;
+
+use slipway_tests::{
+    TOKENS, TempDir, WRITER, docker, git_repo, leftovers, push, slow_pipeline, start, start_with,
+    wait_done, wait_step_running,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_push_to_the_same_ref_supersedes_the_running_run() {
+    let d = docker().await;
+    let repo_dir = TempDir::new("origin-supersede");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &slow_pipeline())]);
+    let server = start(&format!("file://{}", bare.display())).await;
+    let (_, json) = push(&server, &sha, "older").await;
+    let older = json["run"].as_str().unwrap().to_string();
+    wait_step_running(&server.store, &older).await;
+    let (_, json) = push(&server, &sha, "newer").await;
+    let newer = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &older).await;
+    assert_eq!(run.status.as_str(), "cancelled");
+    assert_eq!(run.error, Some(format!("superseded by run {newer}")));
+    assert_eq!(leftovers(&d, &older).await, Vec::<String>::new());
+    wait_step_running(&server.store, &newer).await;
+    server.shutdown.cancel();
+    let run = wait_done(&server.store, &newer).await;
+    assert_eq!(
+        run.status.as_str(),
+        "cancelled",
+        "shutdown cancels what runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_limit_keeps_its_next_run_queued() {
+    docker().await;
+    let repo_dir = TempDir::new("origin-limit");
+    let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &slow_pipeline())]);
+    // repos[0] is the last [[repos]] table opened, so this key lands in it.
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!("max_concurrent_runs = 1\n{TOKENS}[server]\ncancel_superseded = false\n"),
+    )
+    .await;
+    let (_, json) = push(&server, &sha, "first").await;
+    let first = json["run"].as_str().unwrap().to_string();
+    wait_step_running(&server.store, &first).await;
+    let (_, json) = push(&server, &sha, "second").await;
+    let second = json["run"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server
+            .store
+            .get_run(&second)
+            .unwrap()
+            .unwrap()
+            .status
+            .as_str(),
+        "queued",
+        "the repository's limit is 1"
+    );
+    let path = format!("/api/v1/runs/{first}/cancel");
+    let (status, _) = server.api("POST", &path, WRITER, "").await;
+    assert_eq!(status, 202);
+    wait_step_running(&server.store, &second).await;
+    server.shutdown.cancel();
+    wait_done(&server.store, &second).await;
+}
