@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slipway_api::Store;
-use slipway_tests::browser::{Browser, SIGNED_IN_HEADER};
+use slipway_tests::browser::{Browser, SIGN_IN_WAIT, SIGNED_IN_HEADER};
 use slipway_tests::{
     BUSYBOX, READER, REPO, TOKENS, TempDir, WRITER, docker, git_repo, labelled, leftovers,
     pr_event, push, start_in, start_with, wait_done,
@@ -817,7 +817,7 @@ async fn the_signed_in_header_is_drawn_only_while_signed_in() {
     browser
         .wait(
             "the sign-in form",
-            10,
+            SIGN_IN_WAIT,
             "return document.getElementById('token')",
         )
         .await;
@@ -1092,7 +1092,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
     browser
         .wait(
             "the sign-in form",
-            10,
+            SIGN_IN_WAIT,
             "return document.getElementById('token')",
         )
         .await;

@@ -16,6 +16,11 @@ use crate::TempDir;
 /// who they are, and Sign out.
 pub const SIGNED_IN_HEADER: [&str; 4] = ["#nav", "#who", "#who-name", "#sign-out"];
 
+/// Seconds to wait for the sign-in form: the page's first load fetches
+/// and runs every module, which takes longest when CI runs every server
+/// test at once on two cores. A wait ends as soon as the form is there.
+pub const SIGN_IN_WAIT: u64 = 30;
+
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -303,7 +308,7 @@ impl Browser {
         self.goto(&format!("{base}/#/runs")).await;
         self.wait(
             "the sign-in form",
-            10,
+            SIGN_IN_WAIT,
             "return document.getElementById('token')",
         )
         .await;
@@ -333,7 +338,7 @@ impl Browser {
         self.click("#sign-out").await;
         self.wait(
             "the sign-in form",
-            10,
+            SIGN_IN_WAIT,
             "return document.getElementById('token')",
         )
         .await;

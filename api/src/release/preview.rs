@@ -27,7 +27,10 @@ use slipway_runner::docker::{LABEL_PREVIEW, PreviewSpec};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info, warn};
 
+use octocrab::models::repos::DeploymentStatusState;
+
 use crate::config::{Config, Repo};
+use crate::forge::deployments;
 use crate::ids::now_ms;
 use crate::store::{PreviewRecord, RunRecord, RunStatus, Store};
 
@@ -493,12 +496,6 @@ impl Previews {
         p: &PreviewRecord,
         closed: Option<&str>,
     ) -> Result<Option<u64>, String> {
-        let Some((client, _)) = crate::forge::status::forge_client(repo)? else {
-            return Ok(p.comment_id);
-        };
-        let Some((owner, name)) = repo.name.split_once('/') else {
-            return Ok(p.comment_id);
-        };
         let body = match closed {
             None => format!(
                 "Preview of {} is live: {}\n\n(also at {}; updated {} for commit `{}`)\n\n<!-- slipway-preview -->",
@@ -510,77 +507,46 @@ impl Previews {
             ),
             Some(why) => format!("Preview removed: {why}.\n\n<!-- slipway-preview -->"),
         };
-        let issues = client.issues(owner, name);
-        match p.comment_id {
-            Some(id) => {
-                issues
-                    .update_comment(octocrab::models::CommentId(id), body)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(id))
-            }
-            None if closed.is_none() => {
-                let c = issues
-                    .create_comment(p.number, body)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(c.id.0))
-            }
-            None => Ok(None),
-        }
+        deployments::comment(repo, p.number, p.comment_id, body, closed.is_none()).await
     }
 
     /// A deployment of the shown commit to `preview/pr-<n>`, marked live
     /// with the URL (GitHub marks the previous one inactive).
     async fn deployment(&self, repo: &Repo, p: &PreviewRecord) -> Result<Option<u64>, String> {
-        let Some((client, _)) = crate::forge::status::forge_client(repo)? else {
-            return Ok(None);
-        };
-        let Some((owner, name)) = repo.name.split_once('/') else {
-            return Ok(None);
-        };
-        let repos = client.repos(owner, name);
-        let deployments = repos.deployments();
-        let made = deployments
-            .create(p.sha.clone())
-            .environment(format!("preview/pr-{}", p.number))
-            .auto_merge(false)
-            .required_contexts(Vec::<String>::new())
-            .transient_environment(true)
-            .production_environment(false)
-            .description(format!("Slipway preview of #{}", p.number))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        deployments
-            .statuses(made.id)
-            .create(octocrab::models::repos::DeploymentStatusState::Success)
-            .environment_url(p.url.clone())
-            .auto_inactive(true)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Some(made.id.0))
+        let made = deployments::create(
+            repo,
+            &deployments::NewDeployment {
+                sha: p.sha.clone(),
+                environment: format!("preview/pr-{}", p.number),
+                description: format!("Slipway preview of #{}", p.number),
+                production: false,
+                transient: true,
+            },
+        )
+        .await?;
+        if let Some(id) = made {
+            let live = deployments::DeploymentState {
+                state: DeploymentStatusState::Success,
+                description: None,
+                url: Some(&p.url),
+                supersede: true,
+            };
+            deployments::set_state(repo, id, &live).await?;
+        }
+        Ok(made)
     }
 
     async fn deployment_inactive(&self, repo: &Repo, p: &PreviewRecord) -> Result<(), String> {
-        let (Some(id), Some((client, _))) =
-            (p.deployment_id, crate::forge::status::forge_client(repo)?)
-        else {
+        let Some(id) = p.deployment_id else {
             return Ok(());
         };
-        let Some((owner, name)) = repo.name.split_once('/') else {
-            return Ok(());
+        let gone = deployments::DeploymentState {
+            state: DeploymentStatusState::Inactive,
+            description: None,
+            url: None,
+            supersede: false,
         };
-        client
-            .repos(owner, name)
-            .deployments()
-            .statuses(octocrab::models::DeploymentId(id))
-            .create(octocrab::models::repos::DeploymentStatusState::Inactive)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        deployments::set_state(repo, id, &gone).await
     }
 
     /// Open previews, for the API and the 404 page.

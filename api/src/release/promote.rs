@@ -11,7 +11,10 @@ use slipway_runner::registry::Copier;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use octocrab::models::repos::DeploymentStatusState;
+
 use crate::config::{Config, Environment, Repo};
+use crate::forge::deployments;
 use crate::ids::{new_run_id, now_ms};
 use crate::store::{
     Deploy, EnvState, Promotion, PromotionStatus, Refused, RunRecord, RunStatus, Store, StoreError,
@@ -539,79 +542,61 @@ impl Promoter {
 /// environment, `in_progress` while it runs, then `success` or `failure`
 /// (GitHub marks the environment's previous deployment inactive). Trouble
 /// reporting is logged; it never changes the promotion.
-struct Deployment(
-    Option<(
-        octocrab::Octocrab,
-        String,
-        String,
-        octocrab::models::DeploymentId,
-    )>,
-);
+struct Deployment(Option<u64>);
 
 impl Deployment {
     async fn start(repo: &Repo, env: &Environment, p: &Promotion) -> Deployment {
-        let (Some(sha), Some((owner, name))) = (&p.sha, repo.name.split_once('/')) else {
+        let Some(sha) = &p.sha else {
             return Deployment(None);
-        };
-        let client = match crate::forge::status::forge_client(repo) {
-            Ok(Some((client, _))) => client,
-            Ok(None) => return Deployment(None),
-            Err(e) => {
-                warn!(promotion = %p.id, error = %e, "cannot report the promotion as a deployment");
-                return Deployment(None);
-            }
         };
         // The last environment of the chain is where users are.
         let production = !repo
             .environments
             .iter()
             .any(|e| e.from.as_deref() == Some(env.name.as_str()));
-        let handler = client.repos(owner, name);
-        let deployments = handler.deployments();
-        let made = deployments
-            .create(sha.clone())
-            .environment(env.name.clone())
-            .auto_merge(false)
-            .required_contexts(Vec::<String>::new())
-            .production_environment(production)
-            .description(format!("Slipway promotion {} of {}", p.id, p.digest))
-            .send()
-            .await;
-        let id = match made {
-            Ok(d) => d.id,
+        let new = deployments::NewDeployment {
+            sha: sha.clone(),
+            environment: env.name.clone(),
+            description: format!("Slipway promotion {} of {}", p.id, p.digest),
+            production,
+            transient: false,
+        };
+        let id = match deployments::create(repo, &new).await {
+            Ok(id) => id,
             Err(e) => {
                 warn!(promotion = %p.id, error = %e, "cannot report the promotion as a deployment");
-                return Deployment(None);
+                None
             }
         };
-        let state = octocrab::models::repos::DeploymentStatusState::InProgress;
-        if let Err(e) = deployments.statuses(id).create(state).send().await {
-            warn!(promotion = %p.id, error = %e, "cannot mark the deployment in progress");
+        if let Some(id) = id {
+            let running = deployments::DeploymentState {
+                state: DeploymentStatusState::InProgress,
+                description: None,
+                url: None,
+                supersede: false,
+            };
+            if let Err(e) = deployments::set_state(repo, id, &running).await {
+                warn!(promotion = %p.id, error = %e, "cannot mark the deployment in progress");
+            }
         }
-        Deployment(Some((client, owner.to_string(), name.to_string(), id)))
+        Deployment(id)
     }
 
     async fn end(&self, repo: &Repo, ok: bool, description: &str) {
-        let Some((client, owner, name, id)) = &self.0 else {
+        let Some(id) = self.0 else {
             return;
         };
-        let state = if ok {
-            octocrab::models::repos::DeploymentStatusState::Success
-        } else {
-            octocrab::models::repos::DeploymentStatusState::Failure
+        let state = deployments::DeploymentState {
+            state: if ok {
+                DeploymentStatusState::Success
+            } else {
+                DeploymentStatusState::Failure
+            },
+            description: Some(description),
+            url: None,
+            supersede: true,
         };
-        // GitHub keeps at most 140 characters of a status description.
-        let description: String = description.chars().take(140).collect();
-        if let Err(e) = client
-            .repos(owner, name)
-            .deployments()
-            .statuses(*id)
-            .create(state)
-            .description(description)
-            .auto_inactive(true)
-            .send()
-            .await
-        {
+        if let Err(e) = deployments::set_state(repo, id, &state).await {
             warn!(repo = %repo.name, error = %e, "cannot report the deployment's end");
         }
     }
