@@ -26,6 +26,38 @@ pub enum GitError {
     Command { action: String, message: String },
 }
 
+/// A commit id as git writes it: 40 (SHA-1) or 64 (SHA-256) lowercase hex
+/// digits. Anything else from a webhook or the API is refused before it
+/// reaches git, where a value such as `--upload-pack=...` would be read as
+/// an option and run on the host.
+pub fn is_object_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `name` is a ref name git accepts (`git check-ref-format`'s rules)
+/// and cannot be taken for an option: no component starts with `-` or `.`,
+/// none ends with `.lock`, no `..`, `@{`, `//`, control characters, space,
+/// `~^:?*[\`, and it neither ends with `/` or `.` nor is `@`.
+pub fn is_ref_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 1024
+        && name != "@"
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && !part.starts_with('-')
+                && !part.ends_with(".lock")
+        })
+}
+
 /// Resolves a branch, tag or full ref on a remote to `(full ref, sha)`.
 /// Branches win over tags of the same name, as in git.
 pub async fn resolve_ref(url: &str, name: &str) -> Result<(String, String), GitError> {
@@ -131,6 +163,16 @@ impl Mirrors {
             .or_default()
             .clone();
         let _guard = lock.lock().await;
+        if !is_object_id(sha) || !is_ref_name(git_ref) {
+            return Err(GitError::Fetch {
+                url: url.into(),
+                git_ref: git_ref.escape_debug().to_string(),
+                message: format!(
+                    "refused: `{}` is not a commit id or the ref is not a ref name",
+                    sha.escape_debug()
+                ),
+            });
+        }
         let mirror = self.mirror_dir(repo);
         if !mirror.join("HEAD").exists() {
             tokio::fs::create_dir_all(&mirror)
@@ -144,7 +186,12 @@ impl Mirrors {
         let has = |m: PathBuf| async move {
             git(
                 Some(&m),
-                &["cat-file", "-e", &format!("{sha}^{{commit}}")],
+                &[
+                    "cat-file",
+                    "-e",
+                    "--end-of-options",
+                    &format!("{sha}^{{commit}}"),
+                ],
                 "cat-file",
             )
             .await
@@ -159,7 +206,14 @@ impl Mirrors {
         );
         git(
             Some(&mirror),
-            &["fetch", "-q", "--no-tags", url, &refspec],
+            &[
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--end-of-options",
+                url,
+                &refspec,
+            ],
             "fetch",
         )
         .await
@@ -172,7 +226,7 @@ impl Mirrors {
             // A force-push may have moved the ref on; the commit itself may still be fetchable.
             let _ = git(
                 Some(&mirror),
-                &["fetch", "-q", "--no-tags", url, sha],
+                &["fetch", "-q", "--no-tags", "--end-of-options", url, sha],
                 "fetch commit",
             )
             .await;
@@ -196,7 +250,14 @@ impl Mirrors {
         path: &str,
     ) -> Result<Option<String>, GitError> {
         let mirror = self.mirror_dir(repo);
-        match git(Some(&mirror), &["show", &format!("{sha}:{path}")], "show").await {
+        if !is_object_id(sha) {
+            return Err(GitError::Command {
+                action: "show".into(),
+                message: format!("`{}` is not a commit id", sha.escape_debug()),
+            });
+        }
+        let spec = format!("{sha}:{path}");
+        match git(Some(&mirror), &["show", "--end-of-options", &spec], "show").await {
             Ok(text) => Ok(Some(text)),
             Err(GitError::Command { message, .. })
                 if message.contains("does not exist")
@@ -210,6 +271,12 @@ impl Mirrors {
 
     /// Checks the commit out into `dest` (which must not exist), sharing the mirror's objects.
     pub async fn checkout(&self, repo: &str, sha: &str, dest: &Path) -> Result<(), GitError> {
+        if !is_object_id(sha) {
+            return Err(GitError::Command {
+                action: "checkout".into(),
+                message: format!("`{}` is not a commit id", sha.escape_debug()),
+            });
+        }
         let mirror = self.mirror_dir(repo);
         let (m, d) = (mirror.display().to_string(), dest.display().to_string());
         git(
@@ -226,11 +293,146 @@ impl Mirrors {
                 "checkout",
                 "-q",
                 "--detach",
+                "--end-of-options",
                 sha,
             ],
             "checkout",
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_ids_are_40_or_64_lowercase_hex_digits() {
+        assert!(is_object_id("6113728f27ae82c7b1a177c8d03f9e96e0adf246"));
+        assert!(is_object_id(&"a".repeat(64)));
+        for bad in [
+            "",
+            "6113728f",
+            "6113728F27AE82C7B1A177C8D03F9E96E0ADF246",
+            "--upload-pack=sh -c id; git-upload-pack",
+            "6113728f27ae82c7b1a177c8d03f9e96e0adf24 ",
+            &"a".repeat(41),
+        ] {
+            assert!(!is_object_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ref_names_follow_git_and_cannot_be_options() {
+        for good in [
+            "refs/heads/main",
+            "refs/heads/release/1.2",
+            "refs/tags/v1.0.0",
+            "refs/pull/2/head",
+            "refs/merge-requests/1/head",
+            "feature-x",
+        ] {
+            assert!(is_ref_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "--upload-pack=touch x",
+            "refs/heads/-x",
+            "refs/heads/a..b",
+            "refs/heads/a b",
+            "refs/heads/a~1",
+            "refs/heads/a^",
+            "refs/heads/a:b",
+            "refs/heads/.hidden",
+            "refs/heads/x.lock",
+            "refs/heads/x/",
+            "refs/heads/x.",
+            "refs//heads",
+            "refs/heads/@{u}",
+            "@",
+            "refs/heads/a\\b",
+            "refs/heads/a\nb",
+        ] {
+            assert!(!is_ref_name(bad), "{bad:?}");
+        }
+    }
+
+    fn run_git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .expect("git runs")
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// Issue 14's host command execution: a webhook's `after` of
+    /// `--upload-pack=...` reached `git fetch <url> <sha>` as an option.
+    #[tokio::test]
+    async fn a_commit_id_that_is_an_option_never_reaches_git() {
+        let root = std::env::temp_dir().join(format!(
+            "slipway-git-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        run_git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("f"), "x").unwrap();
+        run_git(&work, &["add", "f"]);
+        run_git(&work, &["commit", "-q", "-m", "one"]);
+        let url = format!("file://{}", work.display());
+        let mirrors = Mirrors::new(root.join("mirrors"));
+        let evil = "--upload-pack=touch pwned; git-upload-pack";
+        let err = mirrors
+            .fetch("acme/web", &url, "refs/heads/main", evil)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        let err = mirrors
+            .fetch(
+                "acme/web",
+                &url,
+                "--upload-pack=touch pwned",
+                &"a".repeat(40),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        let pwned: Vec<_> = walk(&root)
+            .into_iter()
+            .filter(|p| p.ends_with("pwned"))
+            .collect();
+        assert!(pwned.is_empty(), "a command ran: {pwned:?}");
+        assert!(
+            mirrors
+                .checkout("acme/web", evil, &root.join("co"))
+                .await
+                .is_err()
+        );
+        assert!(mirrors.read_file("acme/web", evil, "f").await.is_err());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+        out
     }
 }

@@ -221,13 +221,30 @@ pub fn event_name(provider: Provider, headers: &dyn Headers) -> Option<String> {
 
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
-/// What a verified webhook asks for.
+/// What a verified webhook asks for. A build's commit id and ref are
+/// checked here, before anything stores or runs them: a signed body can
+/// still carry `--upload-pack=...` where a commit id belongs.
 pub fn classify(provider: Provider, event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
-    match provider {
+    let verdict = match provider {
         Provider::Github => classify_github(event, body),
         Provider::Gitea | Provider::Forgejo => classify_gitea(event, body),
         Provider::Gitlab => classify_gitlab(event, body),
+    }?;
+    if let Verdict::Build(b) = &verdict {
+        if !slipway_runner::git::is_object_id(&b.sha) {
+            return Err(WebhookError::Malformed(format!(
+                "`{event}` body: `{}` is not a commit id (40 or 64 lowercase hex digits)",
+                b.sha.escape_debug()
+            )));
+        }
+        if !slipway_runner::git::is_ref_name(&b.git_ref) {
+            return Err(WebhookError::Malformed(format!(
+                "`{event}` body: `{}` is not a git ref name",
+                b.git_ref.escape_debug()
+            )));
+        }
     }
+    Ok(verdict)
 }
 
 fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
@@ -673,7 +690,7 @@ mod tests {
                 "`refs/heads/x` was deleted: nothing to build".into()
             ))
         );
-        let tag = br#"{"ref":"refs/tags/v1.0","after":"abc"}"#;
+        let tag = br#"{"ref":"refs/tags/v1.0","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246"}"#;
         let Ok(Verdict::Build(b)) = classify(Provider::Gitlab, "Tag Push Hook", tag) else {
             panic!()
         };
@@ -770,6 +787,31 @@ mod tests {
         assert!(!pr.from_fork, "source and target project are both 14");
     }
 
+    /// Issue 14: a signed body's commit id or ref reached `git fetch` as
+    /// an option. Both are refused as malformed, before anything is stored.
+    #[test]
+    fn commit_ids_and_refs_that_git_could_read_as_options_are_malformed() {
+        let body = String::from_utf8(fixture("push.branch-created.json")).unwrap();
+        let evil_sha = body.replace(
+            "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+            "--upload-pack=sh -c \\\"id > pwned\\\"; git-upload-pack",
+        );
+        assert!(matches!(
+            classify(Provider::Github, "push", evil_sha.as_bytes()),
+            Err(WebhookError::Malformed(m)) if m.contains("is not a commit id")
+        ));
+        let evil_ref = body.replace("refs/heads/master", "refs/heads/--upload-pack=x");
+        assert!(matches!(
+            classify(Provider::Github, "push", evil_ref.as_bytes()),
+            Err(WebhookError::Malformed(m)) if m.contains("is not a git ref name")
+        ));
+        let short = br#"{"ref":"refs/heads/main","after":"abc"}"#;
+        assert!(matches!(
+            classify(Provider::Gitea, "push", short),
+            Err(WebhookError::Malformed(_))
+        ));
+    }
+
     #[test]
     fn an_organization_ping_names_the_organization_not_a_repository() {
         let body = fixture("ping.organization.json");
@@ -786,7 +828,7 @@ mod tests {
 
     #[test]
     fn authors_from_gitea_and_gitlab_bodies() {
-        let gitea = br#"{"ref":"refs/heads/main","after":"abc","head_commit":{"author":{"name":"Ann","username":"ann"}},"pusher":{"login":"pat"}}"#;
+        let gitea = br#"{"ref":"refs/heads/main","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","head_commit":{"author":{"name":"Ann","username":"ann"}},"pusher":{"login":"pat"}}"#;
         let Ok(Verdict::Build(b)) = classify(Provider::Gitea, "push", gitea) else {
             panic!()
         };
@@ -795,12 +837,12 @@ mod tests {
             Some("ann"),
             "the commit's author, not the pusher"
         );
-        let pushed = br#"{"ref":"refs/heads/main","after":"abc","pusher":{"login":"pat"}}"#;
+        let pushed = br#"{"ref":"refs/heads/main","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","pusher":{"login":"pat"}}"#;
         let Ok(Verdict::Build(b)) = classify(Provider::Gitea, "push", pushed) else {
             panic!()
         };
         assert_eq!(b.author.as_deref(), Some("pat"), "else the pusher");
-        let gitlab = br#"{"ref":"refs/heads/main","after":"abc","user_username":"gil"}"#;
+        let gitlab = br#"{"ref":"refs/heads/main","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","user_username":"gil"}"#;
         let Ok(Verdict::Build(b)) = classify(Provider::Gitlab, "Push Hook", gitlab) else {
             panic!()
         };

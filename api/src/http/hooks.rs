@@ -295,6 +295,38 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Issue 14's host command execution, at the door: a signed push whose
+    /// `after` is a git option is answered 400 and nothing is queued.
+    #[tokio::test]
+    async fn a_signed_push_with_an_option_for_a_commit_id_is_refused() {
+        let (state, dir) = state();
+        let body = String::from_utf8(fixture("push.branch-created.json"))
+            .unwrap()
+            .replace(
+                "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+                "--upload-pack=touch pwned; git-upload-pack",
+            );
+        let (status, json) = send(
+            &state,
+            "push",
+            "evil-1",
+            body.as_bytes(),
+            signed(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is not a commit id")),
+            "{json}"
+        );
+        assert!(state.store.list_runs(10).unwrap().is_empty());
+        assert!(state.store.queued().unwrap().is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn bad_or_missing_signatures_store_nothing() {
         let (state, dir) = state();

@@ -264,6 +264,16 @@ pub async fn trigger(
             format!("repository `{}` is not configured", body.repo),
         )
     })?;
+    if !slipway_runner::git::is_ref_name(&body.r#ref) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_ref",
+            format!(
+                "`{}` is not a branch, tag or ref name",
+                body.r#ref.escape_debug()
+            ),
+        ));
+    }
     let (git_ref, sha) = slipway_runner::git::resolve_ref(&repo.clone_url, &body.r#ref)
         .await
         .map_err(|e| {
