@@ -16,10 +16,12 @@
 //! - `services`: `services:`;
 //! - `triggers`: `on:` and a step's `when:`;
 //! - `preview`: `preview:` and its check against the steps;
-//! - `graph`: the checks that need every step (`needs`, cycles, environments).
+//! - `graph`: the checks that need every step (`needs`, cycles, environments);
+//! - `limits`: the file's size and nesting depth, checked before parsing.
 
 mod env;
 mod graph;
+mod limits;
 mod preview;
 mod services;
 mod step;
@@ -119,6 +121,10 @@ impl Cx<'_> {
 }
 
 fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
+    if let Some((line, col, message, hint)) = limits::check(source) {
+        cx.error_at(line, col, message, hint);
+        return None;
+    }
     let docs = match MarkedYaml::load_from_str(source) {
         Ok(docs) => docs,
         Err(e) => {
