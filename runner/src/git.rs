@@ -26,6 +26,33 @@ pub enum GitError {
     Command { action: String, message: String },
 }
 
+/// A URL as shown to users (errors, the API, forge statuses): without its
+/// userinfo, so `https://user:token@host/repo.git` shows as
+/// `https://host/repo.git`.
+pub fn redact_url(url: &str) -> String {
+    match userinfo(url) {
+        Some(info) => url.replacen(info, "", 1),
+        None => url.to_string(),
+    }
+}
+
+/// `user:token@` of a URL, if it has one.
+fn userinfo(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let at = authority.rfind('@')?;
+    let start = url.len() - rest.len();
+    url.get(start..start + at + 1)
+}
+
+/// `text` (git's own messages quote the URL) without the URL's userinfo.
+fn redact_in(text: &str, url: &str) -> String {
+    match userinfo(url) {
+        Some(info) => text.replace(info, ""),
+        None => text.to_string(),
+    }
+}
+
 /// A commit id as git writes it: 40 (SHA-1) or 64 (SHA-256) lowercase hex
 /// digits. Anything else from a webhook or the API is refused before it
 /// reaches git, where a value such as `--upload-pack=...` would be read as
@@ -64,9 +91,9 @@ pub async fn resolve_ref(url: &str, name: &str) -> Result<(String, String), GitE
     let out = git(None, &["ls-remote", "--heads", "--tags", url], "ls-remote")
         .await
         .map_err(|e| GitError::Fetch {
-            url: url.into(),
+            url: redact_url(url),
             git_ref: name.into(),
-            message: e.to_string(),
+            message: redact_in(&e.to_string(), url),
         })?;
     let refs: Vec<(&str, &str)> = out
         .lines()
@@ -89,7 +116,7 @@ pub async fn resolve_ref(url: &str, name: &str) -> Result<(String, String), GitE
                 .map(|(_, sha)| (w.clone(), sha.to_string()))
         })
         .ok_or_else(|| GitError::Fetch {
-            url: url.into(),
+            url: redact_url(url),
             git_ref: name.into(),
             message: "no such branch or tag".into(),
         })
@@ -165,7 +192,7 @@ impl Mirrors {
         let _guard = lock.lock().await;
         if !is_object_id(sha) || !is_ref_name(git_ref) {
             return Err(GitError::Fetch {
-                url: url.into(),
+                url: redact_url(url),
                 git_ref: git_ref.escape_debug().to_string(),
                 message: format!(
                     "refused: `{}` is not a commit id or the ref is not a ref name",
@@ -218,9 +245,9 @@ impl Mirrors {
         )
         .await
         .map_err(|e| GitError::Fetch {
-            url: url.into(),
+            url: redact_url(url),
             git_ref: git_ref.into(),
-            message: e.to_string(),
+            message: redact_in(&e.to_string(), url),
         })?;
         if !has(mirror.clone()).await {
             // A force-push may have moved the ref on; the commit itself may still be fetchable.
@@ -235,7 +262,7 @@ impl Mirrors {
             Ok(mirror)
         } else {
             Err(GitError::UnknownCommit {
-                url: url.into(),
+                url: redact_url(url),
                 git_ref: git_ref.into(),
                 sha: sha.into(),
             })
@@ -306,6 +333,45 @@ impl Mirrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(
+            redact_url("https://ci:s3cr3t-token@git.example.com/acme/web.git"),
+            "https://git.example.com/acme/web.git"
+        );
+        assert_eq!(
+            redact_url("https://git.example.com/a@b.git"),
+            "https://git.example.com/a@b.git"
+        );
+        assert_eq!(redact_url("file:///srv/web.git"), "file:///srv/web.git");
+        assert_eq!(
+            redact_in(
+                "fatal: unable to access 'https://ci:s3cr3t-token@git.example.com/acme/web.git/'",
+                "https://ci:s3cr3t-token@git.example.com/acme/web.git"
+            ),
+            "fatal: unable to access 'https://git.example.com/acme/web.git/'"
+        );
+    }
+
+    /// Issue 14: a `clone_url` with a token leaked it into `run.error`,
+    /// the trigger's 422 and the forge's commit status.
+    #[tokio::test]
+    async fn a_failed_fetch_never_shows_the_clone_urls_token() {
+        let url = "http://ci:s3cr3t-token@127.0.0.1:9/acme/web.git";
+        let root = std::env::temp_dir().join(format!("slipway-git-redact-{}", std::process::id()));
+        let mirrors = Mirrors::new(root.clone());
+        let err = mirrors
+            .fetch("acme/web", url, "refs/heads/main", &"a".repeat(40))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("http://127.0.0.1:9/acme/web.git"), "{err}");
+        let err = resolve_ref(url, "main").await.unwrap_err().to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        let _ = std::fs::remove_dir_all(root);
+    }
 
     #[test]
     fn commit_ids_are_40_or_64_lowercase_hex_digits() {
