@@ -293,7 +293,9 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                     number: pr.number,
                     action,
                     target_branch: base.ref_field.clone(),
-                    from_fork: head_repo.is_some() && head_repo != base_repo,
+                    // A deleted fork's head names no repository: it is
+                    // still someone else's code.
+                    from_fork: head_repo.is_none() || head_repo != base_repo,
                 }),
                 author: pr.pull_request.user.as_ref().map(|u| u.login.clone()),
             }))
@@ -404,7 +406,8 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             number: p.number,
                             action: p.action.clone(),
                             target_branch: p.pull_request.base.r#ref,
-                            from_fork: p.pull_request.head.repo_id != p.pull_request.base.repo_id,
+                            from_fork: p.pull_request.head.repo_id.is_none()
+                                || p.pull_request.head.repo_id != p.pull_request.base.repo_id,
                         }),
                         author: p.pull_request.user.and_then(Login::name),
                     }))
@@ -475,7 +478,8 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             number: a.iid,
                             action,
                             target_branch: a.target_branch,
-                            from_fork: a.source_project_id != a.target_project_id,
+                            from_fork: a.source_project_id.is_none()
+                                || a.source_project_id != a.target_project_id,
                         }),
                         author,
                     }))
@@ -809,6 +813,53 @@ mod tests {
         assert!(matches!(
             classify(Provider::Gitea, "push", short),
             Err(WebhookError::Malformed(_))
+        ));
+    }
+
+    /// Issue 14: a pull request whose fork was deleted (`head.repo: null`,
+    /// or no head repository id) was read as "not a fork".
+    #[test]
+    fn a_pull_request_from_a_deleted_fork_is_from_a_fork() {
+        // Each path is set to null; where the forge names both sides by id,
+        // both go (None == None was read as "same repository").
+        let from_fork = |provider, event, path: &str, clear: &[&[&str]]| {
+            let mut v: serde_json::Value = serde_json::from_slice(&forge_fixture(path)).unwrap();
+            for keys in clear {
+                let mut at = &mut v;
+                for k in &keys[..keys.len() - 1] {
+                    at = &mut at[*k];
+                }
+                at[keys[keys.len() - 1]] = serde_json::Value::Null;
+            }
+            let body = serde_json::to_vec(&v).unwrap();
+            match classify(provider, event, &body) {
+                Ok(Verdict::Build(b)) => b.pull_request.expect("a pull request").from_fork,
+                other => panic!("{path}: {other:?}"),
+            }
+        };
+        assert!(from_fork(
+            Provider::Github,
+            "pull_request",
+            "github/pull_request.opened.json",
+            &[&["pull_request", "head", "repo"]]
+        ));
+        assert!(from_fork(
+            Provider::Gitea,
+            "pull_request",
+            "gitea/pull_request.opened.json",
+            &[
+                &["pull_request", "head", "repo_id"],
+                &["pull_request", "base", "repo_id"]
+            ]
+        ));
+        assert!(from_fork(
+            Provider::Gitlab,
+            "Merge Request Hook",
+            "gitlab/merge_request.opened.json",
+            &[
+                &["object_attributes", "source_project_id"],
+                &["object_attributes", "target_project_id"]
+            ]
         ));
     }
 
