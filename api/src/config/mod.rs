@@ -245,8 +245,9 @@ pub struct Repo {
     pub name: String,
     pub provider: Provider,
     pub clone_url: String,
-    /// `None` accepts unsigned webhooks; only sensible on a trusted network.
-    pub webhook_secret: Option<String>,
+    /// Every webhook must be signed with it: required, since a pipeline
+    /// run from an unsigned body is anyone's code with the server's trust.
+    pub webhook_secret: String,
     pub pipeline: String,
     pub api_url: Option<String>,
     pub api_token: Option<String>,
@@ -478,11 +479,27 @@ webhook_secret = "inline"
         );
         let c = Config::parse("s.toml", &text).unwrap();
         let web = c.repo("ACME/web").unwrap();
-        assert_eq!(web.webhook_secret.as_deref(), Some("env-secret"));
+        assert_eq!(web.webhook_secret, "env-secret");
         assert_eq!(web.api_token.as_deref(), Some("file-token"));
         assert_eq!(web.pipeline, ".slipway.yml");
         assert_eq!(c.repo("acme/api").unwrap().provider, Provider::Gitlab);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 14: a repository without `webhook_secret` took unsigned
+    /// webhooks, so anyone could start its pipelines.
+    #[test]
+    fn a_repository_without_a_webhook_secret_is_refused_by_name() {
+        let err = Config::parse(
+            "s.toml",
+            "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("s.toml: repos[0] (acme/web).webhook_secret: missing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -550,8 +567,7 @@ webhook_secret = "inline"
 
     #[test]
     fn environments_carry_their_gates_and_bad_ones_are_named() {
-        let base =
-            "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n";
+        let base = "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\nwebhook_secret = \"test-secret\"\n";
         let c = Config::parse(
             "s.toml",
             &format!("{base}[[repos.environments]]\nname = \"dev\"\nimage = \"r/acme/web\"\ntag = \"dev\"\nauto = true\n[[repos.environments]]\nname = \"prod\"\nimage = \"r/acme/web\"\ntag = \"prod\"\nfrom = \"dev\"\napprovals = 2\napprovers = [\"a\", \"b\"]\nprevent_self_approval = true\nexpires_after = \"1h\"\n"),

@@ -30,10 +30,20 @@ pub(super) fn validate_all(file: &str, raw: Vec<RawRepo>, problems: &mut Vec<Str
                 key("max_concurrent_runs")
             ));
         }
-        let webhook_secret = resolve(r.webhook_secret.as_ref())
-            .map_err(|m| problems.push(format!("{}: {m}", key("webhook_secret"))))
-            .ok()
-            .flatten();
+        let webhook_secret = match resolve(r.webhook_secret.as_ref()) {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                problems.push(format!(
+                    "{}: missing: every repository needs a webhook secret (unsigned webhooks would run anyone's code)",
+                    key("webhook_secret")
+                ));
+                String::new()
+            }
+            Err(m) => {
+                problems.push(format!("{}: {m}", key("webhook_secret")));
+                String::new()
+            }
+        };
         let api_token = resolve(r.api_token.as_ref())
             .map_err(|m| problems.push(format!("{}: {m}", key("api_token"))))
             .ok()

@@ -251,7 +251,7 @@ mod tests {
         let config = crate::config::Config::parse(
             "t.toml",
             &format!(
-                "[[repos]]\nname = \"acme/web\"\nprovider = \"gitlab\"\nclone_url = \"file:///x\"\n\
+                "[[repos]]\nname = \"acme/web\"\nprovider = \"gitlab\"\nclone_url = \"file:///x\"\nwebhook_secret = \"test-secret\"\n\
                  api_url = \"http://{addr}/api/v4\"\napi_token = \"glpat-test\"\n"
             ),
         )

@@ -126,11 +126,10 @@ pub fn subject(provider: Provider, body: &[u8]) -> Result<Subject, WebhookError>
 /// Checks the body was signed with `secret`, in constant time.
 pub fn verify(
     provider: Provider,
-    secret: Option<&str>,
+    secret: &str,
     headers: &dyn Headers,
     body: &[u8],
 ) -> Result<(), WebhookError> {
-    let Some(secret) = secret else { return Ok(()) };
     match provider {
         Provider::Gitlab => {
             let token = headers
@@ -537,7 +536,7 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Github,
-                Some("s3cret"),
+                "s3cret",
                 &headers(&[("X-Hub-Signature-256", &good)]),
                 &body
             ),
@@ -546,7 +545,7 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Github,
-                Some("other"),
+                "other",
                 &headers(&[("X-Hub-Signature-256", &good)]),
                 &body
             ),
@@ -557,20 +556,20 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Github,
-                Some("s3cret"),
+                "s3cret",
                 &headers(&[("X-Hub-Signature-256", &good)]),
                 &tampered
             ),
             Err(WebhookError::BadSignature)
         );
         assert_eq!(
-            verify(Provider::Github, Some("s3cret"), &headers(&[]), &body),
+            verify(Provider::Github, "s3cret", &headers(&[]), &body),
             Err(WebhookError::MissingSignature("X-Hub-Signature-256"))
         );
         assert_eq!(
             verify(
                 Provider::Github,
-                Some("s3cret"),
+                "s3cret",
                 &headers(&[("X-Hub-Signature-256", "sha256=zz")]),
                 &body
             ),
@@ -587,7 +586,7 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Gitea,
-                Some("k"),
+                "k",
                 &headers(&[("X-Gitea-Signature", &hex)]),
                 body
             ),
@@ -596,7 +595,7 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Forgejo,
-                Some("k"),
+                "k",
                 &headers(&[("X-Forgejo-Signature", &hex)]),
                 body
             ),
@@ -605,7 +604,7 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Gitlab,
-                Some("k"),
+                "k",
                 &headers(&[("X-Gitlab-Token", "k")]),
                 body
             ),
@@ -614,7 +613,7 @@ mod tests {
         assert_eq!(
             verify(
                 Provider::Gitlab,
-                Some("k"),
+                "k",
                 &headers(&[("X-Gitlab-Token", "x")]),
                 body
             ),

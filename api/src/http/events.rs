@@ -50,21 +50,13 @@ pub async fn run_events(
     let after = resume_point(&headers, &q)?.unwrap_or(0);
     let live = state.store.subscribe();
     let run = state.store.find_run(&id)?;
-    let (tx, rx) = mpsc::channel(64);
-    let follow = Follow {
-        store: state.store.clone(),
-        tx,
-        shutdown: state.shutdown.clone(),
-        last: after,
-        seen: after,
-        logs: q.logs.map(|l| {
-            l.split(',')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        }),
-        feed: false,
-    };
+    let (mut follow, rx) = Follow::new(&state, after, false);
+    follow.logs = q.logs.map(|l| {
+        l.split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    });
     tokio::spawn(follow.run(run.id, run.status.is_ended(), live));
     Ok(sse(rx))
 }
@@ -83,16 +75,7 @@ pub async fn all_events(
         Some(a) => a,
         None => state.store.last_seq()?,
     };
-    let (tx, rx) = mpsc::channel(64);
-    let follow = Follow {
-        store: state.store.clone(),
-        tx,
-        shutdown: state.shutdown.clone(),
-        last,
-        seen: last,
-        logs: None,
-        feed: true,
-    };
+    let (follow, rx) = Follow::new(&state, last, true);
     tokio::spawn(follow.feed(live));
     Ok(sse(rx))
 }
@@ -288,6 +271,22 @@ enum Next {
 }
 
 impl Follow {
+    /// A producer that starts after event `after` and sends every step's
+    /// log lines; the receiving end goes to the client.
+    fn new(state: &AppState, after: u64, feed: bool) -> (Follow, mpsc::Receiver<SseEvent>) {
+        let (tx, rx) = mpsc::channel(64);
+        let follow = Follow {
+            store: state.store.clone(),
+            tx,
+            shutdown: state.shutdown.clone(),
+            last: after,
+            seen: after,
+            logs: None,
+            feed,
+        };
+        (follow, rx)
+    }
+
     async fn run(mut self, run: String, ended: bool, mut live: broadcast::Receiver<Arc<Event>>) {
         let store = self.store.clone();
         let id = run.clone();

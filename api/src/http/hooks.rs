@@ -62,18 +62,18 @@ async fn accept_hook(
             return organization_hook(&state, provider, &provider_name, &org, &headers, &body);
         }
     };
+    // An unknown repository is answered as a bad signature is, so the
+    // answers tell nobody which repositories this server builds; the log
+    // tells its operator.
     let repo = state
         .config
         .repo(&repo_name)
         .filter(|r| r.provider == provider)
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_repository",
-                format!("repository `{repo_name}` is not configured for {provider_name}"),
-            )
+            info!(repo = %repo_name, provider = %provider_name, "webhook for a repository not configured here");
+            ApiError::from(WebhookError::BadSignature)
         })?;
-    webhook::verify(provider, repo.webhook_secret.as_deref(), &headers, &body)?;
+    webhook::verify(provider, &repo.webhook_secret, &headers, &body)?;
     let event = webhook::event_name(provider, &headers).ok_or_else(|| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed", "missing event header")
     })?;
@@ -176,16 +176,13 @@ fn organization_hook(
         .filter(|r| r.provider == provider && r.name.to_ascii_lowercase().starts_with(&prefix))
         .collect();
     if candidates.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_organization",
-            format!("no repository of organization `{org}` is configured for {provider_name}"),
-        ));
+        info!(organization = %org, provider = %provider_name, "webhook for an organization with no repository here");
+        return Err(WebhookError::BadSignature.into());
     }
     let mut first_error = None;
     let mut reached = Vec::new();
     for repo in &candidates {
-        match webhook::verify(provider, repo.webhook_secret.as_deref(), headers, body) {
+        match webhook::verify(provider, &repo.webhook_secret, headers, body) {
             Ok(()) => reached.push(repo.name.clone()),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -388,7 +385,7 @@ mod tests {
         .await;
         assert_eq!(
             (status, json["error"]["code"].as_str()),
-            (StatusCode::NOT_FOUND, Some("unknown_organization"))
+            (StatusCode::UNAUTHORIZED, Some("bad_signature"))
         );
         assert!(state.store.list_runs(10).unwrap().is_empty());
         drop(state);
@@ -416,7 +413,7 @@ mod tests {
         .await;
         assert_eq!(
             (status, json["error"]["code"].as_str()),
-            (StatusCode::NOT_FOUND, Some("unknown_repository"))
+            (StatusCode::UNAUTHORIZED, Some("bad_signature"))
         );
         let (status, json) = send(&state, "push", "y", b"{not json", signed(b"{not json")).await;
         assert_eq!(

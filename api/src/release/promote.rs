@@ -617,7 +617,7 @@ mod tests {
         let config = Config::parse(
             "t.toml",
             &format!(
-                "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\n\
+                "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\nwebhook_secret = \"test-secret\"\n\
                  [[repos.environments]]\nname = \"dev\"\nimage = \"r/acme/web\"\ntag = \"dev\"\nauto = true\n\
                  [[repos.environments]]\nname = \"prod\"\nimage = \"r/acme/web\"\ntag = \"prod\"\nfrom = \"dev\"\n\
                  approvals = 1\napprovers = [\"alice\"]\nexpires_after = \"1ms\"\n{more}"
