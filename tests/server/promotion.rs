@@ -494,6 +494,62 @@ async fn builds_and_promotions_log_in_to_a_registry_that_requires_it() {
     server.shutdown.cancel();
 }
 
+/// Issue 14: a fork's pull request got the server's registry logins, and
+/// pushed to the prod environment's tag. Untrusted now: its build step has
+/// no login, so the registry refuses the push; the API says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_from_a_fork_gets_no_registry_login() {
+    docker().await;
+    let (registry, repo_dir, bare, _) = repo_for(
+        slipway_tests::Registry::start_with_login("ci", "s3cret-pass-2"),
+        "origin-promote-fork",
+        "fork",
+    );
+    let host = registry.host.clone();
+    // The fork's commit, fetched as the pull request's head.
+    let head = slipway_tests::git_commit(
+        &repo_dir,
+        &["refs/pull/2/head"],
+        &[(
+            "Dockerfile",
+            &format!("FROM {BUSYBOX}\nRUN echo from-a-fork > /app\n"),
+        )],
+    );
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!(
+            "{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"s3cret-pass-2\"\n",
+            config(&host, 0, "")
+        ),
+    )
+    .await;
+    let mut body: Value =
+        serde_json::from_str(&slipway_tests::pr_body("pull_request.opened.json", &head)).unwrap();
+    body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
+    let (status, json) =
+        slipway_tests::send(&server, "pull_request", "fork-pr", body.to_string()).await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &id).await;
+    let log = server.store.read_log(&id, "image").unwrap();
+    assert_eq!(run.status.as_str(), "failed", "{log}");
+    assert!(
+        log.contains("no basic auth credentials"),
+        "the registry refused the push for want of a login: {log}"
+    );
+    let (_, view) = api(
+        &server,
+        "GET",
+        &format!("/api/v1/runs/{id}"),
+        "rita",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(view["trusted"], false, "{view}");
+    assert!(view["trust"].as_str().unwrap().contains("fork"), "{view}");
+    server.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_deploy_leaves_the_environment_and_its_tag_where_they_were() {
     docker().await;

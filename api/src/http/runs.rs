@@ -46,6 +46,11 @@ pub struct RunView {
     pub edges: Vec<[String; 2]>,
     /// Problems around the run that did not fail it (e.g. status reporting).
     pub notes: Vec<String>,
+    /// Whether the run's code is the repository's own: an untrusted run
+    /// gets no registry logins and its images are never promoted.
+    pub trusted: bool,
+    /// Why it is (not) trusted.
+    pub trust: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,7 +81,10 @@ impl From<RunRecord> for RunView {
             .iter()
             .flat_map(|s| s.needs.iter().map(|n| [s.name.clone(), n.clone()]))
             .collect();
+        let trust = crate::runs::trust::trust(r.source.as_ref());
         RunView {
+            trusted: trust.trusted,
+            trust: trust.why.to_string(),
             duration_ms: r.finished_ms.map(|f| f.saturating_sub(r.created_ms)),
             repo: r.source.as_ref().map(|s| s.repo.clone()),
             git_ref: r.source.as_ref().map(|s| s.git_ref.clone()),

@@ -176,6 +176,14 @@ impl Promoter {
                 built.id, built.status
             )));
         }
+        // A pull request's image is for its preview: what reaches an
+        // environment is built from the repository's own branches and tags.
+        if let Some(pr) = built.source.as_ref().and_then(|s| s.pull_request) {
+            return Err(PromoteError::Refused(format!(
+                "run {} that built {digest} is of pull request #{pr}; only builds of branches and tags are promoted",
+                built.id
+            )));
+        }
         let source = match from_image {
             Some(image) => format!("{image}@{digest}"),
             None => pushed,
@@ -711,6 +719,33 @@ mod tests {
         // bob wrote nothing here: his approval counts.
         let approved = p.approve(&asked.id, "bob", None).unwrap();
         assert_eq!(approved.approvals.len(), 1);
+        drop(p);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Issue 14: a pull request's image (a fork's included) could be
+    /// promoted like any other; only branch and tag builds are now.
+    #[tokio::test]
+    async fn a_digest_built_by_a_pull_request_is_never_promoted() {
+        let dir = std::env::temp_dir().join(format!("slipway-promote-{}", new_run_id()));
+        let p = promoter(&dir);
+        let digest = format!("sha256:{}", "d".repeat(64));
+        built(&p.store, "pr1", RunStatus::Success, &digest);
+        p.store
+            .update_run("pr1", |r| {
+                let source = r.source.as_mut().expect("a source");
+                source.pull_request = Some(2);
+                source.from_fork = true;
+            })
+            .unwrap();
+        let e = p
+            .request("acme/web", "dev", Some(&digest), "dave")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is of pull request #2; only builds of branches and tags are promoted"),
+            "{e}"
+        );
         drop(p);
         let _ = std::fs::remove_dir_all(dir);
     }

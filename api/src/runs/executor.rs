@@ -389,7 +389,12 @@ impl<B: Backend> Executor<B> {
                 cache: self.cache.clone(),
                 artifacts: Some(self.artifacts_root.join(&run.id)),
             },
-            credentials: self.config.registries.clone(),
+            // An untrusted run's build can push nowhere the server's logins reach.
+            credentials: if crate::runs::trust::trust(run.source.as_ref()).trusted {
+                self.config.registries.clone()
+            } else {
+                Default::default()
+            },
         };
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
         let mut recorder = Recorder::new(self.store.clone(), &run.id);

@@ -6,11 +6,13 @@
 //! - [`executor`]: starts queued runs from their commit; reconciles after a crash.
 //! - [`control`]: runs in progress and how to cancel them.
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
+//! - [`trust`]: whether a run's code is the repository's own, and what it may have.
 
 pub mod control;
 pub mod executor;
 pub mod queue;
 pub mod record;
+pub mod trust;
 
 pub use queue::{Queue, Submit, Submitted, queued_run};
 
