@@ -396,7 +396,13 @@ pub async fn get_artifact(
         ));
     }
     let file = state.artifacts_root.join(&run.id).join(&step).join(&path);
-    let bytes = tokio::fs::read(&file).await.map_err(|e| {
+    // Streamed from disk, never read whole: artifacts can be large.
+    let opened = tokio::fs::File::open(&file).await;
+    let length = match &opened {
+        Ok(f) => f.metadata().await.ok().map(|m| m.len()),
+        Err(_) => None,
+    };
+    let file = opened.map_err(|e| {
         ApiError::new(
             StatusCode::GONE,
             "gone",
@@ -406,11 +412,18 @@ pub async fn get_artifact(
             ),
         )
     })?;
-    Ok((
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = (
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
+        body,
     )
-        .into_response())
+        .into_response();
+    if let Some(n) = length {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_LENGTH, n.into());
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -643,16 +643,7 @@ pub async fn proxy(State(previews): State<Arc<Previews>>, mut req: Request) -> R
     };
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
-    for h in [
-        header::CONNECTION,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(h);
-    }
+    strip_for_preview(headers);
     if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert("x-forwarded-host", h);
     }
@@ -666,6 +657,25 @@ pub async fn proxy(State(previews): State<Arc<Previews>>, mut req: Request) -> R
     }
 }
 
+/// What a pull request's container must not see of a request: hop-by-hop
+/// headers, and the user's credentials (`Authorization`, `Cookie`): the
+/// container runs the pull request's code, and path-based previews share
+/// an origin with each other.
+fn strip_for_preview(headers: &mut axum::http::HeaderMap) {
+    for h in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(h);
+    }
+}
+
 /// The proxy's router.
 pub fn proxy_app(previews: Arc<Previews>) -> axum::Router {
     axum::Router::new().fallback(proxy).with_state(previews)
@@ -673,3 +683,25 @@ pub fn proxy_app(previews: Arc<Previews>) -> axum::Router {
 
 /// The label preview containers carry, for tests and operators.
 pub const PREVIEW_LABEL: &str = LABEL_PREVIEW;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: the proxy forwarded the user's `Authorization` and
+    /// `Cookie` to the pull request's container.
+    #[test]
+    fn a_preview_never_sees_the_users_credentials() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer slipway-token"),
+        );
+        headers.insert(header::COOKIE, HeaderValue::from_static("session=abc"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        strip_for_preview(&mut headers);
+        assert!(headers.get(header::AUTHORIZATION).is_none());
+        assert!(headers.get(header::COOKIE).is_none());
+        assert_eq!(headers.get(header::ACCEPT).unwrap(), "text/html");
+    }
+}
