@@ -226,9 +226,37 @@ impl DockerBackend {
                 let _ = self.docker.remove_network(&n).await;
             }
         }
-        if let Some(image) = image {
-            let opts = RemoveImageOptionsBuilder::default().force(true).build();
+        // Only the reference the preview pulled (by digest), never forced:
+        // the reference comes from a pull request's build, and a forced
+        // removal would take the image from whatever else uses it.
+        if let Some(image) = image.filter(|i| is_digest_reference(i)) {
+            let opts = RemoveImageOptionsBuilder::default().force(false).build();
             let _ = self.docker.remove_image(image, Some(opts), None).await;
         }
+    }
+}
+
+/// `repository@sha256:<64 hex digits>`: what a preview deploys.
+fn is_digest_reference(image: &str) -> bool {
+    image.rsplit_once("@sha256:").is_some_and(|(repo, hex)| {
+        !repo.is_empty()
+            && hex.len() == 64
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_digest_reference;
+
+    #[test]
+    fn only_digest_references_are_removed_at_teardown() {
+        assert!(is_digest_reference(&format!(
+            "127.0.0.1:5000/acme/web@sha256:{}",
+            "a".repeat(64)
+        )));
+        assert!(!is_digest_reference("rust:1"));
+        assert!(!is_digest_reference("slipway.test/busybox:1"));
+        assert!(!is_digest_reference("acme/web@sha256:short"));
     }
 }
