@@ -28,6 +28,14 @@ impl Masker {
         Masker { needles }
     }
 
+    /// Bytes a line cut must keep beyond its cut point so that no secret
+    /// straddles it unmasked: the longest secret, less one.
+    pub fn overlap(&self) -> usize {
+        self.needles
+            .first()
+            .map_or(0, |n| n.len().saturating_sub(1))
+    }
+
     pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(line);
         for n in &self.needles {
@@ -43,23 +51,50 @@ impl Masker {
 #[derive(Debug, Default)]
 pub struct LineSplitter {
     partial: Vec<u8>,
+    /// Masks a runaway line before it is cut, so a secret that straddles
+    /// the cut is still masked whole.
+    masker: Masker,
 }
 
 /// A line longer than this is cut, so one runaway line cannot exhaust memory.
 const MAX_LINE: usize = 64 * 1024;
 
 impl LineSplitter {
+    /// A splitter that cuts long lines only where `masker` has masked them.
+    pub fn masking(masker: Masker) -> LineSplitter {
+        LineSplitter {
+            partial: Vec::new(),
+            masker,
+        }
+    }
+
     pub fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(String)) {
         for &b in chunk {
             if b == b'\n' {
                 emit(self.take());
             } else {
                 self.partial.push(b);
-                if self.partial.len() >= MAX_LINE {
-                    emit(self.take());
+                if self.partial.len() >= MAX_LINE + self.masker.overlap() {
+                    emit(self.cut());
                 }
             }
         }
+    }
+
+    /// The first `MAX_LINE` bytes of a runaway line, masked while the bytes
+    /// after the cut are still there to complete any secret crossing it;
+    /// the rest (masked too) stays for the next piece.
+    fn cut(&mut self) -> String {
+        let bytes = std::mem::take(&mut self.partial);
+        let text = String::from_utf8_lossy(&bytes);
+        let masked = self.masker.mask(&text);
+        let mut at = MAX_LINE.min(masked.len());
+        while !masked.is_char_boundary(at) {
+            at -= 1;
+        }
+        let (head, rest) = masked.split_at(at);
+        self.partial = rest.as_bytes().to_vec();
+        head.to_string()
     }
 
     /// The last line, when output did not end with a newline.
@@ -87,6 +122,34 @@ mod tests {
         );
         assert_eq!(m.mask("line-two"), "********");
         assert_eq!(m.mask("ab stays"), "ab stays");
+    }
+
+    /// Issue 14: a secret split by the 64 KiB cut of a runaway line was
+    /// masked in neither half.
+    #[test]
+    fn a_secret_across_the_cut_of_a_long_line_is_masked() {
+        let secret = "s3cr3t-value-0123456789";
+        let masker = Masker::new([secret]);
+        let mut s = LineSplitter::masking(masker.clone());
+        let mut line = "x".repeat(MAX_LINE - 5).into_bytes();
+        line.extend_from_slice(secret.as_bytes());
+        line.extend_from_slice(b" and more\n");
+        let mut pieces = Vec::new();
+        for chunk in line.chunks(1000) {
+            s.push(chunk, |l| pieces.push(masker.mask(&l).into_owned()));
+        }
+        let all = pieces.concat();
+        assert!(!all.contains("s3cr3t"), "{}", &all[all.len() - 40..]);
+        assert!(!all.contains("0123456789"), "no half of it either");
+        assert!(
+            all.ends_with("******** and more"),
+            "{}",
+            &all[all.len() - 40..]
+        );
+        assert!(
+            pieces.iter().all(|p| p.len() <= MAX_LINE),
+            "pieces stay bounded"
+        );
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub(super) async fn pump_logs<B>(
     step: String,
     shared: Arc<Shared<B>>,
 ) {
-    let mut out = LineSplitter::default();
-    let mut err = LineSplitter::default();
+    let mut out = LineSplitter::masking(shared.masker.clone());
+    let mut err = LineSplitter::masking(shared.masker.clone());
     while let Some((stream, bytes)) = rx.recv().await {
         let splitter = if stream == LogStream::Stderr {
             &mut err
