@@ -454,6 +454,19 @@ async fn concurrent_approvals_promote_once_outages_fail_retryably_and_restarts_k
     server.shutdown.cancel();
 }
 
+/// A server of the repository at `bare` (staging needs no approval) that
+/// logs in to the registry at `host` as `ci` with `password`.
+async fn start_logged_in(bare: &std::path::Path, host: &str, password: &str) -> Server {
+    start_with(
+        &format!("file://{}", bare.display()),
+        &format!(
+            "{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"{password}\"\n",
+            config(host, 0, "")
+        ),
+    )
+    .await
+}
+
 /// The registry answers nobody without a login: the build's push and the
 /// promotion's copy both use the `[[registries]]` login of the config.
 #[tokio::test(flavor = "multi_thread")]
@@ -471,15 +484,7 @@ async fn builds_and_promotions_log_in_to_a_registry_that_requires_it() {
             .await
             .unwrap();
     assert_eq!(status, 401, "the registry must refuse anonymous clients");
-    // Staging needs no approval here.
-    let server = start_with(
-        &format!("file://{}", bare.display()),
-        &format!(
-            "{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"s3cret-pass-1\"\n",
-            config(&host, 0, "")
-        ),
-    )
-    .await;
+    let server = start_logged_in(&bare, &host, "s3cret-pass-1").await;
     let digest = build_into_dev(&server, &registry, &sha).await;
     let (status, p) = request(&server, "dave", json!({"to": "staging"})).await;
     assert_eq!(status, 201, "{p}");
@@ -515,14 +520,7 @@ async fn a_pull_request_from_a_fork_gets_no_registry_login() {
             &format!("FROM {BUSYBOX}\nRUN echo from-a-fork > /app\n"),
         )],
     );
-    let server = start_with(
-        &format!("file://{}", bare.display()),
-        &format!(
-            "{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"s3cret-pass-2\"\n",
-            config(&host, 0, "")
-        ),
-    )
-    .await;
+    let server = start_logged_in(&bare, &host, "s3cret-pass-2").await;
     let mut body: Value =
         serde_json::from_str(&slipway_tests::pr_body("pull_request.opened.json", &head)).unwrap();
     body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
