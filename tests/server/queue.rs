@@ -68,3 +68,61 @@ async fn a_repository_limit_keeps_its_next_run_queued() {
     server.shutdown.cancel();
     wait_done(&server.store, &second).await;
 }
+
+/// Issue 14: steps and runs had no default timeout, so a pull request's
+/// `sleep 300` held a slot as long as it liked. A step without `timeout:`
+/// gets the server's `step_timeout`; a run still going after `run_timeout`
+/// is cancelled, saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_and_runs_stop_at_the_servers_default_timeouts() {
+    let d = docker().await;
+    let repo_dir = TempDir::new("origin-timeouts");
+    let (bare, sha) = git_repo(
+        &repo_dir,
+        "master",
+        &[(
+            ".slipway.yml",
+            &format!(
+                "steps:\n  slow:\n    image: {}\n    commands: [sleep 300]\n",
+                slipway_tests::BUSYBOX
+            ),
+        )],
+    );
+    let url = format!("file://{}", bare.display());
+    let server = start_with(&url, "[server]\nstep_timeout = \"2s\"\n").await;
+    let (_, json) = push(&server, &sha, "step-timeout").await;
+    let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
+    assert_eq!(run.status.as_str(), "failed", "{run:?}");
+    assert_eq!(run.steps[0].status.as_str(), "timed_out", "{run:?}");
+    assert_eq!(leftovers(&d, &run.id).await, Vec::<String>::new());
+    server.shutdown.cancel();
+
+    let repo_dir2 = TempDir::new("origin-run-timeout");
+    let (bare2, sha2) = git_repo(
+        &repo_dir2,
+        "master",
+        &[(
+            ".slipway.yml",
+            &format!(
+                "steps:\n  slow:\n    image: {}\n    timeout: 10m\n    commands: [sleep 300]\n",
+                slipway_tests::BUSYBOX
+            ),
+        )],
+    );
+    let server = start_with(
+        &format!("file://{}", bare2.display()),
+        "[server]\nrun_timeout = \"3s\"\n",
+    )
+    .await;
+    let (_, json) = push(&server, &sha2, "run-timeout").await;
+    let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
+    assert_eq!(run.status.as_str(), "cancelled", "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .is_some_and(|e| e.contains("longer than 3.0s (the server's run_timeout)")),
+        "{run:?}"
+    );
+    assert_eq!(leftovers(&d, &run.id).await, Vec::<String>::new());
+    server.shutdown.cancel();
+}

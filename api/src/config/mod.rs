@@ -124,6 +124,8 @@ struct RawServer {
     preview_ttl: Option<String>,
     shutdown: Option<OnShutdown>,
     shutdown_timeout: Option<String>,
+    step_timeout: Option<String>,
+    run_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,7 +233,17 @@ pub struct Config {
     /// their status before the server exits anyway (the next start then
     /// marks them interrupted).
     pub shutdown_timeout: std::time::Duration,
+    /// A step that names no `timeout:` is stopped after this.
+    pub step_timeout: std::time::Duration,
+    /// A run still going after this is cancelled, whatever its steps say.
+    pub run_timeout: std::time::Duration,
 }
+
+/// A step with no `timeout:` of its own is stopped after an hour, unless configured.
+pub const DEFAULT_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A run is cancelled after three hours, unless configured.
+pub const DEFAULT_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
 /// Running runs get this long to clean up after a stop signal, unless configured.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -286,6 +298,8 @@ impl Default for Config {
             preview_ttl: std::time::Duration::from_secs(48 * 3600),
             on_shutdown: OnShutdown::Cancel,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            step_timeout: DEFAULT_STEP_TIMEOUT,
+            run_timeout: DEFAULT_RUN_TIMEOUT,
         }
     }
 }
@@ -359,12 +373,30 @@ impl Config {
             }
         }
         config.on_shutdown = raw.server.shutdown.unwrap_or_default();
-        if let Some(t) = &raw.server.shutdown_timeout {
-            match slipway_engine::duration::parse_duration(t) {
-                Some(d) if !d.is_zero() => config.shutdown_timeout = d,
-                _ => problems.push(format!(
-                    "{file}: server.shutdown_timeout: `{t}` is not a duration (e.g. `30s`)"
-                )),
+        for (key, given, into) in [
+            (
+                "shutdown_timeout",
+                &raw.server.shutdown_timeout,
+                &mut config.shutdown_timeout,
+            ),
+            (
+                "step_timeout",
+                &raw.server.step_timeout,
+                &mut config.step_timeout,
+            ),
+            (
+                "run_timeout",
+                &raw.server.run_timeout,
+                &mut config.run_timeout,
+            ),
+        ] {
+            if let Some(t) = given {
+                match slipway_engine::duration::parse_duration(t) {
+                    Some(d) if !d.is_zero() => *into = d,
+                    _ => problems.push(format!(
+                        "{file}: server.{key}: `{t}` is not a duration (e.g. `30s`, `1h`)"
+                    )),
+                }
             }
         }
         if let Some(size) = &raw.server.cache_max_size {

@@ -320,6 +320,12 @@ impl<B: Backend> Executor<B> {
                 pipeline.without_deploy_steps()
             }
         };
+        // A step that says nothing about time gets the server's limit: a
+        // pull request's `sleep infinity` must not hold a slot for ever.
+        let mut pipeline = pipeline;
+        for step in &mut pipeline.steps {
+            step.timeout.get_or_insert(self.config.step_timeout);
+        }
         self.mirrors
             .checkout(&repo.name, &source.sha, checkout)
             .await
@@ -412,7 +418,19 @@ impl<B: Backend> Executor<B> {
                 warn!(error = %e, "cannot record a run event");
             }
         });
+        let limit = self.config.run_timeout;
+        let (control, store, run_id) = (self.control.clone(), self.store.clone(), run.id.clone());
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let reason = format!(
+                "cancelled: the run took longer than {} (the server's run_timeout)",
+                slipway_engine::duration::format_duration(limit)
+            );
+            let _ =
+                tokio::task::spawn_blocking(move || control.cancel(&store, &run_id, &reason)).await;
+        });
         let result = execute(self.backend.clone(), &pipeline, options, tx, cancel).await;
+        watchdog.abort();
         let _ = record.await;
         match result {
             Ok(report) => {
