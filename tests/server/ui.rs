@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slipway_api::Store;
-use slipway_tests::browser::{Browser, SIGN_IN_WAIT, SIGNED_IN_HEADER};
+use slipway_tests::browser::{Browser, SIGNED_IN_HEADER};
 use slipway_tests::{
     BUSYBOX, READER, REPO, TOKENS, TempDir, WRITER, docker, git_repo, labelled, leftovers,
     pr_event, push, start_in, start_with, wait_done,
@@ -814,13 +814,7 @@ async fn the_signed_in_header_is_drawn_only_while_signed_in() {
     let server = start_with("file:///nowhere", TOKENS).await;
     let browser = Browser::start(1280, 900).await;
     browser.goto(&format!("{}/#/runs", server.url())).await;
-    browser
-        .wait(
-            "the sign-in form",
-            SIGN_IN_WAIT,
-            "return document.getElementById('token')",
-        )
-        .await;
+    browser.wait_sign_in_form().await;
     browser
         .assert_displayed("before sign-in", false, &SIGNED_IN_HEADER)
         .await;
@@ -1089,13 +1083,7 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
     let browser = Browser::start(1280, 800).await;
     // A wrong token is refused on the sign-in form, with the reason.
     browser.goto(&format!("{}/#/previews", server.url())).await;
-    browser
-        .wait(
-            "the sign-in form",
-            SIGN_IN_WAIT,
-            "return document.getElementById('token')",
-        )
-        .await;
+    browser.wait_sign_in_form().await;
     browser.type_into("#token", "not-a-token").await;
     browser.click("form.signin button[type=submit]").await;
     browser

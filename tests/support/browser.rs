@@ -19,7 +19,7 @@ pub const SIGNED_IN_HEADER: [&str; 4] = ["#nav", "#who", "#who-name", "#sign-out
 /// Seconds to wait for the sign-in form: the page's first load fetches
 /// and runs every module, which takes longest when CI runs every server
 /// test at once on two cores. A wait ends as soon as the form is there.
-pub const SIGN_IN_WAIT: u64 = 30;
+const SIGN_IN_WAIT: u64 = 30;
 
 pub struct Browser {
     pub client: Client,
@@ -304,14 +304,19 @@ impl Browser {
 
     /// Signs in on the page at `base` with `token`, and waits for the runs
     /// page. The signed-in header is drawn only once signed in.
-    pub async fn sign_in(&self, base: &str, token: &str) {
-        self.goto(&format!("{base}/#/runs")).await;
+    /// Waits until the sign-in form is on the page.
+    pub async fn wait_sign_in_form(&self) {
         self.wait(
             "the sign-in form",
             SIGN_IN_WAIT,
             "return document.getElementById('token')",
         )
         .await;
+    }
+
+    pub async fn sign_in(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/#/runs")).await;
+        self.wait_sign_in_form().await;
         self.assert_displayed("before sign-in", false, &SIGNED_IN_HEADER)
             .await;
         self.type_into("#token", token).await;
@@ -336,12 +341,7 @@ impl Browser {
 
     pub async fn sign_out(&self) {
         self.click("#sign-out").await;
-        self.wait(
-            "the sign-in form",
-            SIGN_IN_WAIT,
-            "return document.getElementById('token')",
-        )
-        .await;
+        self.wait_sign_in_form().await;
         self.assert_displayed("after sign-out", false, &SIGNED_IN_HEADER)
             .await;
     }
