@@ -26,6 +26,55 @@ pub enum GitError {
     Command { action: String, message: String },
 }
 
+/// A login for a repository's git server. Git gets it through its
+/// credential helper protocol from the child's environment, so it appears
+/// in no URL, argument list (`/proc/*/cmdline`), log or error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for GitLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitLogin")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Where a repository is fetched from, and the login for it, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub url: String,
+    pub login: Option<GitLogin>,
+}
+
+impl Remote {
+    /// A remote that needs no login.
+    pub fn anonymous(url: &str) -> Remote {
+        Remote {
+            url: url.into(),
+            login: None,
+        }
+    }
+}
+
+/// Git's credential helper: answers `get` with the login from its
+/// environment, and only for the remote's own protocol and host, so a
+/// redirect elsewhere gets nothing. The script holds no secret: it is the
+/// one part that is in argv.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; p= h=; while IFS= read -r l && test -n \"$l\"; do case \"$l\" in \"protocol=$SLIPWAY_GIT_PROTOCOL\") p=1 ;; \"host=$SLIPWAY_GIT_HOST\") h=1 ;; esac; done; test \"$p$h\" = 11 || exit 0; printf 'username=%s\\npassword=%s\\n' \"$SLIPWAY_GIT_USERNAME\" \"$SLIPWAY_GIT_PASSWORD\"; }; f";
+
+/// `(protocol, host[:port])` of a URL, as git's credential protocol names them.
+fn protocol_and_host(url: &str) -> Option<(&str, &str)> {
+    let (protocol, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some((protocol, host))
+}
+
 /// A URL as shown to users (errors, the API, forge statuses): without its
 /// userinfo, so `https://user:token@host/repo.git` shows as
 /// `https://host/repo.git`.
@@ -87,14 +136,20 @@ pub fn is_ref_name(name: &str) -> bool {
 
 /// Resolves a branch, tag or full ref on a remote to `(full ref, sha)`.
 /// Branches win over tags of the same name, as in git.
-pub async fn resolve_ref(url: &str, name: &str) -> Result<(String, String), GitError> {
-    let out = git(None, &["ls-remote", "--heads", "--tags", url], "ls-remote")
-        .await
-        .map_err(|e| GitError::Fetch {
-            url: redact_url(url),
-            git_ref: name.into(),
-            message: redact_in(&e.to_string(), url),
-        })?;
+pub async fn resolve_ref(remote: &Remote, name: &str) -> Result<(String, String), GitError> {
+    let url = remote.url.as_str();
+    let out = git(
+        None,
+        &["ls-remote", "--heads", "--tags", "--end-of-options", url],
+        "ls-remote",
+        remote.login.as_ref().map(|l| (l, url)),
+    )
+    .await
+    .map_err(|e| GitError::Fetch {
+        url: redact_url(url),
+        git_ref: name.into(),
+        message: redact_in(&e.to_string(), url),
+    })?;
     let refs: Vec<(&str, &str)> = out
         .lines()
         .filter_map(|l| l.split_once('\t'))
@@ -129,25 +184,59 @@ pub struct Mirrors {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-async fn git(dir: Option<&Path>, args: &[&str], action: &str) -> Result<String, GitError> {
+/// The git command for `args`: with `login` (and the URL it is for), git
+/// gets it from its credential helper, the values only in its environment.
+fn git_command(dir: Option<&Path>, args: &[&str], login: Option<(&GitLogin, &str)>) -> Command {
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
+    // An empty helper first drops the server user's own helpers (a
+    // credential store holding their personal tokens), whatever the login.
+    cmd.args(["-c", "credential.helper="]);
+    if let Some((login, url)) = login {
+        let (protocol, host) = protocol_and_host(url).unwrap_or_default();
+        cmd.arg("-c")
+            .arg(format!("credential.helper={CREDENTIAL_HELPER}"))
+            .env("SLIPWAY_GIT_PROTOCOL", protocol)
+            .env("SLIPWAY_GIT_HOST", host)
+            .env("SLIPWAY_GIT_USERNAME", &login.username)
+            .env("SLIPWAY_GIT_PASSWORD", &login.password);
+    }
     // Never prompt for credentials: a server has no one to answer.
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
         .kill_on_drop(true);
-    let out = cmd.output().await.map_err(|e| GitError::Command {
-        action: action.into(),
-        message: e.to_string(),
-    })?;
+    cmd
+}
+
+async fn git(
+    dir: Option<&Path>,
+    args: &[&str],
+    action: &str,
+    login: Option<(&GitLogin, &str)>,
+) -> Result<String, GitError> {
+    let out = git_command(dir, args, login)
+        .output()
+        .await
+        .map_err(|e| GitError::Command {
+            action: action.into(),
+            message: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
+        let mut message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // Git never prints the password; should a server echo it back, it
+        // still goes no further.
+        if let Some((login, _)) = login {
+            message = message.replace(&login.password, "***");
+        }
         Err(GitError::Command {
             action: action.into(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            message,
         })
     }
 }
@@ -178,10 +267,12 @@ impl Mirrors {
     pub async fn fetch(
         &self,
         repo: &str,
-        url: &str,
+        remote: &Remote,
         git_ref: &str,
         sha: &str,
     ) -> Result<PathBuf, GitError> {
+        let url = remote.url.as_str();
+        let login = remote.login.as_ref().map(|l| (l, url));
         let lock = self
             .locks
             .lock()
@@ -208,7 +299,13 @@ impl Mirrors {
                     action: "create mirror".into(),
                     message: e.to_string(),
                 })?;
-            git(Some(&mirror), &["init", "--bare", "-q"], "init mirror").await?;
+            git(
+                Some(&mirror),
+                &["init", "--bare", "-q"],
+                "init mirror",
+                None,
+            )
+            .await?;
         }
         let has = |m: PathBuf| async move {
             git(
@@ -220,6 +317,7 @@ impl Mirrors {
                     &format!("{sha}^{{commit}}"),
                 ],
                 "cat-file",
+                None,
             )
             .await
             .is_ok()
@@ -242,6 +340,7 @@ impl Mirrors {
                 &refspec,
             ],
             "fetch",
+            login,
         )
         .await
         .map_err(|e| GitError::Fetch {
@@ -255,6 +354,7 @@ impl Mirrors {
                 Some(&mirror),
                 &["fetch", "-q", "--no-tags", "--end-of-options", url, sha],
                 "fetch commit",
+                login,
             )
             .await;
         }
@@ -284,7 +384,14 @@ impl Mirrors {
             });
         }
         let spec = format!("{sha}:{path}");
-        match git(Some(&mirror), &["show", "--end-of-options", &spec], "show").await {
+        match git(
+            Some(&mirror),
+            &["show", "--end-of-options", &spec],
+            "show",
+            None,
+        )
+        .await
+        {
             Ok(text) => Ok(Some(text)),
             Err(GitError::Command { message, .. })
                 if message.contains("does not exist")
@@ -310,6 +417,7 @@ impl Mirrors {
             None,
             &["clone", "-q", "--shared", "--no-checkout", &m, &d],
             "clone",
+            None,
         )
         .await?;
         git(
@@ -324,6 +432,7 @@ impl Mirrors {
                 sha,
             ],
             "checkout",
+            None,
         )
         .await?;
         Ok(())
@@ -362,15 +471,99 @@ mod tests {
         let root = std::env::temp_dir().join(format!("slipway-git-redact-{}", std::process::id()));
         let mirrors = Mirrors::new(root.clone());
         let err = mirrors
-            .fetch("acme/web", url, "refs/heads/main", &"a".repeat(40))
+            .fetch(
+                "acme/web",
+                &Remote::anonymous(url),
+                "refs/heads/main",
+                &"a".repeat(40),
+            )
             .await
             .unwrap_err()
             .to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
         assert!(err.contains("http://127.0.0.1:9/acme/web.git"), "{err}");
-        let err = resolve_ref(url, "main").await.unwrap_err().to_string();
+        let err = resolve_ref(&Remote::anonymous(url), "main")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
         let _ = std::fs::remove_dir_all(root);
+    }
+
+    fn login() -> GitLogin {
+        GitLogin {
+            username: "ci".into(),
+            password: "s3cr3t-token".into(),
+        }
+    }
+
+    /// Issue 14: a token in the URL was in git's argv, which every user of
+    /// the host reads in `/proc/*/cmdline`.
+    #[test]
+    fn a_login_reaches_git_in_its_environment_never_its_arguments() {
+        let login = login();
+        let cmd = git_command(
+            None,
+            &["ls-remote", "https://git.example.com/acme/web.git"],
+            Some((&login, "https://git.example.com/acme/web.git")),
+        );
+        let args: Vec<String> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args.join(" ").contains("s3cr3t"), "{args:?}");
+        assert_eq!(
+            &args[..2],
+            ["-c", "credential.helper="],
+            "user helpers dropped"
+        );
+        let env: HashMap<String, String> = cmd
+            .as_std()
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.into(), v?.to_str()?.into())))
+            .collect();
+        assert_eq!(env["SLIPWAY_GIT_PASSWORD"], "s3cr3t-token");
+        assert_eq!(env["SLIPWAY_GIT_HOST"], "git.example.com");
+        assert!(!format!("{login:?}").contains("s3cr3t"));
+    }
+
+    /// What git's credential machinery gets from the helper for a request
+    /// of `protocol` and `host` (`None`: nothing, git would have to ask).
+    fn fill(protocol: &str, host: &str) -> Option<String> {
+        let login = login();
+        let mut cmd = git_command(
+            None,
+            &["credential", "fill"],
+            Some((&login, "https://git.example.com:8443/acme/web.git")),
+        )
+        .into_std();
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("git runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("protocol={protocol}\nhost={host}\n\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[test]
+    fn the_credential_helper_answers_only_the_remotes_protocol_and_host() {
+        let answer = fill("https", "git.example.com:8443").expect("an answer");
+        assert!(
+            answer.contains("username=ci\npassword=s3cr3t-token\n"),
+            "{answer}"
+        );
+        assert_eq!(fill("https", "elsewhere.example.com"), None, "another host");
+        assert_eq!(fill("http", "git.example.com:8443"), None, "plain http");
     }
 
     #[test]
@@ -457,7 +650,7 @@ mod tests {
         std::fs::write(work.join("f"), "x").unwrap();
         run_git(&work, &["add", "f"]);
         run_git(&work, &["commit", "-q", "-m", "one"]);
-        let url = format!("file://{}", work.display());
+        let url = Remote::anonymous(&format!("file://{}", work.display()));
         let mirrors = Mirrors::new(root.join("mirrors"));
         let evil = "--upload-pack=touch pwned; git-upload-pack";
         let err = mirrors

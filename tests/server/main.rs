@@ -21,3 +21,5 @@ mod promotion;
 mod previews;
 // The web UI in headless Chromium against a real server.
 mod ui;
+// Trust: what untrusted pull requests never get; clone credentials.
+mod trust;

@@ -457,10 +457,20 @@ async fn concurrent_approvals_promote_once_outages_fail_retryably_and_restarts_k
 /// A server of the repository at `bare` (staging needs no approval) that
 /// logs in to the registry at `host` as `ci` with `password`.
 async fn start_logged_in(bare: &std::path::Path, host: &str, password: &str) -> Server {
+    start_logged_in_with(bare, host, password, "").await
+}
+
+/// [`start_logged_in`] with `repo_lines` in the repository's table.
+pub async fn start_logged_in_with(
+    bare: &std::path::Path,
+    host: &str,
+    password: &str,
+    repo_lines: &str,
+) -> Server {
     start_with(
         &format!("file://{}", bare.display()),
         &format!(
-            "{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"{password}\"\n",
+            "{repo_lines}{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"{password}\"\n",
             config(host, 0, "")
         ),
     )

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests and benchmarks: the `slipway`
-//! binary, scratch directories, git repositories, a real registry, plain
-//! HTTP, and Docker queries by label. Modules:
+//! binary, scratch directories, git repositories (also served over HTTP
+//! with a login), a real registry, plain HTTP, and Docker queries by label.
+//! Modules:
 //!
 //! - [`server`]: the server under test, in process or as the real binary,
 //!   and signed webhook deliveries (re-exported here);
@@ -385,6 +386,70 @@ pub fn git_repo(dir: &TempDir, branch: &str, files: &[(&str, &str)]) -> (PathBuf
     git(&work, &["init", "-q", "-b", branch]);
     let sha = git_commit(dir, &[&format!("refs/heads/{branch}")], files);
     (bare, sha)
+}
+
+/// Git's smart HTTP protocol (`git http-backend`, as CGI under busybox
+/// httpd) on a free loopback port, serving the bare repositories in a
+/// folder to `user` with `password` only (HTTP basic auth); stopped when
+/// dropped.
+pub struct GitHttp {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>/git`: a repository `x.git` of the folder is
+    /// at `<url>/x.git`.
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl GitHttp {
+    pub fn serve(repos: &Path, user: &str, password: &str) -> GitHttp {
+        let dir = TempDir::new("git-http");
+        let exec_path = run("git", None, &["--exec-path"]);
+        let script = dir.write(
+            "www/cgi-bin/git",
+            &format!(
+                "#!/bin/sh\nexport GIT_PROJECT_ROOT='{}' GIT_HTTP_EXPORT_ALL=1\nexec '{}/git-http-backend'\n",
+                repos.display(),
+                exec_path.trim()
+            ),
+        );
+        run("chmod", None, &["+x", script.to_str().expect("utf-8 path")]);
+        // busybox httpd asks for a login for every path under /cgi-bin.
+        let conf = dir.write("httpd.conf", &format!("/cgi-bin:{user}:{password}\n"));
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let child = Command::new("busybox")
+            .args(["httpd", "-f", "-r", "slipway-test", "-p"])
+            .arg(addr.to_string())
+            .arg("-h")
+            .arg(dir.path().join("www"))
+            .arg("-c")
+            .arg(conf)
+            .spawn()
+            .expect(
+                "busybox must be installed (apt-get install busybox-static; scripts/test does)",
+            );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "busybox httpd did not listen on {addr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        GitHttp {
+            child,
+            url: format!("http://{addr}/cgi-bin/git"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A real webhook body from `tests/fixtures/webhooks/github/`.

@@ -10,6 +10,7 @@ mod registries;
 mod repos;
 mod secrets;
 
+pub use repos::PullRequestTrust;
 use secrets::resolve;
 
 use std::net::SocketAddr;
@@ -133,7 +134,7 @@ struct RawServer {
 struct RawRepo {
     name: String,
     provider: Provider,
-    clone_url: String,
+    clone_url: toml::Spanned<String>,
     webhook_secret: Option<SecretSource>,
     #[serde(default = "default_pipeline")]
     pipeline: String,
@@ -146,6 +147,11 @@ struct RawRepo {
     max_previews: Option<usize>,
     #[serde(default)]
     previews_for_forks: bool,
+    trusted_pull_requests: Option<toml::Spanned<repos::RawPullRequestTrust>>,
+    clone_username: Option<toml::Spanned<String>>,
+    clone_token: Option<toml::Spanned<SecretSource>>,
+    #[serde(default)]
+    secrets: std::collections::BTreeMap<String, toml::Spanned<SecretSource>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,13 +276,29 @@ pub struct Repo {
     pub environments: Vec<Environment>,
     /// Open previews kept at most; the oldest go first.
     pub max_previews: usize,
-    /// Pull requests from forks get previews (never secrets).
+    /// Untrusted pull requests (forks, unless `trusted_pull_requests`
+    /// says otherwise) get previews (never secrets).
     pub previews_for_forks: bool,
+    /// Which pull requests' runs are trusted.
+    pub trusted_pull_requests: repos::PullRequestTrust,
+    /// What git logs in with to fetch: given to git by its credential
+    /// helper protocol, never in the URL.
+    pub clone_login: Option<slipway_runner::git::GitLogin>,
+    /// Values of the secrets steps of trusted runs may list, by name.
+    pub secrets: std::collections::HashMap<String, String>,
 }
 
 impl Repo {
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// Where git fetches the repository from, and with what login.
+    pub fn remote(&self) -> slipway_runner::git::Remote {
+        slipway_runner::git::Remote {
+            url: self.clone_url.clone(),
+            login: self.clone_login.clone(),
+        }
     }
 }
 
@@ -413,7 +435,7 @@ impl Config {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.listen));
-        config.repos = repos::validate_all(file, raw.repos, &mut problems);
+        config.repos = repos::validate_all(file, text, raw.repos, &mut problems);
         for (i, t) in raw.tokens.into_iter().enumerate() {
             match resolve(Some(&t.token)) {
                 Ok(Some(token)) if token.len() < 16 => problems.push(format!(

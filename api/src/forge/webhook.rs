@@ -59,6 +59,9 @@ pub struct PullRequestInfo {
     /// The branch the pull request wants to merge into.
     pub target_branch: String,
     pub from_fork: bool,
+    /// The head repository (`owner/name`), when the forge names it: whose
+    /// fork a pull request comes from.
+    pub head_repo: Option<String>,
 }
 
 /// Header lookup, case-insensitive, so this module needs no HTTP types.
@@ -295,6 +298,7 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                     // A deleted fork's head names no repository: it is
                     // still someone else's code.
                     from_fork: head_repo.is_none() || head_repo != base_repo,
+                    head_repo,
                 }),
                 author: pr.pull_request.user.as_ref().map(|u| u.login.clone()),
             }))
@@ -367,6 +371,11 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
         r#ref: String,
         sha: String,
         repo_id: Option<u64>,
+        repo: Option<Repository>,
+    }
+    #[derive(Deserialize)]
+    struct Repository {
+        full_name: Option<String>,
     }
     #[derive(Deserialize)]
     struct Pr {
@@ -407,6 +416,7 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             target_branch: p.pull_request.base.r#ref,
                             from_fork: p.pull_request.head.repo_id.is_none()
                                 || p.pull_request.head.repo_id != p.pull_request.base.repo_id,
+                            head_repo: p.pull_request.head.repo.and_then(|r| r.full_name),
                         }),
                         author: p.pull_request.user.and_then(Login::name),
                     }))
@@ -441,6 +451,11 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
         last_commit: Option<Commit>,
         source_project_id: Option<u64>,
         target_project_id: Option<u64>,
+        source: Option<Project>,
+    }
+    #[derive(Deserialize)]
+    struct Project {
+        path_with_namespace: Option<String>,
     }
     #[derive(Deserialize)]
     struct Commit {
@@ -479,6 +494,7 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                             target_branch: a.target_branch,
                             from_fork: a.source_project_id.is_none()
                                 || a.source_project_id != a.target_project_id,
+                            head_repo: a.source.and_then(|p| p.path_with_namespace),
                         }),
                         author,
                     }))
@@ -669,6 +685,7 @@ mod tests {
                 "the pull request's author"
             );
             assert!(!info.from_fork);
+            assert_eq!(info.head_repo.as_deref(), Some("Codertocat/Hello-World"));
         }
         assert_eq!(
             classify(
@@ -753,6 +770,11 @@ mod tests {
         let pr = b.pull_request.expect("a pull request");
         assert_eq!((pr.number, pr.target_branch.as_str()), (2, "master"));
         assert!(pr.from_fork, "head repo 2, base repo 1");
+        assert_eq!(
+            pr.head_repo.as_deref(),
+            Some("example2/example"),
+            "the fork's owner"
+        );
     }
 
     #[test]
@@ -788,6 +810,10 @@ mod tests {
         let pr = mr.pull_request.expect("a merge request");
         assert_eq!((pr.number, pr.target_branch.as_str()), (1, "master"));
         assert!(!pr.from_fork, "source and target project are both 14");
+        assert_eq!(
+            pr.head_repo.as_deref(),
+            Some("awesome_space/awesome_project")
+        );
     }
 
     /// Issue 14: a signed body's commit id or ref reached `git fetch` as

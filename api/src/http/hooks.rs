@@ -216,6 +216,10 @@ fn source_of(repo: &str, build: &BuildRequest, delivery: &str) -> SourceRecord {
         pull_request: build.pull_request.as_ref().map(|p| p.number),
         pr_target_branch: build.pull_request.as_ref().map(|p| p.target_branch.clone()),
         from_fork: build.pull_request.as_ref().is_some_and(|p| p.from_fork),
+        head_repo: build
+            .pull_request
+            .as_ref()
+            .and_then(|p| p.head_repo.clone()),
         delivery: Some(delivery.to_string()),
         author: build.author.clone(),
     }

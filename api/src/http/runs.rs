@@ -74,17 +74,19 @@ pub struct ArtifactView {
     pub size: u64,
 }
 
-impl From<RunRecord> for RunView {
-    fn from(r: RunRecord) -> RunView {
+impl RunView {
+    /// The run as the API shows it; `config` says how a run that has not
+    /// started yet would be trusted.
+    pub fn new(r: RunRecord, config: &crate::config::Config) -> RunView {
         let edges = r
             .steps
             .iter()
             .flat_map(|s| s.needs.iter().map(|n| [s.name.clone(), n.clone()]))
             .collect();
-        let trust = crate::runs::trust::trust(r.source.as_ref());
+        let trust = crate::runs::trust::of_run(&r, config);
         RunView {
             trusted: trust.trusted,
-            trust: trust.why.to_string(),
+            trust: trust.why,
             duration_ms: r.finished_ms.map(|f| f.saturating_sub(r.created_ms)),
             repo: r.source.as_ref().map(|s| s.repo.clone()),
             git_ref: r.source.as_ref().map(|s| s.git_ref.clone()),
@@ -163,7 +165,10 @@ pub async fn list_runs(
                 .is_none_or(|want| r.branch.as_ref() == Some(want))
     })?;
     Ok(Json(RunsPage {
-        runs: runs.into_iter().map(RunView::from).collect(),
+        runs: runs
+            .into_iter()
+            .map(|r| RunView::new(r, &state.config))
+            .collect(),
         next,
     }))
 }
@@ -174,7 +179,10 @@ pub async fn get_run(
     _: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    Ok(Json(state.store.find_run(&id)?.into()))
+    Ok(Json(RunView::new(
+        state.store.find_run(&id)?,
+        &state.config,
+    )))
 }
 
 /// `POST /api/v1/runs/{id}/cancel` (write scope): a queued run is cancelled
@@ -282,7 +290,7 @@ pub async fn trigger(
             ),
         ));
     }
-    let (git_ref, sha) = slipway_runner::git::resolve_ref(&repo.clone_url, &body.r#ref)
+    let (git_ref, sha) = slipway_runner::git::resolve_ref(&repo.remote(), &body.r#ref)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -299,6 +307,7 @@ pub async fn trigger(
         pull_request: None,
         pr_target_branch: None,
         from_fork: false,
+        head_repo: None,
         delivery: None,
         // A manual run builds what a ref points at; its commits' authors
         // are not known here.
@@ -493,6 +502,7 @@ mod tests {
                         pull_request: None,
                         pr_target_branch: None,
                         from_fork: false,
+                        head_repo: None,
                         delivery: None,
                         author: None,
                     }),

@@ -55,7 +55,8 @@ pub struct DeployRequest {
     pub run: String,
     pub image: String,
     pub spec: slipway_engine::model::Preview,
-    pub from_fork: bool,
+    /// Whether the run that built the image was trusted (`runs::trust`).
+    pub trusted: bool,
 }
 
 pub struct Previews {
@@ -119,7 +120,7 @@ impl crate::runs::RunFollower for Previews {
             run: run.id.clone(),
             image,
             spec: spec.clone(),
-            from_fork: source.from_fork,
+            trusted: crate::runs::trust::of_run(run, &self.config).trusted,
         };
         let previews = self;
         tokio::spawn(async move {
@@ -223,9 +224,9 @@ impl Previews {
             .repo(&req.repo)
             .ok_or_else(|| format!("repository `{}` is not configured", req.repo))?
             .clone();
-        if req.from_fork && !repo.previews_for_forks {
+        if !req.trusted && !repo.previews_for_forks {
             return Err(format!(
-                "pull request #{} comes from a fork and `{}` does not allow previews for forks (previews_for_forks)",
+                "pull request #{}'s run is untrusted and `{}` does not allow previews of untrusted pull requests (previews_for_forks)",
                 req.number, repo.name
             ));
         }
@@ -465,6 +466,15 @@ impl Previews {
                     warn!(repo = %r.repo, pr = r.number, "preview container gone; starting it again");
                     let this = self.clone();
                     tokio::spawn(async move {
+                        // Asked again: the config may have changed since.
+                        let trusted =
+                            this.store
+                                .get_run(&r.run)
+                                .ok()
+                                .flatten()
+                                .is_some_and(|run| {
+                                    crate::runs::trust::of_run(&run, &this.config).trusted
+                                });
                         let req = DeployRequest {
                             repo: r.repo.clone(),
                             number: r.number,
@@ -477,7 +487,7 @@ impl Previews {
                                 health: None,
                                 env: Vec::new(),
                             },
-                            from_fork: false,
+                            trusted,
                         };
                         if let Err(e) = this.deploy(req).await {
                             warn!(error = %e, "cannot restart a preview");

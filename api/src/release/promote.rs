@@ -659,6 +659,7 @@ mod tests {
                     pull_request: None,
                     pr_target_branch: None,
                     from_fork: false,
+                    head_repo: None,
                     delivery: None,
                     author: author.map(String::from),
                 }),

@@ -265,8 +265,15 @@ impl<B: Backend> Executor<B> {
         cancel: CancellationToken,
     ) -> Result<slipway_engine::Pipeline, (RunStatus, String)> {
         let source = run.source.as_ref().expect("server runs have a source");
+        // Decided once, with the config the run starts under, and kept
+        // with the run: what it gets follows from this.
+        let trust = crate::runs::trust::trust(Some(source), &repo.trusted_pull_requests);
+        let kept = trust.clone();
+        self.store
+            .update_run(&run.id, |r| r.trust = Some(kept))
+            .map_err(|e| (RunStatus::Failed, e.to_string()))?;
         self.mirrors
-            .fetch(&repo.name, &repo.clone_url, &source.git_ref, &source.sha)
+            .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
             .await
             .map_err(|e| (RunStatus::Failed, e.to_string()))?;
         let text = self
@@ -383,11 +390,21 @@ impl<B: Backend> Executor<B> {
             }
             _ => Vec::new(),
         };
+        // Steps that will not run need nothing: a fork's pull request
+        // still runs its tests when a push-only step lists a secret.
+        let excluded = pipeline.excluded(&trigger);
+        for (step, out) in pipeline.steps.iter_mut().zip(excluded) {
+            if out || skip.iter().any(|(name, _)| *name == step.name) {
+                step.secrets.clear();
+            }
+        }
+        let granted = crate::runs::trust::grant(&trust, repo, &self.config.registries, &pipeline)
+            .map_err(|message| (RunStatus::Error, message))?;
         let options = RunOptions {
             run_id: run.id.clone(),
             jobs: 4,
             trigger,
-            secrets: Default::default(),
+            secrets: granted.secrets,
             workspace: Workspace::Copy(checkout.to_path_buf()),
             env,
             skip,
@@ -395,12 +412,7 @@ impl<B: Backend> Executor<B> {
                 cache: self.cache.clone(),
                 artifacts: Some(self.artifacts_root.join(&run.id)),
             },
-            // An untrusted run's build can push nowhere the server's logins reach.
-            credentials: if crate::runs::trust::trust(run.source.as_ref()).trusted {
-                self.config.registries.clone()
-            } else {
-                Default::default()
-            },
+            credentials: granted.credentials,
         };
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
         let mut recorder = Recorder::new(self.store.clone(), &run.id);

@@ -89,6 +89,17 @@ pub struct RunRecord {
     /// this environment run.
     #[serde(default)]
     pub deploy: Option<Deploy>,
+    /// Whether the run's code was trusted when it started, and why: decided
+    /// once, so the API shows what the run had even if the config changed.
+    #[serde(default)]
+    pub trust: Option<Trust>,
+}
+
+/// Whether a run's code is the repository's own (`runs::trust` decides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trust {
+    pub trusted: bool,
+    pub why: String,
 }
 
 impl RunRecord {
@@ -117,6 +128,7 @@ impl RunRecord {
             notes: Vec::new(),
             rerun: None,
             deploy: None,
+            trust: None,
         }
     }
 }
@@ -158,6 +170,10 @@ pub struct SourceRecord {
     pub pull_request: Option<u64>,
     pub pr_target_branch: Option<String>,
     pub from_fork: bool,
+    /// A pull request's head repository (`owner/name`), where the forge
+    /// said: whose fork it is, for `trusted_pull_requests`.
+    #[serde(default)]
+    pub head_repo: Option<String>,
     pub delivery: Option<String>,
     /// The forge login of who wrote the change, where the webhook said.
     #[serde(default)]
