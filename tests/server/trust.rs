@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use slipway_tests::{
     BUSYBOX, GitHttp, READER, REPO, Server, TOKENS, TempDir, WRITER, docker, git_commit, git_repo,
-    pr_body, push, remove_images, send, start_with, wait_done,
+    pr_body, push, remove_images, send, start_with, wait_done, wait_for,
 };
 
 use crate::promotion::{repo_for, start_logged_in_with};
@@ -272,4 +272,46 @@ async fn a_clone_token_opens_a_git_server_that_requires_a_login_and_shows_nowher
     for text in seen {
         assert!(!text.contains(CLONE_TOKEN), "the token shows: {text}");
     }
+}
+
+/// With `trusted_pull_requests = "none"` a pull request from the
+/// repository's own branch is untrusted, so it gets no preview (a
+/// same-repo pull request always got one before) unless
+/// `previews_for_forks`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_pull_request_gets_no_preview() {
+    let _turn = crate::previews::SERIAL.lock().await;
+    docker().await;
+    let registry = slipway_tests::Registry::start();
+    let (_repo_dir, bare, head) = crate::previews::preview_repo(&registry.host);
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        "trusted_pull_requests = \"none\"\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n",
+    )
+    .await;
+    let (status, json) = send(
+        &server,
+        "pull_request",
+        "pr-none-preview",
+        pr_from(&head, "Codertocat/Hello-World"),
+    )
+    .await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["run"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_done(&server.store, &id).await.status.as_str(),
+        "success"
+    );
+    let note = wait_for(|| {
+        let run = server.store.get_run(&id).ok()??;
+        run.notes.into_iter().find(|n| n.contains("preview"))
+    })
+    .await;
+    assert!(
+        note.starts_with("no preview:") && note.contains("untrusted"),
+        "{note}"
+    );
+    assert!(server.store.preview(REPO, 2).unwrap().is_none());
+    server.shutdown.cancel();
+    remove_images(&[format!("{}/acme/preview:{head}", registry.host)]).await;
 }
