@@ -45,7 +45,8 @@ pub struct BuildRequest {
     pub sha: String,
     pub branch: Option<String>,
     pub tag: Option<String>,
-    pub pull_request: Option<PullRequestInfo>,
+    /// Boxed: most requests are pushes, and a verdict stays small.
+    pub pull_request: Option<Box<PullRequestInfo>>,
     /// The forge login of who wrote the change (the head commit's author,
     /// else who pushed; a pull request's author), for the rule that nobody
     /// approves the promotion of their own work.
@@ -291,7 +292,7 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                 sha: head.sha.clone(),
                 branch: Some(head.ref_field.clone()),
                 tag: None,
-                pull_request: Some(PullRequestInfo {
+                pull_request: Some(Box::new(PullRequestInfo {
                     number: pr.number,
                     action,
                     target_branch: base.ref_field.clone(),
@@ -299,7 +300,7 @@ fn classify_github(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                     // still someone else's code.
                     from_fork: head_repo.is_none() || head_repo != base_repo,
                     head_repo,
-                }),
+                })),
                 author: pr.pull_request.user.as_ref().map(|u| u.login.clone()),
             }))
         }
@@ -410,14 +411,14 @@ fn classify_gitea(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                         sha: p.pull_request.head.sha,
                         branch: Some(p.pull_request.head.r#ref),
                         tag: None,
-                        pull_request: Some(PullRequestInfo {
+                        pull_request: Some(Box::new(PullRequestInfo {
                             number: p.number,
                             action: p.action.clone(),
                             target_branch: p.pull_request.base.r#ref,
                             from_fork: p.pull_request.head.repo_id.is_none()
                                 || p.pull_request.head.repo_id != p.pull_request.base.repo_id,
                             head_repo: p.pull_request.head.repo.and_then(|r| r.full_name),
-                        }),
+                        })),
                         author: p.pull_request.user.and_then(Login::name),
                     }))
                 }
@@ -488,14 +489,14 @@ fn classify_gitlab(event: &str, body: &[u8]) -> Result<Verdict, WebhookError> {
                         sha,
                         branch: Some(a.source_branch),
                         tag: None,
-                        pull_request: Some(PullRequestInfo {
+                        pull_request: Some(Box::new(PullRequestInfo {
                             number: a.iid,
                             action,
                             target_branch: a.target_branch,
                             from_fork: a.source_project_id.is_none()
                                 || a.source_project_id != a.target_project_id,
                             head_repo: a.source.and_then(|p| p.path_with_namespace),
-                        }),
+                        })),
                         author,
                     }))
                 }

@@ -390,14 +390,7 @@ impl<B: Backend> Executor<B> {
             }
             _ => Vec::new(),
         };
-        // Steps that will not run need nothing: a fork's pull request
-        // still runs its tests when a push-only step lists a secret.
-        let excluded = pipeline.excluded(&trigger);
-        for (step, out) in pipeline.steps.iter_mut().zip(excluded) {
-            if out || skip.iter().any(|(name, _)| *name == step.name) {
-                step.secrets.clear();
-            }
-        }
+        let pipeline = crate::runs::trust::without_unneeded_secrets(pipeline, &trigger, &skip);
         let granted = crate::runs::trust::grant(&trust, repo, &self.config.registries, &pipeline)
             .map_err(|message| (RunStatus::Error, message))?;
         let options = RunOptions {

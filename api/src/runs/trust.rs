@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use slipway_engine::Pipeline;
+use slipway_engine::{Pipeline, Trigger};
 use slipway_runner::Credentials;
 
 use crate::config::{Config, PullRequestTrust, Repo};
@@ -79,6 +79,23 @@ pub fn of_run(run: &RunRecord, config: &Config) -> Trust {
             .unwrap_or_default();
         trust(run.source.as_ref(), &policy)
     })
+}
+
+/// `pipeline` without the secrets of steps that will not run (excluded by
+/// `when:` for `trigger`, or in `skip`): they need none, so a fork's pull
+/// request still runs its tests when a push-only step lists a secret.
+pub fn without_unneeded_secrets(
+    mut pipeline: Pipeline,
+    trigger: &Trigger,
+    skip: &[(String, String)],
+) -> Pipeline {
+    let excluded = pipeline.excluded(trigger);
+    for (step, out) in pipeline.steps.iter_mut().zip(excluded) {
+        if out || skip.iter().any(|(name, _)| *name == step.name) {
+            step.secrets.clear();
+        }
+    }
+    pipeline
 }
 
 /// What the server gives a run of `pipeline`.
@@ -264,5 +281,31 @@ mod tests {
         assert!(e.contains("step `ship` deploys to `prod`"), "{e}");
         let p = pipeline("steps:\n  test: {image: i, commands: [x]}\n");
         assert!(grant(&fork, &repo_with_secret(), &Credentials::default(), &p).is_ok());
+    }
+
+    #[test]
+    fn steps_that_will_not_run_need_no_secret_so_a_forks_tests_still_run() {
+        let fork = trust(
+            Some(&source(Some(2), Some("mallory/web"))),
+            &PullRequestTrust::SameRepo,
+        );
+        let p = pipeline(
+            "steps:\n  test: {image: i, commands: [x]}\n  release: {image: i, commands: [x], secrets: [NPM_TOKEN], when: {event: [push]}}\n  docs: {image: i, commands: [x], secrets: [NPM_TOKEN]}\n",
+        );
+        let pr = Trigger {
+            event: "pull_request".into(),
+            ..Trigger::default()
+        };
+        let skip = [("docs".to_string(), "succeeded in run r0".to_string())];
+        let needed = without_unneeded_secrets(p.clone(), &pr, &skip);
+        let g = grant(&fork, &repo_with_secret(), &Credentials::default(), &needed).unwrap();
+        assert!(g.secrets.is_empty());
+        let push = Trigger {
+            event: "push".into(),
+            ..Trigger::default()
+        };
+        let needed = without_unneeded_secrets(p, &push, &[]);
+        let e = grant(&fork, &repo_with_secret(), &Credentials::default(), &needed).unwrap_err();
+        assert!(e.contains("step `release`"), "{e}");
     }
 }
