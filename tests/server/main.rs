@@ -21,3 +21,5 @@ mod promotion;
 mod previews;
 // The web UI in headless Chromium against a real server.
 mod ui;
+// Directory caches scoped by repository and ref: a fork cannot poison them.
+mod caches;
