@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway_engine::{Pipeline, RunStatus, Trigger, parse};
-use slipway_runner::cache::CacheStore;
+use slipway_runner::cache::{CacheScope, CacheStore, LOCAL_SCOPE};
 use slipway_runner::{
     Backend, ContainerSpec, DockerBackend, RunEvent, RunOptions, RunSpec, StepFiles, Workspace,
     execute,
@@ -45,6 +45,7 @@ fn options(workspace: Workspace, files: StepFiles) -> RunOptions {
         env: Vec::new(),
         skip: Vec::new(),
         files,
+        cache_scope: CacheScope::single(LOCAL_SCOPE),
         credentials: Default::default(),
     }
 }
@@ -226,7 +227,7 @@ async fn throughput_section(backend: &Arc<DockerBackend>) {
         .await
         .unwrap();
     let s = store.clone();
-    let entry = tokio::task::spawn_blocking(move || s.save("big", &archive))
+    let entry = tokio::task::spawn_blocking(move || s.save(LOCAL_SCOPE, "big", &archive))
         .await
         .unwrap()
         .unwrap();
@@ -237,11 +238,12 @@ async fn throughput_section(backend: &Arc<DockerBackend>) {
     backend.setup_run(&reader).await.unwrap();
     let started = Instant::now();
     let s = store.clone();
-    let hit = tokio::task::spawn_blocking(move || s.lookup("big", &[], |_| {}))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("hit");
+    let hit =
+        tokio::task::spawn_blocking(move || s.lookup(&[LOCAL_SCOPE.into()], "big", &[], |_| {}))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("hit");
     backend
         .import_workspace(&reader, &store.blob_path(&hit.entry().blob))
         .await

@@ -49,6 +49,7 @@ fn options(jobs: usize) -> RunOptions {
         env: Vec::new(),
         skip: Vec::new(),
         files: Default::default(),
+        cache_scope: slipway_runner::cache::CacheScope::single(slipway_runner::cache::LOCAL_SCOPE),
         credentials: Default::default(),
     }
 }

@@ -34,6 +34,7 @@ fn options(workspace: Workspace) -> RunOptions {
         env: vec![("SLIPWAY_COMMIT_SHA".into(), "abc123".into())],
         skip: Vec::new(),
         files: Default::default(),
+        cache_scope: slipway_runner::cache::CacheScope::single(slipway_runner::cache::LOCAL_SCOPE),
         credentials: Default::default(),
     }
 }

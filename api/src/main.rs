@@ -136,10 +136,13 @@ enum Command {
 enum CacheAction {
     /// Every entry, most recently used first.
     Ls,
-    /// Remove entries by key.
+    /// Remove entries by key, in every scope unless `--scope` names one.
     Rm {
         #[arg(required = true)]
         keys: Vec<String>,
+        /// Only this scope's entries (as `slipway cache ls` shows it).
+        #[arg(long)]
+        scope: Option<String>,
     },
     /// Remove least recently used entries until the rest fit.
     Prune {
@@ -195,7 +198,7 @@ fn main() -> ExitCode {
         }),
         Command::Cache { action } => match action {
             CacheAction::Ls => cmd::cache::ls(&data_dir),
-            CacheAction::Rm { keys } => cmd::cache::rm(&data_dir, &keys),
+            CacheAction::Rm { keys, scope } => cmd::cache::rm(&data_dir, &keys, scope.as_deref()),
             CacheAction::Prune { max_size } => cmd::cache::prune(&data_dir, &max_size),
         },
         Command::Artifacts {

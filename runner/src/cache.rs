@@ -1,17 +1,26 @@
 //! Directory caches on the local disk: tar archives, content-addressed,
-//! found by key.
+//! found by scope and key.
+//!
+//! A scope is a repository and a ref, as in GitHub Actions: untrusted code
+//! (a fork's pull request) must not be able to put an archive where the
+//! default branch will unpack it. A run reads the scopes of its
+//! [`CacheScope`] in order and writes only its own; see
+//! [`CacheScope::for_run`] for which scopes a run gets.
 //!
 //! Layout under the cache root:
-//! - `blobs/<sha256>.tar`: an archive, named by the hash of its bytes;
-//! - `keys/<key>.json`: which blob a key holds, its size, and when it was
-//!   made and last used.
+//! - `blobs/<sha256>.tar`: an archive, named by the hash of its bytes,
+//!   shared by every scope (a name that is a hash cannot be poisoned);
+//! - `scopes/<sha256 of scope>/<sha256 of key>.json`: which blob a key of
+//!   a scope holds, its size, and when it was made and last used. Hashed
+//!   names, because scopes and keys come from branch names and pipeline
+//!   files: `../` in either must not reach outside the root.
 //!
 //! Every file appears by `rename` of a finished temporary file, so a reader
 //! (another run, another process) sees a whole entry or none. Two runs
 //! saving the same key both write whole blobs; the last rename wins and
 //! both are valid. A blob whose bytes no longer match its name is corrupt:
 //! it is discarded with a warning and the lookup is a miss. Above the size
-//! limit the least recently used keys go first.
+//! limit the least recently used keys go first, whatever their scope.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -30,8 +39,8 @@ pub enum CacheError {
         #[source]
         source: io::Error,
     },
-    #[error("no cache entry `{0}`")]
-    NotFound(String),
+    #[error("no cache entry `{key}` in scope `{scope}`")]
+    NotFound { scope: String, key: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -41,9 +50,79 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     }
 }
 
+/// The scope of `slipway run` on this machine: the user's own code, never
+/// read by a server run.
+pub const LOCAL_SCOPE: &str = "local";
+
+/// What a run is of, as far as its caches' scope goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRef<'a> {
+    Branch(&'a str),
+    Tag(&'a str),
+    /// A pull request, `base` the branch it targets.
+    PullRequest {
+        number: u64,
+        base: &'a str,
+    },
+    /// Any other ref (a commit asked for by its sha, say).
+    Other(&'a str),
+}
+
+/// Which scopes a run's caches are read from, and the one they are saved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheScope {
+    /// Where the run's saves go; `None`: it saves nothing.
+    pub write: Option<String>,
+    /// Searched in this order; the first scope with a hit (exact key or
+    /// restore prefix) wins.
+    pub read: Vec<String>,
+}
+
+impl CacheScope {
+    /// Reads and writes `scope` alone.
+    pub fn single(scope: &str) -> CacheScope {
+        CacheScope {
+            write: Some(scope.into()),
+            read: vec![scope.into()],
+        }
+    }
+
+    /// GitHub Actions' rules for a run of `repo`: a branch or tag reads its
+    /// own scope, then the default branch's; a pull request reads
+    /// `pr-<n>`, then its base branch's, then the default branch's, and
+    /// writes only `pr-<n>`, which no other scope reads, so what a fork
+    /// saves stays with its pull request. An untrusted run that is not a
+    /// pull request has no scope of its own that nobody else reads: it
+    /// saves nothing.
+    pub fn for_run(repo: &str, of: RunRef, default_branch: &str, trusted: bool) -> CacheScope {
+        // Full refs for branches and tags, so a branch called `pr-2` is
+        // not pull request #2's scope.
+        let branch = |b: &str| format!("{repo}:refs/heads/{b}");
+        let (own, mut read) = match of {
+            RunRef::Branch(b) => (branch(b), vec![]),
+            RunRef::Tag(t) => (format!("{repo}:refs/tags/{t}"), vec![]),
+            RunRef::PullRequest { number, base } => {
+                (format!("{repo}:pr-{number}"), vec![branch(base)])
+            }
+            RunRef::Other(r) => (format!("{repo}:{r}"), vec![]),
+        };
+        read.insert(0, own.clone());
+        read.push(branch(default_branch));
+        let mut seen = std::collections::HashSet::new();
+        read.retain(|s| seen.insert(s.clone()));
+        let pull_request = matches!(of, RunRef::PullRequest { .. });
+        CacheScope {
+            write: (trusted || pull_request).then_some(own),
+            read,
+        }
+    }
+}
+
 /// One key's entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The scope it was saved in (see [`CacheScope`]).
+    pub scope: String,
     pub key: String,
     /// sha256 of the archive, hex.
     pub blob: String,
@@ -83,11 +162,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn hashed(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
 impl CacheStore {
     pub fn open(root: &Path, max_bytes: u64) -> Result<CacheStore, CacheError> {
-        for dir in ["blobs", "keys", "tmp"] {
+        for dir in ["blobs", "scopes", "tmp"] {
             let d = root.join(dir);
             fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        // Keys from before scopes, one namespace for every repository and
+        // fork: nothing says who wrote them, so none may be restored. Their
+        // blobs go with the next eviction.
+        let legacy = root.join("keys");
+        if legacy.is_dir() {
+            fs::remove_dir_all(&legacy).map_err(io_err(&legacy))?;
         }
         Ok(CacheStore {
             root: root.to_path_buf(),
@@ -109,54 +199,76 @@ impl CacheStore {
             .join(format!("{what}-{}-{n}-{}", std::process::id(), now_ms()))
     }
 
-    fn key_path(&self, key: &str) -> PathBuf {
-        self.root.join("keys").join(format!("{key}.json"))
+    fn scope_dir(&self, scope: &str) -> PathBuf {
+        self.root.join("scopes").join(hashed(scope))
+    }
+
+    fn key_path(&self, scope: &str, key: &str) -> PathBuf {
+        self.scope_dir(scope).join(format!("{}.json", hashed(key)))
     }
 
     pub fn blob_path(&self, blob: &str) -> PathBuf {
         self.root.join("blobs").join(format!("{blob}.tar"))
     }
 
-    /// Every entry, newest use first.
+    /// The entry stored for `key` in `scope`, if its file says it is that.
+    fn read_key(&self, scope: &str, key: &str) -> Option<Entry> {
+        read_entry(&self.key_path(scope, key)).filter(|e| e.scope == scope && e.key == key)
+    }
+
+    /// Every entry of every scope, newest use first.
     pub fn list(&self) -> Result<Vec<Entry>, CacheError> {
-        let dir = self.root.join("keys");
+        let dir = self.root.join("scopes");
         let mut out = Vec::new();
         for item in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let path = item.map_err(io_err(&dir))?.path();
-            if path.extension().is_some_and(|e| e == "json")
-                && let Some(entry) = read_entry(&path)
-            {
-                out.push(entry);
+            if path.is_dir() {
+                out.extend(entries_in(&path)?);
             }
         }
-        out.sort_by(|a, b| b.used_ms.cmp(&a.used_ms).then(a.key.cmp(&b.key)));
+        out.sort_by(|a, b| {
+            b.used_ms
+                .cmp(&a.used_ms)
+                .then(a.scope.cmp(&b.scope))
+                .then(a.key.cmp(&b.key))
+        });
         Ok(out)
     }
 
-    /// The entry for `key`, else the newest one whose key starts with one of
-    /// `prefixes` (tried in order). A corrupt blob is discarded and skipped;
-    /// `warn` hears about it.
+    /// Searches `scopes` in order; in each, the entry for `key`, else the
+    /// newest one whose key starts with one of `prefixes` (tried in order).
+    /// The first scope with a hit wins. A corrupt blob is discarded and
+    /// skipped; `warn` hears about it.
     pub fn lookup(
         &self,
+        scopes: &[String],
         key: &str,
         prefixes: &[String],
         mut warn: impl FnMut(String),
     ) -> Result<Option<Hit>, CacheError> {
-        if let Some(entry) = read_entry(&self.key_path(key))
-            && self.verify(&entry, &mut warn)?
-        {
-            return Ok(Some(Hit::Exact(self.touch(entry))));
-        }
-        let all = self.list()?;
-        for prefix in prefixes {
-            let mut candidates: Vec<&Entry> = all
-                .iter()
-                .filter(|e| e.key.starts_with(prefix.as_str()))
+        for scope in scopes {
+            if let Some(entry) = self.read_key(scope, key)
+                && self.verify(&entry, &mut warn)?
+            {
+                return Ok(Some(Hit::Exact(self.touch(entry))));
+            }
+            if prefixes.is_empty() {
+                continue;
+            }
+            let all: Vec<Entry> = entries_in(&self.scope_dir(scope))?
+                .into_iter()
+                .filter(|e| e.scope == *scope)
                 .collect();
-            candidates.sort_by_key(|e| std::cmp::Reverse(e.created_ms));
-            for entry in candidates {
-                if self.verify(entry, &mut warn)? {
-                    return Ok(Some(Hit::Prefix(self.touch(entry.clone()))));
+            for prefix in prefixes {
+                let mut candidates: Vec<&Entry> = all
+                    .iter()
+                    .filter(|e| e.key.starts_with(prefix.as_str()))
+                    .collect();
+                candidates.sort_by_key(|e| std::cmp::Reverse(e.created_ms));
+                for entry in candidates {
+                    if self.verify(entry, &mut warn)? {
+                        return Ok(Some(Hit::Prefix(self.touch(entry.clone()))));
+                    }
                 }
             }
         }
@@ -166,6 +278,7 @@ impl CacheStore {
     /// Whether the blob is whole; a corrupt one is removed with its key.
     fn verify(&self, entry: &Entry, warn: &mut impl FnMut(String)) -> Result<bool, CacheError> {
         let path = self.blob_path(&entry.blob);
+        let key_path = self.key_path(&entry.scope, &entry.key);
         let actual = match File::open(&path).and_then(|f| hash_reader(f).map(|(h, _)| h)) {
             Ok(h) => h,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -173,7 +286,7 @@ impl CacheStore {
                     "cache `{}`: its archive is missing; ignored",
                     entry.key
                 ));
-                let _ = fs::remove_file(self.key_path(&entry.key));
+                let _ = fs::remove_file(key_path);
                 return Ok(false);
             }
             Err(e) => return Err(io_err(&path)(e)),
@@ -183,7 +296,7 @@ impl CacheStore {
                 "cache `{}`: archive is corrupt (sha256 {actual}, expected {}); discarded",
                 entry.key, entry.blob
             ));
-            let _ = fs::remove_file(self.key_path(&entry.key));
+            let _ = fs::remove_file(key_path);
             let _ = fs::remove_file(&path);
             return Ok(false);
         }
@@ -204,13 +317,16 @@ impl CacheStore {
             source: io::Error::other(e),
         })?;
         fs::write(&tmp, json).map_err(io_err(&tmp))?;
-        let path = self.key_path(&entry.key);
+        let dir = self.scope_dir(&entry.scope);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = self.key_path(&entry.scope, &entry.key);
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
     /// Stores the finished archive at `archive` (a path from
-    /// [`CacheStore::temp_path`]) under `key`, then evicts down to the limit.
-    pub fn save(&self, key: &str, archive: &Path) -> Result<Entry, CacheError> {
+    /// [`CacheStore::temp_path`]) under `key` in `scope`, then evicts down
+    /// to the limit.
+    pub fn save(&self, scope: &str, key: &str, archive: &Path) -> Result<Entry, CacheError> {
         let (blob, size) = File::open(archive)
             .and_then(hash_reader)
             .map_err(io_err(archive))?;
@@ -222,6 +338,7 @@ impl CacheStore {
         }
         let now = now_ms();
         let entry = Entry {
+            scope: scope.into(),
             key: key.into(),
             blob,
             size,
@@ -233,19 +350,25 @@ impl CacheStore {
         Ok(entry)
     }
 
-    /// Removes one key (its blob too, unless another key shares it).
-    pub fn remove(&self, key: &str) -> Result<Entry, CacheError> {
-        let path = self.key_path(key);
-        let entry = read_entry(&path).ok_or_else(|| CacheError::NotFound(key.into()))?;
+    /// Removes one key of one scope (its blob too, unless another key
+    /// shares it).
+    pub fn remove(&self, scope: &str, key: &str) -> Result<Entry, CacheError> {
+        let entry = self
+            .read_key(scope, key)
+            .ok_or_else(|| CacheError::NotFound {
+                scope: scope.into(),
+                key: key.into(),
+            })?;
+        let path = self.key_path(scope, key);
         fs::remove_file(&path).map_err(io_err(&path))?;
         self.remove_unreferenced()?;
         Ok(entry)
     }
 
-    /// Drops least recently used keys until the blobs fit in `max_bytes`,
-    /// and any blob or temporary file nothing refers to. Returns the keys
-    /// removed.
-    pub fn evict(&self, max_bytes: u64) -> Result<Vec<String>, CacheError> {
+    /// Drops least recently used keys, of any scope, until the blobs fit in
+    /// `max_bytes`, and any blob or temporary file nothing refers to.
+    /// Returns the entries removed.
+    pub fn evict(&self, max_bytes: u64) -> Result<Vec<Entry>, CacheError> {
         let mut entries = self.list()?;
         entries.reverse(); // oldest use first
         let mut total = self.blob_bytes()?;
@@ -255,12 +378,12 @@ impl CacheStore {
                 break;
             };
             entries.remove(0);
-            let _ = fs::remove_file(self.key_path(&oldest.key));
-            removed.push(oldest.key.clone());
+            let _ = fs::remove_file(self.key_path(&oldest.scope, &oldest.key));
             if !entries.iter().any(|e| e.blob == oldest.blob) {
                 let _ = fs::remove_file(self.blob_path(&oldest.blob));
                 total = total.saturating_sub(oldest.size);
             }
+            removed.push(oldest);
         }
         self.remove_unreferenced()?;
         Ok(removed)
@@ -299,6 +422,25 @@ impl CacheStore {
         }
         Ok(())
     }
+}
+
+/// The entries in one scope's directory (none if it does not exist yet).
+fn entries_in(dir: &Path) -> Result<Vec<Entry>, CacheError> {
+    let items = match fs::read_dir(dir) {
+        Ok(items) => items,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let path = item.map_err(io_err(dir))?.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && let Some(entry) = read_entry(&path)
+        {
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
 
 fn read_entry(path: &Path) -> Option<Entry> {
@@ -401,6 +543,13 @@ mod tests {
         p
     }
 
+    /// The scope most tests save in and read from.
+    const S: &str = "acme/web:refs/heads/main";
+
+    fn only(scope: &str) -> Vec<String> {
+        vec![scope.to_string()]
+    }
+
     fn no_warn(w: String) {
         panic!("unexpected warning: {w}")
     }
@@ -408,33 +557,42 @@ mod tests {
     #[test]
     fn exact_key_then_newest_prefix_match() {
         let (s, dir) = store(u64::MAX);
-        s.save("deps-aaa", &archive(&s, b"one")).unwrap();
+        s.save(S, "deps-aaa", &archive(&s, b"one")).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        s.save("deps-bbb", &archive(&s, b"two")).unwrap();
-        s.save("other-1", &archive(&s, b"three")).unwrap();
-        let hit = s.lookup("deps-aaa", &[], no_warn).unwrap().unwrap();
+        s.save(S, "deps-bbb", &archive(&s, b"two")).unwrap();
+        s.save(S, "other-1", &archive(&s, b"three")).unwrap();
+        let hit = s
+            .lookup(&only(S), "deps-aaa", &[], no_warn)
+            .unwrap()
+            .unwrap();
         assert!(matches!(&hit, Hit::Exact(e) if e.key == "deps-aaa"));
         assert_eq!(fs::read(s.blob_path(&hit.entry().blob)).unwrap(), b"one");
         let hit = s
-            .lookup("deps-ccc", &["nope-".into(), "deps-".into()], no_warn)
+            .lookup(
+                &only(S),
+                "deps-ccc",
+                &["nope-".into(), "deps-".into()],
+                no_warn,
+            )
             .unwrap()
             .unwrap();
         assert!(
             matches!(&hit, Hit::Prefix(e) if e.key == "deps-bbb"),
             "{hit:?}"
         );
-        assert_eq!(s.lookup("deps-ccc", &[], no_warn).unwrap(), None);
+        assert_eq!(s.lookup(&only(S), "deps-ccc", &[], no_warn).unwrap(), None);
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_corrupt_archive_is_discarded_with_a_warning_and_misses() {
         let (s, dir) = store(u64::MAX);
-        let e = s.save("k", &archive(&s, b"good bytes")).unwrap();
+        let e = s.save(S, "k", &archive(&s, b"good bytes")).unwrap();
         fs::write(s.blob_path(&e.blob), b"bad bytes!").unwrap();
         let mut warnings = Vec::new();
         assert_eq!(
-            s.lookup("k", &["k".into()], |w| warnings.push(w)).unwrap(),
+            s.lookup(&only(S), "k", &["k".into()], |w| warnings.push(w))
+                .unwrap(),
             None
         );
         assert_eq!(warnings.len(), 1);
@@ -445,22 +603,218 @@ mod tests {
     }
 
     #[test]
-    fn least_recently_used_keys_go_first_above_the_limit() {
+    fn least_recently_used_keys_of_any_scope_go_first_above_the_limit() {
         let (s, dir) = store(250);
         let blob = |c: u8| vec![c; 100];
-        s.save("a", &archive(&s, &blob(1))).unwrap();
+        s.save(S, "a", &archive(&s, &blob(1))).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        s.save("b", &archive(&s, &blob(2))).unwrap();
+        s.save("acme/web:pr-2", "b", &archive(&s, &blob(2)))
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         // Using `a` makes `b` the least recently used.
-        s.lookup("a", &[], no_warn).unwrap().unwrap();
+        s.lookup(&only(S), "a", &[], no_warn).unwrap().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        s.save("c", &archive(&s, &blob(3))).unwrap();
+        s.save(S, "c", &archive(&s, &blob(3))).unwrap();
         let keys: Vec<String> = s.list().unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["c", "a"]);
         assert_eq!(s.blob_bytes().unwrap(), 200);
         assert_eq!(s.evict(0).unwrap().len(), 2);
         assert!(s.list().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    const MAIN: &str = "acme/web:refs/heads/main";
+    const PR: &str = "acme/web:pr-2";
+
+    #[test]
+    fn scopes_follow_github_actions_a_pull_request_reads_its_own_then_base_then_default() {
+        let pr = CacheScope::for_run(
+            "acme/web",
+            RunRef::PullRequest {
+                number: 2,
+                base: "release",
+            },
+            "main",
+            true,
+        );
+        assert_eq!(pr.write.as_deref(), Some(PR));
+        assert_eq!(
+            pr.read,
+            [PR, "acme/web:refs/heads/release", MAIN].map(String::from)
+        );
+        // A fork's pull request reads the same, and writes only its own
+        // scope, which the next assertions show nobody else reads.
+        let fork = CacheScope::for_run(
+            "acme/web",
+            RunRef::PullRequest {
+                number: 2,
+                base: "main",
+            },
+            "main",
+            false,
+        );
+        assert_eq!(fork.write.as_deref(), Some(PR));
+        assert_eq!(fork.read, [PR, MAIN].map(String::from));
+        let main = CacheScope::for_run("acme/web", RunRef::Branch("main"), "main", true);
+        assert_eq!(main, CacheScope::single(MAIN));
+        let feature = CacheScope::for_run("acme/web", RunRef::Branch("pr-2"), "main", true);
+        assert_eq!(
+            feature.write.as_deref(),
+            Some("acme/web:refs/heads/pr-2"),
+            "a branch named like a pull request is not its scope"
+        );
+        assert_eq!(
+            feature.read,
+            ["acme/web:refs/heads/pr-2", MAIN].map(String::from)
+        );
+        let tag = CacheScope::for_run("acme/web", RunRef::Tag("v1"), "main", true);
+        assert_eq!(tag.read, ["acme/web:refs/tags/v1", MAIN].map(String::from));
+        let other = CacheScope::for_run("acme/web", RunRef::Other("a1b2"), "main", true);
+        assert_eq!(other.read, ["acme/web:a1b2", MAIN].map(String::from));
+        for reader in [&main, &feature, &tag, &other] {
+            assert!(
+                !reader.read.iter().any(|r| r.contains(":pr-")),
+                "{reader:?}"
+            );
+        }
+        // Untrusted code that is no pull request has no scope of its own.
+        let untrusted = CacheScope::for_run("acme/web", RunRef::Branch("x"), "main", false);
+        assert_eq!(untrusted.write, None);
+        // Scopes of another repository are never read.
+        let other_repo = CacheScope::for_run("acme/api", RunRef::Branch("main"), "main", true);
+        assert_eq!(
+            other_repo.read,
+            ["acme/api:refs/heads/main"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn the_default_branch_never_restores_what_a_pull_request_saved() {
+        let (s, dir) = store(u64::MAX);
+        let main_reads = CacheScope::for_run("acme/web", RunRef::Branch("main"), "main", true);
+        let pr_reads = CacheScope::for_run(
+            "acme/web",
+            RunRef::PullRequest {
+                number: 2,
+                base: "main",
+            },
+            "main",
+            false,
+        );
+        s.save(MAIN, "deps-main", &archive(&s, b"main's")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Newer, and under the same prefix: flat, it would win.
+        s.save(PR, "deps-zzzz-fork", &archive(&s, b"fork's"))
+            .unwrap();
+        let prefixes = ["deps-".to_string()];
+        let hit = s
+            .lookup(&main_reads.read, "deps-new", &prefixes, no_warn)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&hit, Hit::Prefix(e) if e.key == "deps-main" && e.scope == MAIN),
+            "{hit:?}"
+        );
+        assert_eq!(
+            s.lookup(&main_reads.read, "deps-zzzz-fork", &[], no_warn)
+                .unwrap(),
+            None,
+            "not even by its exact key"
+        );
+        // The pull request finds its own entry first.
+        let hit = s
+            .lookup(&pr_reads.read, "deps-new", &prefixes, no_warn)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&hit, Hit::Prefix(e) if e.scope == PR), "{hit:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn scopes_are_searched_in_order_and_the_first_with_any_hit_wins() {
+        let (s, dir) = store(u64::MAX);
+        let reads = [PR.to_string(), MAIN.to_string()];
+        s.save(MAIN, "deps-a", &archive(&s, b"main a")).unwrap();
+        // With nothing in its own scope, the pull request gets the default
+        // branch's entry, by exact key or by prefix.
+        let hit = s.lookup(&reads, "deps-a", &[], no_warn).unwrap().unwrap();
+        assert!(matches!(&hit, Hit::Exact(e) if e.scope == MAIN), "{hit:?}");
+        // A prefix hit in its own scope comes before an exact one further on.
+        s.save(PR, "deps-b", &archive(&s, b"pr b")).unwrap();
+        let prefixes = ["deps-".to_string()];
+        let hit = s
+            .lookup(&reads, "deps-a", &prefixes, no_warn)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&hit, Hit::Prefix(e) if e.key == "deps-b" && e.scope == PR),
+            "{hit:?}"
+        );
+        // One key in two scopes is two entries.
+        s.save(PR, "deps-a", &archive(&s, b"pr a")).unwrap();
+        let main_a = s
+            .lookup(&reads[1..], "deps-a", &[], no_warn)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fs::read(s.blob_path(&main_a.entry().blob)).unwrap(),
+            b"main a"
+        );
+        assert_eq!(s.list().unwrap().len(), 3);
+        s.remove(PR, "deps-a").unwrap();
+        assert!(
+            s.lookup(&reads[1..], "deps-a", &[], no_warn)
+                .unwrap()
+                .is_some()
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn keys_and_scopes_that_climb_stay_inside_the_cache_root() {
+        let parent = std::env::temp_dir().join(format!(
+            "slipway-cache-climb-{}-{}",
+            std::process::id(),
+            now_ms() ^ rand_bits()
+        ));
+        let s = CacheStore::open(&parent.join("cache"), u64::MAX).unwrap();
+        for (scope, key) in [
+            (S, "../../escape"),
+            ("../../../x", "k"),
+            ("acme/web:refs/heads/a/../../..", "/abs/../../k"),
+        ] {
+            let e = s.save(scope, key, &archive(&s, b"x")).unwrap();
+            let hit = s.lookup(&only(scope), key, &[], no_warn).unwrap().unwrap();
+            assert_eq!(
+                hit.entry(),
+                &Entry {
+                    used_ms: hit.entry().used_ms,
+                    ..e
+                }
+            );
+        }
+        let beside: Vec<_> = fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(beside, ["cache"]);
+        assert_eq!(s.list().unwrap().len(), 3);
+        fs::remove_dir_all(parent).unwrap();
+    }
+
+    #[test]
+    fn unscoped_keys_from_before_scopes_are_never_restored() {
+        let (s, dir) = store(u64::MAX);
+        let e = s.save(S, "deps-a", &archive(&s, b"x")).unwrap();
+        fs::create_dir_all(dir.join("keys")).unwrap();
+        let legacy = serde_json::json!({
+            "key": "deps-zzzz-fork", "blob": e.blob, "size": e.size,
+            "created_ms": e.created_ms, "used_ms": e.used_ms,
+        });
+        fs::write(dir.join("keys/deps-zzzz-fork.json"), legacy.to_string()).unwrap();
+        let s = CacheStore::open(&dir, u64::MAX).unwrap();
+        assert!(!dir.join("keys").exists());
+        assert_eq!(s.list().unwrap().len(), 1);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -475,13 +829,13 @@ mod tests {
                     let content = vec![i; 200_000];
                     let p = s.temp_path("t");
                     fs::write(&p, &content).unwrap();
-                    s.save("same", &p).unwrap();
+                    s.save(S, "same", &p).unwrap();
                 })
             })
             .collect();
         // Readers meanwhile see a whole entry or none, never a torn one.
         for _ in 0..50 {
-            if let Some(hit) = s.lookup("same", &[], no_warn).unwrap() {
+            if let Some(hit) = s.lookup(&only(S), "same", &[], no_warn).unwrap() {
                 let bytes = fs::read(s.blob_path(&hit.entry().blob)).unwrap();
                 assert_eq!(bytes.len(), 200_000);
                 assert!(bytes.iter().all(|b| *b == bytes[0]));
@@ -492,7 +846,7 @@ mod tests {
         }
         let all = s.list().unwrap();
         assert_eq!(all.len(), 1);
-        let hit = s.lookup("same", &[], no_warn).unwrap().unwrap();
+        let hit = s.lookup(&only(S), "same", &[], no_warn).unwrap().unwrap();
         assert_eq!(hit.entry().size, 200_000);
         fs::remove_dir_all(dir).unwrap();
     }
@@ -500,7 +854,7 @@ mod tests {
     #[test]
     fn removing_a_key_removes_its_archive() {
         let (s, dir) = store(u64::MAX);
-        let e = s.save("k", &archive(&s, b"x")).unwrap();
+        let e = s.save(S, "k", &archive(&s, b"x")).unwrap();
         // Old enough to count as unreferenced once the key is gone.
         let old = SystemTime::now() - std::time::Duration::from_secs(120);
         File::options()
@@ -509,9 +863,9 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        s.remove("k").unwrap();
+        s.remove(S, "k").unwrap();
         assert!(!s.blob_path(&e.blob).exists());
-        assert!(matches!(s.remove("k"), Err(CacheError::NotFound(_))));
+        assert!(matches!(s.remove(S, "k"), Err(CacheError::NotFound { .. })));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -10,7 +10,7 @@ use slipway_engine::Cache;
 use slipway_engine::pattern::glob_match;
 
 use crate::backend::{Backend, RunSpec};
-use crate::cache::{CacheStore, Hit, hex};
+use crate::cache::{CacheScope, CacheStore, Hit, hex};
 
 /// Where a step's caches and artifacts go; absent parts are off.
 #[derive(Debug, Clone, Default)]
@@ -87,12 +87,13 @@ async fn render_key<B: Backend>(
     }))
 }
 
-/// Restores each cache: the exact key, else the newest entry under a
-/// restore prefix. Returns the keys, for [`save_caches`].
+/// Restores each cache: scope by scope, the exact key, else the newest
+/// entry under a restore prefix. Returns the keys, for [`save_caches`].
 pub async fn restore_caches<B: Backend>(
     backend: &B,
     run: &RunSpec,
     store: &Arc<CacheStore>,
+    scope: &CacheScope,
     caches: &[Cache],
     log: &mut Vec<String>,
 ) -> Vec<Option<Prepared>> {
@@ -113,19 +114,19 @@ pub async fn restore_caches<B: Backend>(
         let lookup = {
             let store = store.clone();
             let (key, prefixes) = (key.clone(), cache.restore_keys.clone());
+            let scopes = scope.read.clone();
             tokio::task::spawn_blocking(move || {
                 let mut warnings = Vec::new();
-                let hit = store.lookup(&key, &prefixes, |w| warnings.push(w));
+                let hit = store
+                    .lookup(&scopes, &key, &prefixes, |w| warnings.push(w))
+                    .map_err(|e| e.to_string());
                 (hit, warnings)
             })
             .await
         };
         let (hit, warnings) = match lookup {
             Ok(r) => r,
-            Err(e) => (
-                Err(crate::cache::CacheError::NotFound(e.to_string())),
-                Vec::new(),
-            ),
+            Err(e) => (Err(e.to_string()), Vec::new()),
         };
         log.extend(warnings);
         let exact = match hit {
@@ -142,7 +143,8 @@ pub async fn restore_caches<B: Backend>(
                             Hit::Prefix(e) => format!("restore key, from `{}`", e.key),
                         };
                         log.push(format!(
-                            "cache `{key}` restored ({how}): {}",
+                            "cache `{key}` restored ({how}) from scope `{}`: {}",
+                            entry.scope,
                             rate(entry.size, started)
                         ));
                         matches!(hit, Hit::Exact(_))
@@ -154,7 +156,10 @@ pub async fn restore_caches<B: Backend>(
                 }
             }
             Ok(None) => {
-                log.push(format!("cache `{key}`: miss"));
+                log.push(format!(
+                    "cache `{key}`: miss (scopes searched: {})",
+                    scope.read.join(", ")
+                ));
                 false
             }
             Err(e) => {
@@ -167,17 +172,25 @@ pub async fn restore_caches<B: Backend>(
     out
 }
 
-/// Saves the caches whose key was not found exactly, after a success.
+/// Saves the caches whose key was not found exactly, after a success, in
+/// the run's own scope.
 pub async fn save_caches<B: Backend>(
     backend: &B,
     run: &RunSpec,
     store: &Arc<CacheStore>,
+    scope: &CacheScope,
     caches: &[Cache],
     prepared: &[Option<Prepared>],
     log: &mut Vec<String>,
 ) {
     for (cache, prepared) in caches.iter().zip(prepared) {
         let Some(Prepared { key, exact: false }) = prepared else {
+            continue;
+        };
+        let Some(write) = &scope.write else {
+            log.push(format!(
+                "cache `{key}` not saved: this run is untrusted and has no scope of its own"
+            ));
             continue;
         };
         let started = Instant::now();
@@ -204,12 +217,12 @@ pub async fn save_caches<B: Backend>(
             ));
         }
         let saved = {
-            let (store, key) = (store.clone(), key.clone());
-            tokio::task::spawn_blocking(move || store.save(&key, &archive)).await
+            let (store, key, write) = (store.clone(), key.clone(), write.clone());
+            tokio::task::spawn_blocking(move || store.save(&write, &key, &archive)).await
         };
         match saved {
             Ok(Ok(entry)) => log.push(format!(
-                "cache `{key}` saved: {}",
+                "cache `{key}` saved in scope `{write}`: {}",
                 rate(entry.size, started)
             )),
             Ok(Err(e)) => log.push(format!("cache `{key}` not saved: {e}")),

@@ -23,3 +23,5 @@ mod previews;
 mod ui;
 // Trust: what untrusted pull requests never get; clone credentials.
 mod trust;
+// Directory caches scoped by repository and ref: a fork cannot poison them.
+mod caches;

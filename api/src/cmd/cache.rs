@@ -1,4 +1,6 @@
-//! `slipway cache ls|rm|prune`: the directory caches under the data dir.
+//! `slipway cache ls|rm|prune`: the directory caches under the data dir,
+//! each entry shown with its scope (repository and ref, `pr-<n>`, or
+//! `local`), since one key may be held by several scopes.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,7 +26,22 @@ pub fn ls(data_dir: &Path) -> anyhow::Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    println!("{:<48}  {:>10}  {:>10}  BLOB", "KEY", "SIZE", "USED");
+    let key_width = entries
+        .iter()
+        .map(|e| e.key.len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    let scope_width = entries
+        .iter()
+        .map(|e| e.scope.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    println!(
+        "{:<key_width$}  {:<scope_width$}  {:>10}  {:>10}  BLOB",
+        "KEY", "SCOPE", "SIZE", "USED"
+    );
     let mut total = 0;
     for e in &entries {
         total += e.size;
@@ -32,8 +49,9 @@ pub fn ls(data_dir: &Path) -> anyhow::Result<ExitCode> {
             now.saturating_sub(e.used_ms),
         ));
         println!(
-            "{:<48}  {:>10}  {:>10}  {}",
+            "{:<key_width$}  {:<scope_width$}  {:>10}  {:>10}  {}",
             e.key,
+            e.scope,
             mb(e.size),
             format!("{ago} ago"),
             &e.blob[..12]
@@ -43,11 +61,25 @@ pub fn ls(data_dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rm(data_dir: &Path, keys: &[String]) -> anyhow::Result<ExitCode> {
+/// Removes `keys` from `scope`, or from every scope holding them.
+pub fn rm(data_dir: &Path, keys: &[String], scope: Option<&str>) -> anyhow::Result<ExitCode> {
     let store = open(data_dir)?;
+    let entries = store.list()?;
     for key in keys {
-        let e = store.remove(key)?;
-        println!("removed {} ({})", e.key, mb(e.size));
+        let matching: Vec<_> = entries
+            .iter()
+            .filter(|e| e.key == *key && scope.is_none_or(|s| e.scope == s))
+            .collect();
+        if matching.is_empty() {
+            match scope {
+                Some(s) => anyhow::bail!("no cache entry `{key}` in scope `{s}`"),
+                None => anyhow::bail!("no cache entry `{key}` in any scope"),
+            }
+        }
+        for e in matching {
+            let e = store.remove(&e.scope, &e.key)?;
+            println!("removed {} of {} ({})", e.key, e.scope, mb(e.size));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -60,8 +92,8 @@ pub fn prune(data_dir: &Path, max_size: &str) -> anyhow::Result<ExitCode> {
     if removed.is_empty() {
         println!("nothing to remove: the caches fit in {}", mb(max));
     }
-    for key in removed {
-        println!("removed {key}");
+    for e in removed {
+        println!("removed {} of {}", e.key, e.scope);
     }
     Ok(ExitCode::SUCCESS)
 }

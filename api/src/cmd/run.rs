@@ -134,6 +134,9 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             .ok(),
             artifacts: Some(data_dir.join("artifacts").join(&run_id)),
         },
+        // The user's own code on the user's machine: one scope, which no
+        // server run reads even if it shares the data dir.
+        cache_scope: slipway_runner::cache::CacheScope::single(slipway_runner::cache::LOCAL_SCOPE),
         credentials: docker_logins(),
     };
     let cancel = CancellationToken::new();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use slipway_engine::{Trigger, parse};
+use slipway_runner::cache::{CacheScope, RunRef};
 use slipway_runner::git::Mirrors;
 use slipway_runner::{Backend, RunEvent, RunOptions, Workspace, execute};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -17,7 +18,7 @@ use crate::ids::now_ms;
 use crate::metrics::Metrics;
 use crate::runs::control::RunControl;
 use crate::runs::record::{Recorder, step_records};
-use crate::store::{Rerun, RunRecord, RunStatus, StepStatus, Store, StoreError};
+use crate::store::{Rerun, RunRecord, RunStatus, SourceRecord, StepStatus, Store, StoreError};
 
 /// Steps that passed in a run, counting those that a failed-only rerun took
 /// over from the run it reran (`skipped` in it, but passed before).
@@ -405,6 +406,7 @@ impl<B: Backend> Executor<B> {
                 cache: self.cache.clone(),
                 artifacts: Some(self.artifacts_root.join(&run.id)),
             },
+            cache_scope: cache_scope(source, repo, trust.trusted),
             credentials: granted.credentials,
         };
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
@@ -460,6 +462,26 @@ impl<B: Backend> Executor<B> {
         })?;
         self.store.flush()
     }
+}
+
+/// The caches a run of `source` reads and the scope it saves to (see
+/// [`CacheScope::for_run`]): keyed by the pull request, not its head
+/// branch, because a fork's head branch may well be called `main`.
+fn cache_scope(source: &SourceRecord, repo: &crate::config::Repo, trusted: bool) -> CacheScope {
+    // The same default as promotions' `auto` environment.
+    let default_branch = repo.default_branch.as_deref().unwrap_or("main");
+    let of = match (source.pull_request, &source.tag) {
+        (Some(number), _) => RunRef::PullRequest {
+            number,
+            base: source.pr_target_branch.as_deref().unwrap_or(default_branch),
+        },
+        (None, Some(tag)) => RunRef::Tag(tag),
+        (None, None) => match source.git_ref.strip_prefix("refs/heads/") {
+            Some(branch) => RunRef::Branch(branch),
+            None => RunRef::Other(&source.git_ref),
+        },
+    };
+    CacheScope::for_run(&source.repo, of, default_branch, trusted)
 }
 
 #[cfg(test)]
@@ -521,5 +543,59 @@ mod tests {
         );
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn source(git_ref: &str, pull_request: Option<u64>, from_fork: bool) -> SourceRecord {
+        SourceRecord {
+            repo: "acme/web".into(),
+            git_ref: git_ref.into(),
+            sha: "a".repeat(40),
+            tag: None,
+            pull_request,
+            pr_target_branch: pull_request.map(|_| "release".into()),
+            from_fork,
+            delivery: None,
+            author: None,
+        }
+    }
+
+    #[test]
+    fn a_runs_cache_scope_comes_from_its_pull_request_not_its_head_branch() {
+        let config = crate::config::Config::parse(
+            "s.toml",
+            "[[repos]]\nname = \"acme/web\"\nprovider = \"github\"\nclone_url = \"file:///x\"\nwebhook_secret = \"s\"\ndefault_branch = \"master\"\n",
+        )
+        .unwrap();
+        let repo = config.repo("acme/web").unwrap();
+        // A fork's head branch is often called like the default branch.
+        let fork = source("refs/pull/2/head", Some(2), true);
+        let scope = cache_scope(
+            &fork,
+            repo,
+            crate::runs::trust::trust(Some(&fork), &repo.trusted_pull_requests).trusted,
+        );
+        assert_eq!(scope.write.as_deref(), Some("acme/web:pr-2"));
+        assert_eq!(
+            scope.read,
+            [
+                "acme/web:pr-2",
+                "acme/web:refs/heads/release",
+                "acme/web:refs/heads/master"
+            ]
+            .map(String::from)
+        );
+        let push = source("refs/heads/master", None, false);
+        assert_eq!(
+            cache_scope(&push, repo, true),
+            CacheScope::single("acme/web:refs/heads/master")
+        );
+        let tag = SourceRecord {
+            tag: Some("v1".into()),
+            ..source("refs/tags/v1", None, false)
+        };
+        assert_eq!(
+            cache_scope(&tag, repo, true).read,
+            ["acme/web:refs/tags/v1", "acme/web:refs/heads/master"].map(String::from)
+        );
     }
 }

@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub skip: Vec<(String, String)>,
     /// Directory caches and artifacts; off where `None`.
     pub files: crate::step_files::StepFiles,
+    /// Which caches the run may restore and where it saves them: the
+    /// caller knows whose code this is.
+    pub cache_scope: crate::cache::CacheScope,
     /// Registry logins for image builds and pushes.
     pub credentials: crate::backend::Credentials,
 }
@@ -104,6 +107,7 @@ struct Shared<B> {
     events: mpsc::Sender<RunEvent>,
     masker: Masker,
     files: crate::step_files::StepFiles,
+    cache_scope: crate::cache::CacheScope,
 }
 
 pub async fn execute<B: Backend>(
@@ -170,6 +174,7 @@ async fn run<B: Backend>(
         events: events.clone(),
         masker: Masker::new(options.secrets.values().map(String::as_str)),
         files: options.files.clone(),
+        cache_scope: options.cache_scope.clone(),
     });
     let mut steps = RunLoop {
         pipeline,

@@ -192,6 +192,7 @@ impl StepTask {
             shared.backend.as_ref(),
             &shared.run,
             store,
+            &shared.cache_scope,
             &self.caches,
             &mut lines,
         )
@@ -210,6 +211,7 @@ impl StepTask {
                 shared.backend.as_ref(),
                 &shared.run,
                 store,
+                &shared.cache_scope,
                 &self.caches,
                 prepared,
                 &mut lines,

@@ -35,6 +35,7 @@ pub fn options(jobs: usize) -> RunOptions {
         env: Vec::new(),
         skip: Vec::new(),
         files: Default::default(),
+        cache_scope: crate::cache::CacheScope::single(crate::cache::LOCAL_SCOPE),
         credentials: Default::default(),
     }
 }
