@@ -198,8 +198,8 @@ pub trait Backend: Send + Sync + 'static {
         archive: &Path,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// An image any never-started helper container can be created from
-    /// (to reach the workspace), made locally if need be.
+    /// The ID of an image any never-started helper container can be
+    /// created from (to reach the workspace), made locally if need be.
     fn scratch_image(&self) -> impl Future<Output = Result<String, BackendError>> + Send;
 
     /// Removes every container, network, volume and built image of the run.

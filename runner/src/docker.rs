@@ -574,10 +574,10 @@ impl Backend for DockerBackend {
 
     async fn scratch_image(&self) -> Result<String, BackendError> {
         const SCRATCH: &str = "slipway.local/scratch:1";
-        match self.docker.inspect_image(SCRATCH).await {
-            Ok(_) => return Ok(SCRATCH.into()),
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(docker_err("inspect the scratch image")(e)),
+        // Its ID, like every image a container of a run is made from.
+        let _names = self.images.read().await;
+        if let Some(id) = self.image_id(SCRATCH).await? {
+            return Ok(id);
         }
         // An empty file system: enough to create (never start) a container.
         let empty = Bytes::from(vec![0u8; 1024]);
@@ -592,7 +592,9 @@ impl Backend for DockerBackend {
         while let Some(item) = stream.next().await {
             item.map_err(docker_err("make the scratch image"))?;
         }
-        Ok(SCRATCH.into())
+        self.image_id(SCRATCH).await?.ok_or_else(|| {
+            BackendError::Other("the scratch image was made but is not there".into())
+        })
     }
 
     async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {
