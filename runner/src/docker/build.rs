@@ -462,45 +462,44 @@ impl DockerBackend {
         digest: Option<&str>,
     ) -> Result<(), BackendError> {
         let (repo, tag) = split_tag(target);
-        let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
-        match before {
+        let untag = || RemoveImageOptionsBuilder::default().noprune(true).build();
+        let restored = match before {
             Some(old) => {
                 let opts = TagImageOptionsBuilder::default()
                     .repo(repo)
                     .tag(tag)
                     .build();
-                self.docker
-                    .tag_image(old, Some(opts))
-                    .await
-                    .map_err(docker_err(format!(
-                        "give the name {target} back to image {old} after the push"
-                    )))?;
-            }
-            None => match self
-                .docker
-                .remove_image(target, Some(untag.clone()), None)
-                .await
-            {
-                Err(e) if !is_status(&e, 404) => {
-                    return Err(docker_err(format!(
-                        "remove the name {target} lent to the build for its push"
-                    ))(e));
+                match self.docker.tag_image(old, Some(opts)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The old image went meanwhile: naming nothing
+                        // beats naming this build.
+                        let _ = self.docker.remove_image(target, Some(untag()), None).await;
+                        Err(docker_err(format!(
+                            "give the name {target} back to image {old} after the push"
+                        ))(e))
+                    }
                 }
-                _ => {}
+            }
+            None => match self.docker.remove_image(target, Some(untag()), None).await {
+                Err(e) if !is_status(&e, 404) => Err(docker_err(format!(
+                    "remove the name {target} lent to the build for its push"
+                ))(e)),
+                _ => Ok(()),
             },
-        }
+        };
         if let Some(digest) = digest {
             let reference = format!("{repo}@{digest}");
             if let Err(e) = self
                 .docker
-                .remove_image(&reference, Some(untag), None)
+                .remove_image(&reference, Some(untag()), None)
                 .await
                 && !is_status(&e, 404)
             {
                 tracing::warn!(image = %reference, error = %e, "cannot drop the pushed digest's local reference");
             }
         }
-        Ok(())
+        restored
     }
 
     /// One build attempt; returns the vertices (or classic steps) it
