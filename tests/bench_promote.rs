@@ -82,15 +82,16 @@ async fn run() {
         )
         .await
         .unwrap();
-    backend.teardown_run(&run.run_id).await.unwrap();
-    let source = built.pushed.expect("pushed");
-    let digest = source.split_once('@').unwrap().1.to_string();
+    // The pushed tag is not a daemon name (issue 14): the build is, until teardown.
     let size: i64 = d
-        .inspect_image(&format!("{host}/bench/app:src"))
+        .inspect_image(&built.image_id)
         .await
         .unwrap()
         .size
         .unwrap_or(0);
+    backend.teardown_run(&run.run_id).await.unwrap();
+    let source = built.pushed.expect("pushed");
+    let digest = source.split_once('@').unwrap().1.to_string();
     println!(
         "== promotion of a 4-layer image ({:.0} MB) to another repository, {ROUNDS} rounds, medians",
         size as f64 / 1e6

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use slipway_engine::{Pipeline, RunStatus, SkipReason, StepStatus, Trigger, parse};
 use slipway_runner::{DockerBackend, RunEvent, RunOptions, RunReport, Workspace, execute};
-use slipway_tests::{BUSYBOX, TempDir, docker, leftovers};
+use slipway_tests::{BUSYBOX, TempDir, docker, image_id, leftovers, operator_image};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -521,4 +521,190 @@ async fn directory_caches_restore_by_exact_key_then_by_prefix_and_artifacts_are_
         .join(&third_id)
         .join("deps/vendor/lib/data");
     assert_eq!(std::fs::read_to_string(file).unwrap(), "v2\n");
+}
+
+/// Images still carrying the run's label: its builds, kept alive by any
+/// name or digest reference left on them.
+fn built_images_left(run_id: &str) -> String {
+    slipway_tests::docker_cli(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=slipway.run={run_id}"),
+    ])
+}
+
+/// A build whose `/whoami` says "poisoned", as a fork's pull request
+/// would, then the `more` steps (YAML).
+fn poisoning_build(tags: &[&str], push: bool, more: &str) -> (TempDir, Pipeline) {
+    let src = TempDir::new("poison");
+    src.write(
+        "Dockerfile",
+        &format!("FROM {BUSYBOX}\nRUN echo poisoned > /whoami\n"),
+    );
+    let tags: Vec<String> = tags.iter().map(|t| format!("'{t}'")).collect();
+    let p = pipeline(&format!(
+        "steps:\n  image:\n    build: {{ tags: [{}], push: {push} }}\n{more}",
+        tags.join(", ")
+    ));
+    (src, p)
+}
+
+/// The step image a trusted pipeline uses: what does it say it is?
+async fn whoami(image: &str) -> Outcome {
+    let p = pipeline(&format!(
+        "steps:\n  who: {{image: '{image}', commands: [cat /whoami]}}\n"
+    ));
+    run(&p, options(Workspace::Empty)).await
+}
+
+/// Issue 14: a build's `tags` were applied to the shared daemon, so a
+/// fork's build replaced an operator's image that trusted runs use.
+#[tokio::test(flavor = "multi_thread")]
+async fn build_tags_without_push_stay_inside_the_run_that_built_them() {
+    let _turn = BUILDS.lock().await;
+    let n = slipway_api::ids::new_run_id();
+    let victim = format!("slipway.test/victim-{n}:1");
+    let nobodys = format!("slipway.test/nobodys-{n}:1");
+    let genuine = operator_image(&victim, "genuine");
+    // The same run may use its build under one of its tags.
+    let same_run =
+        format!("  use:\n    image: '{victim}'\n    needs: [image]\n    commands: [cat /whoami]\n");
+    let (src, p) = poisoning_build(&[&victim, &nobodys], false, &same_run);
+    let opts = options(Workspace::Copy(src.path().to_path_buf()));
+    let run_id = opts.run_id.clone();
+    let built = run(&p, opts).await;
+    assert_eq!(
+        built.report.status,
+        RunStatus::Success,
+        "{:?}",
+        built.events
+    );
+    assert!(
+        built.log("use").contains(&"poisoned"),
+        "{:?}",
+        built.log("use")
+    );
+
+    let after = (image_id(&victim), image_id(&nobodys));
+    let trusted = whoami(&victim).await;
+    slipway_tests::remove_images(&[victim.clone(), nobodys.clone()]).await;
+    assert_eq!(
+        after,
+        (Some(genuine), None),
+        "the daemon's names are untouched"
+    );
+    assert!(
+        trusted.log("who").contains(&"genuine"),
+        "{:?}",
+        trusted.log("who")
+    );
+    assert_eq!(built_images_left(&run_id), "", "teardown removes the build");
+}
+
+/// Issue 14: a push tagged the daemon's name for good, even when the
+/// registry refused it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_push_gives_the_name_back_to_the_operators_image() {
+    let _turn = BUILDS.lock().await;
+    let registry = slipway_tests::Registry::start_with_login("ci", "not-for-forks");
+    let victim = format!("{}/acme/victim:1", registry.host);
+    let genuine = operator_image(&victim, "genuine");
+    let (src, p) = poisoning_build(&[&victim], true, "");
+    let opts = options(Workspace::Copy(src.path().to_path_buf()));
+    let run_id = opts.run_id.clone();
+    let pushed = run(&p, opts).await;
+    let after = image_id(&victim);
+    let trusted = whoami(&victim).await;
+    slipway_tests::remove_images(std::slice::from_ref(&victim)).await;
+    assert_eq!(pushed.status("image"), &StepStatus::Failed);
+    let log = pushed.log("image").join("\n");
+    assert!(log.contains(&format!("cannot push `{victim}`")), "{log}");
+    assert_eq!(after, Some(genuine), "the name is given back");
+    assert!(
+        trusted.log("who").contains(&"genuine"),
+        "{:?}",
+        trusted.log("who")
+    );
+    assert_eq!(built_images_left(&run_id), "", "teardown removes the build");
+}
+
+/// A push that succeeds lends the name for the push alone too: the
+/// registry has the build, the daemon's name still has the operator's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_build_is_in_the_registry_and_the_local_name_stays_the_operators() {
+    let _turn = BUILDS.lock().await;
+    let registry = slipway_tests::Registry::start();
+    let victim = format!("{}/acme/victim:1", registry.host);
+    let genuine = operator_image(&victim, "genuine");
+    let (src, p) = poisoning_build(&[&victim], true, "");
+    let opts = options(Workspace::Copy(src.path().to_path_buf()));
+    let run_id = opts.run_id.clone();
+    let pushed = run(&p, opts).await;
+    let after = image_id(&victim);
+    slipway_tests::remove_images(std::slice::from_ref(&victim)).await;
+    assert_eq!(
+        pushed.report.status,
+        RunStatus::Success,
+        "{:?}",
+        pushed.events
+    );
+    let output = output_of(&pushed, "image").expect("pushed");
+    assert_eq!(
+        registry.manifest_digest("acme/victim", "1").as_deref(),
+        output.split_once('@').map(|(_, d)| d),
+        "the registry has the build"
+    );
+    assert_eq!(after, Some(genuine), "the name is given back");
+    assert_eq!(built_images_left(&run_id), "", "nothing keeps the build");
+}
+
+/// While a push lends a name to a build, no run resolves that name: a
+/// registry that never answers holds the push (and the loan) open until
+/// the step's timeout, and a run started inside that window still gets
+/// the operator's image.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_run_resolves_a_name_while_a_push_borrows_it() {
+    let _turn = BUILDS.lock().await;
+    // Accepts connections and never answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = silent.local_addr().expect("address").to_string();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for conn in silent.incoming().take(16).flatten() {
+            open.push(conn);
+        }
+    });
+    let victim = format!("{host}/acme/victim:1");
+    let genuine = operator_image(&victim, "genuine");
+    let (src, p) = poisoning_build(&[&victim], true, "");
+    let mut p = p;
+    p.steps[0].timeout = Some(Duration::from_secs(6));
+    let pushing = Arc::new(tokio::sync::Notify::new());
+    let signal = pushing.clone();
+    let pusher = run_with(
+        &p,
+        options(Workspace::Copy(src.path().to_path_buf())),
+        CancellationToken::new(),
+        move |e| {
+            if matches!(e, RunEvent::Log { line, .. } if line.starts_with("pushing ")) {
+                signal.notify_one();
+            }
+        },
+    );
+    let inside_the_window = async {
+        pushing.notified().await;
+        whoami(&victim).await
+    };
+    let (pushed, trusted) = tokio::join!(pusher, inside_the_window);
+    let after = image_id(&victim);
+    slipway_tests::remove_images(std::slice::from_ref(&victim)).await;
+    drop(held);
+    assert_eq!(pushed.status("image"), &StepStatus::TimedOut);
+    assert!(
+        trusted.log("who").contains(&"genuine"),
+        "{:?}",
+        trusted.log("who")
+    );
+    assert_eq!(after, Some(genuine), "the name is given back");
 }

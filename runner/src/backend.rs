@@ -1,7 +1,8 @@
 //! The container lifecycle every backend implements.
 //!
 //! For one run, the scheduler calls, in this order:
-//! 1. [`Backend::prepare_image`] for each distinct image (pull if missing);
+//! 1. [`Backend::prepare_image`] for each distinct image (pull if missing),
+//!    resolving it to the image ID its containers are created from;
 //! 2. [`Backend::setup_run`] once: workspace and network;
 //! 3. [`Backend::start_service`] for each service, detached;
 //! 4. [`Backend::run_step`] per step attempt: create, start, stream output,
@@ -51,6 +52,8 @@ pub struct ContainerSpec {
     /// Step or service name.
     pub name: String,
     pub attempt: u32,
+    /// The image ID [`Backend::prepare_image`] resolved (or a build made),
+    /// so a name moved after setup cannot change what runs.
     pub image: String,
     /// A shell script run as `/bin/sh -c`, whatever the image's entrypoint;
     /// `None` keeps the image's own command (services only).
@@ -142,12 +145,13 @@ pub enum BackendError {
 }
 
 pub trait Backend: Send + Sync + 'static {
-    /// Makes `image` available locally, pulling it if missing; progress lines go to `progress`.
+    /// Makes `image` available locally, pulling it if missing, and returns
+    /// the image ID it names; progress lines go to `progress`.
     fn prepare_image(
         &self,
         image: &str,
         progress: mpsc::Sender<String>,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    ) -> impl Future<Output = Result<String, BackendError>> + Send;
 
     fn setup_run(&self, run: &RunSpec) -> impl Future<Output = Result<(), BackendError>> + Send;
 
@@ -168,7 +172,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<StepExit, BackendError>> + Send;
 
     /// Builds (and pushes, if asked) an image from the workspace; build
-    /// output goes to `log` line by line.
+    /// output goes to `log` line by line. The image stays the run's own
+    /// until teardown: `tags` name it only in the registry it is pushed to.
     fn build_image(
         &self,
         run: &RunSpec,
@@ -193,10 +198,10 @@ pub trait Backend: Send + Sync + 'static {
         archive: &Path,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// An image any never-started helper container can be created from
-    /// (to reach the workspace), made locally if need be.
+    /// The ID of an image any never-started helper container can be
+    /// created from (to reach the workspace), made locally if need be.
     fn scratch_image(&self) -> impl Future<Output = Result<String, BackendError>> + Send;
 
-    /// Removes every container, network and volume of the run.
+    /// Removes every container, network, volume and built image of the run.
     fn teardown_run(&self, run_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
 }

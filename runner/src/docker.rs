@@ -1,12 +1,20 @@
 //! The Docker backend, through bollard.
 //!
-//! Every container, network and volume is labelled `slipway.run=<id>` and
-//! `slipway.owner=<host>:<pid>`, so a run's leftovers can always be found:
-//! by [`DockerBackend::teardown_run`] at the end of the run, and by
-//! [`DockerBackend::reap_orphans`] after the process that owned them died.
+//! Every container, network, volume and built image is labelled
+//! `slipway.run=<id>` and `slipway.owner=<host>:<pid>`, so a run's
+//! leftovers can always be found: by [`DockerBackend::teardown_run`] at the
+//! end of the run, and by [`DockerBackend::reap_orphans`] after the process
+//! that owned them died.
+//!
+//! The daemon's image names are shared by every run. A run's build lives
+//! only under its run-scoped name (`slipway.local/<run>/<step>:build`); a
+//! push names it as the target for the push alone, under the write side of
+//! `images`, and resolving a name to an image ID takes the read side, so no
+//! run ever resolves a name another run's push is borrowing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -17,13 +25,13 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -44,6 +52,12 @@ pub const LABEL_OWNER: &str = "slipway.owner";
 pub const LABEL_STEP: &str = "slipway.step";
 pub const LABEL_SERVICE: &str = "slipway.service";
 const WORKSPACE_DIR: &str = "/workspace";
+/// Where a run's built images live in the daemon: `<prefix><run>/<step>:build`.
+const BUILT_PREFIX: &str = "slipway.local/";
+
+/// Every backend of this process talks to the same daemon, so they share
+/// one lock over its image names (see the module's doc).
+static IMAGE_NAMES: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
 
 #[derive(Debug, Clone)]
 pub struct DockerBackend {
@@ -52,6 +66,14 @@ pub struct DockerBackend {
     grace: Duration,
     /// `<host>:<pid>`, so another process can tell whether we are still alive.
     owner: String,
+    /// Write side: a push borrowing a name; read side: resolving names
+    /// (step and service images, a build's `FROM`).
+    images: Arc<RwLock<()>>,
+}
+
+/// The daemon name a run's build step's image has for the run's life.
+fn built_image_name(run_id: &str, step: &str) -> String {
+    format!("{BUILT_PREFIX}{run_id}/{step}:build")
 }
 
 fn docker_err(action: impl Into<String>) -> impl FnOnce(DockerError) -> BackendError {
@@ -96,6 +118,7 @@ impl DockerBackend {
             docker,
             grace,
             owner: format!("{}:{}", hostname(), std::process::id()),
+            images: IMAGE_NAMES.clone(),
         })
     }
 
@@ -285,6 +308,32 @@ impl DockerBackend {
                     labels: v.labels,
                 }),
         );
+        let images = self
+            .docker
+            .list_images(Some(
+                ListImagesOptionsBuilder::default().filters(&filter).build(),
+            ))
+            .await
+            .map_err(docker_err("list images"))?;
+        // Only the run's own names: a pushed image pulled back by digest
+        // (a preview) carries the run's labels too, and is not the run's.
+        for image in images {
+            let Some(run) = image.labels.get(LABEL_RUN) else {
+                continue;
+            };
+            let own = format!("{BUILT_PREFIX}{run}/");
+            out.extend(
+                image
+                    .repo_tags
+                    .iter()
+                    .filter(|t| t.starts_with(&own))
+                    .map(|t| Resource {
+                        kind: ResourceKind::Image,
+                        id: t.clone(),
+                        labels: image.labels.clone(),
+                    }),
+            );
+        }
         Ok(out)
     }
 
@@ -321,6 +370,7 @@ enum ResourceKind {
     Container,
     Network,
     Volume,
+    Image,
 }
 
 impl ResourceKind {
@@ -329,6 +379,7 @@ impl ResourceKind {
             ResourceKind::Container => "container",
             ResourceKind::Network => "network",
             ResourceKind::Volume => "volume",
+            ResourceKind::Image => "image",
         }
     }
 }
@@ -379,11 +430,10 @@ impl Backend for DockerBackend {
         &self,
         image: &str,
         progress: mpsc::Sender<String>,
-    ) -> Result<(), BackendError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(docker_err(format!("inspect image {image}"))(e)),
+    ) -> Result<String, BackendError> {
+        let _names = self.images.read().await;
+        if let Some(id) = self.image_id(image).await? {
+            return Ok(id);
         }
         let _ = progress.send(format!("pulling {image}")).await;
         let opts = CreateImageOptionsBuilder::default()
@@ -426,7 +476,12 @@ impl Backend for DockerBackend {
                 }
             }
         }
-        Ok(())
+        self.image_id(image)
+            .await?
+            .ok_or_else(|| BackendError::ImagePull {
+                image: image.into(),
+                message: "the pull finished but the daemon has no such image".into(),
+            })
     }
 
     async fn setup_run(&self, run: &RunSpec) -> Result<(), BackendError> {
@@ -519,10 +574,10 @@ impl Backend for DockerBackend {
 
     async fn scratch_image(&self) -> Result<String, BackendError> {
         const SCRATCH: &str = "slipway.local/scratch:1";
-        match self.docker.inspect_image(SCRATCH).await {
-            Ok(_) => return Ok(SCRATCH.into()),
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(docker_err("inspect the scratch image")(e)),
+        // Its ID, like every image a container of a run is made from.
+        let _names = self.images.read().await;
+        if let Some(id) = self.image_id(SCRATCH).await? {
+            return Ok(id);
         }
         // An empty file system: enough to create (never start) a container.
         let empty = Bytes::from(vec![0u8; 1024]);
@@ -537,7 +592,9 @@ impl Backend for DockerBackend {
         while let Some(item) = stream.next().await {
             item.map_err(docker_err("make the scratch image"))?;
         }
-        Ok(SCRATCH.into())
+        self.image_id(SCRATCH).await?.ok_or_else(|| {
+            BackendError::Other("the scratch image was made but is not there".into())
+        })
     }
 
     async fn teardown_run(&self, run_id: &str) -> Result<(), BackendError> {
@@ -553,6 +610,18 @@ impl Backend for DockerBackend {
         {
             let removed = match r.kind {
                 ResourceKind::Network => self.docker.remove_network(&r.id).await,
+                ResourceKind::Image => {
+                    // Never forced: a container of another run (or a
+                    // preview) may use the image; then only the name goes.
+                    let opts = RemoveImageOptionsBuilder::default().force(false).build();
+                    match self.docker.remove_image(&r.id, Some(opts), None).await {
+                        Err(e) if is_status(&e, 409) => {
+                            warn!(image = %r.id, error = %e, "built image still in use; left");
+                            Ok(())
+                        }
+                        other => other.map(|_| ()),
+                    }
+                }
                 _ => {
                     let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
                     self.docker.remove_volume(&r.id, Some(opts)).await
@@ -573,6 +642,15 @@ impl Backend for DockerBackend {
 }
 
 impl DockerBackend {
+    /// The ID of the image `image` names, if the daemon has one.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, BackendError> {
+        match self.docker.inspect_image(image).await {
+            Ok(found) => Ok(found.id),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(docker_err(format!("inspect image {image}"))(e)),
+        }
+    }
+
     async fn start_and_wait(
         &self,
         name: &str,

@@ -34,6 +34,13 @@ pub struct FakeBackend {
     calls: Mutex<Vec<String>>,
     running: AtomicUsize,
     max_running: AtomicUsize,
+    /// The image each step's last container was created from.
+    step_images: Mutex<HashMap<String, String>>,
+}
+
+/// The image ID the fake resolves `image` to.
+pub fn fake_image_id(image: &str) -> String {
+    format!("sha256:id-of-{image}")
 }
 
 impl FakeBackend {
@@ -60,6 +67,15 @@ impl FakeBackend {
         self.calls.lock().expect("fake lock").clone()
     }
 
+    /// The image `step`'s last container was created from.
+    pub fn image_of(&self, step: &str) -> Option<String> {
+        self.step_images
+            .lock()
+            .expect("fake lock")
+            .get(step)
+            .cloned()
+    }
+
     /// The most steps that were running at the same time.
     pub fn max_running(&self) -> usize {
         self.max_running.load(Ordering::SeqCst)
@@ -75,7 +91,7 @@ impl Backend for FakeBackend {
         &self,
         image: &str,
         progress: mpsc::Sender<String>,
-    ) -> Result<(), BackendError> {
+    ) -> Result<String, BackendError> {
         self.record(format!("image {image}"));
         let missing = self
             .missing_images
@@ -90,7 +106,7 @@ impl Backend for FakeBackend {
                 message,
             });
         }
-        Ok(())
+        Ok(fake_image_id(image))
     }
 
     async fn setup_run(&self, run: &RunSpec) -> Result<(), BackendError> {
@@ -115,6 +131,10 @@ impl Backend for FakeBackend {
         stop: CancellationToken,
     ) -> Result<StepExit, BackendError> {
         self.record(format!("run {}#{}", step.name, step.attempt));
+        self.step_images
+            .lock()
+            .expect("fake lock")
+            .insert(step.name.clone(), step.image.clone());
         let behaviour = self
             .steps
             .lock()
@@ -159,7 +179,7 @@ impl Backend for FakeBackend {
         self.record(format!("build {} {}", build.step, build.tags.join(",")));
         let _ = log.send(format!("building {}", build.context)).await;
         Ok(BuiltImage {
-            image_id: "sha256:fake".into(),
+            image_id: format!("sha256:built-by-{}", build.step),
             pushed: build
                 .push
                 .then(|| build.tags.first().map(|t| format!("{t}@sha256:fake")))

@@ -19,6 +19,8 @@ mod crash;
 mod promotion;
 // Previews: a live container per pull request behind the preview proxy.
 mod previews;
+// Images: an untrusted run's build cannot replace what trusted runs resolve.
+mod images;
 // The web UI in headless Chromium against a real server.
 mod ui;
 // Trust: what untrusted pull requests never get; clone credentials.

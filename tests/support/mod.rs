@@ -526,6 +526,28 @@ pub async fn remove_images(references: &[String]) {
     }
 }
 
+/// An operator's own local image named `name` (made from [`BUSYBOX`],
+/// never pushed), whose `/whoami` says `word`; returns its ID.
+pub fn operator_image(name: &str, word: &str) -> String {
+    let maker = format!("slipway-operator-{}", slipway_api::ids::new_run_id());
+    let script = format!("echo {word} > /whoami");
+    docker_cli(&["run", "--name", &maker, BUSYBOX, "sh", "-c", &script]);
+    docker_cli(&["commit", &maker, name]);
+    docker_cli(&["rm", &maker]);
+    image_id(name).expect("the operator's image")
+}
+
+/// The ID of the image the daemon names `name`, if it names one.
+pub fn image_id(name: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", name])
+        .output()
+        .expect("docker image inspect");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Removes these images and the daemon's whole build cache, as on a fresh
 /// builder that shares only the registry.
 pub async fn forget_local_builds(references: &[String]) {

@@ -1,6 +1,10 @@
 //! Image builds through the daemon's BuildKit (a bollard session, no
 //! buildx), pushes, and moving directories in and out of a run's workspace
 //! with the archive API.
+//!
+//! A build is named only `slipway.local/<run>/<step>:build` in the daemon.
+//! Its `tags` never become daemon names: a push lends the target name to
+//! the build for the push alone and gives it back to whatever it named.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -11,14 +15,15 @@ use bollard::auth::DockerCredentials;
 use bollard::models::{BuildInfoAux, ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, DownloadFromContainerOptionsBuilder,
-    PushImageOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{DockerBackend, WORKSPACE_DIR, docker_err, is_status};
+use super::{DockerBackend, WORKSPACE_DIR, built_image_name, docker_err, is_status};
 use crate::backend::{BackendError, BuiltImage, Credentials, ImageBuild, RunSpec};
 
 /// Names helper containers apart within a process.
@@ -352,7 +357,9 @@ impl DockerBackend {
                 build.context
             )));
         }
-        let local_tag = format!("slipway.local/{}/{}:build", run.run_id, build.step);
+        let local_tag = built_image_name(&run.run_id, &build.step);
+        // A `FROM` resolves daemon names too: not while a push borrows one.
+        let names = self.images.read().await;
         let mut outcome = tokio::select! {
             r = self.build_once(run, build, &context, &local_tag, true, &log) => r,
             _ = stop.cancelled() => Err(fail("cancelled".into())),
@@ -370,54 +377,32 @@ impl DockerBackend {
                 _ = stop.cancelled() => Err(fail("cancelled".into())),
             };
         }
+        drop(names);
         let _ = std::fs::remove_file(&context);
         let (finished, buildkit) = outcome?;
         let (cached, steps) = cache_use(&finished);
         let image_id = self
-            .docker
-            .inspect_image(&local_tag)
-            .await
-            .map_err(docker_err(format!(
-                "inspect the image built by {}",
-                build.step
-            )))?
-            .id
-            .unwrap_or_default();
+            .image_id(&local_tag)
+            .await?
+            .ok_or_else(|| fail(format!("the daemon has no image named {local_tag}")))?;
         let mut pushed = None;
         let mut targets: Vec<&String> = build.tags.iter().collect();
         if let Some(c) = &build.cache_to {
             targets.push(c);
         }
         for (i, target) in targets.iter().enumerate() {
-            let (repo, tag) = split_tag(target);
-            let opts = TagImageOptionsBuilder::default()
-                .repo(repo)
-                .tag(tag)
-                .build();
-            self.docker
-                .tag_image(&local_tag, Some(opts))
-                .await
-                .map_err(docker_err(format!("tag the image as {target}")))?;
             let is_cache = build.cache_to.as_ref() == Some(*target) && i >= build.tags.len();
-            if build.push || is_cache {
-                let digest = tokio::select! {
-                    r = self.push(target, &build.credentials, &log) => r?,
-                    _ = stop.cancelled() => return Err(fail("cancelled".into())),
-                };
-                if i == 0 && build.push {
-                    pushed = Some(format!("{repo}@{digest}"));
-                }
+            // Without a push a tag names nothing in the daemon: later steps
+            // of this run that use it get `image_id` from the scheduler.
+            if !(build.push || is_cache) {
+                continue;
+            }
+            let digest = self.push_as(build, &local_tag, target, &log, &stop).await?;
+            if i == 0 && build.push {
+                pushed = Some(format!("{}@{digest}", split_tag(target).0));
             }
         }
-        // The build's own name was only a handle; the tags remain.
-        let _ = self
-            .docker
-            .remove_image(
-                &local_tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        // `local_tag` stays until teardown: later steps run the image by ID.
         Ok(BuiltImage {
             image_id,
             pushed,
@@ -425,6 +410,96 @@ impl DockerBackend {
             steps,
             buildkit,
         })
+    }
+
+    /// Pushes the image named `local` as `target`, which names it in the
+    /// daemon only while the push lasts (under the write side of
+    /// `images`): afterwards `target` names what it named before, or
+    /// nothing. Returns the manifest digest the registry answered with.
+    async fn push_as(
+        &self,
+        build: &ImageBuild,
+        local: &str,
+        target: &str,
+        log: &mpsc::Sender<String>,
+        stop: &CancellationToken,
+    ) -> Result<String, BackendError> {
+        let _names = self.images.write().await;
+        let before = self.image_id(target).await?;
+        let (repo, tag) = split_tag(target);
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let tagged = self
+            .docker
+            .tag_image(local, Some(opts))
+            .await
+            .map_err(docker_err(format!("tag the image as {target} to push it")));
+        let pushed = match tagged {
+            Ok(()) => tokio::select! {
+                r = self.push(target, &build.credentials, log) => r,
+                _ = stop.cancelled() => Err(BackendError::Build {
+                    step: build.step.clone(),
+                    message: "cancelled".into(),
+                }),
+            },
+            Err(e) => Err(e),
+        };
+        let digest = pushed.as_ref().ok().map(String::as_str);
+        // A name still pointing at this build outweighs how the push went.
+        self.give_back(target, before.as_deref(), digest).await?;
+        pushed
+    }
+
+    /// Makes `target` name `before` again (or nothing), and drops the
+    /// digest reference the push left on the build, which would otherwise
+    /// keep it past the run's teardown. Never forced, never pruning.
+    async fn give_back(
+        &self,
+        target: &str,
+        before: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<(), BackendError> {
+        let (repo, tag) = split_tag(target);
+        let untag = || RemoveImageOptionsBuilder::default().noprune(true).build();
+        let restored = match before {
+            Some(old) => {
+                let opts = TagImageOptionsBuilder::default()
+                    .repo(repo)
+                    .tag(tag)
+                    .build();
+                match self.docker.tag_image(old, Some(opts)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The old image went meanwhile: naming nothing
+                        // beats naming this build.
+                        let _ = self.docker.remove_image(target, Some(untag()), None).await;
+                        Err(docker_err(format!(
+                            "give the name {target} back to image {old} after the push"
+                        ))(e))
+                    }
+                }
+            }
+            None => match self.docker.remove_image(target, Some(untag()), None).await {
+                Err(e) if !is_status(&e, 404) => Err(docker_err(format!(
+                    "remove the name {target} lent to the build for its push"
+                ))(e)),
+                _ => Ok(()),
+            },
+        };
+        if let Some(digest) = digest {
+            let reference = format!("{repo}@{digest}");
+            if let Err(e) = self
+                .docker
+                .remove_image(&reference, Some(untag()), None)
+                .await
+                && !is_status(&e, 404)
+            {
+                tracing::warn!(image = %reference, error = %e, "cannot drop the pushed digest's local reference");
+            }
+        }
+        restored
     }
 
     /// One build attempt; returns the vertices (or classic steps) it
@@ -449,7 +524,9 @@ impl DockerBackend {
             args.entry("BUILDKIT_INLINE_CACHE".into())
                 .or_insert_with(|| "1".into());
         }
-        let labels = HashMap::from([("slipway.built-by-run".to_string(), run.run_id.clone())]);
+        // The run's labels make its leftover images findable by teardown
+        // and orphan reaping, like its containers.
+        let labels = self.labels(&run.run_id, &[(super::LABEL_STEP, &build.step)]);
         let session = format!("slipway-{}-{}", run.run_id, build.step);
         let mut opts = BuildImageOptionsBuilder::default()
             .dockerfile(&build.dockerfile)

@@ -4,8 +4,8 @@
 //!
 //! - `mod.rs`: [`execute`] and the run loop: start ready steps up to the
 //!   jobs limit, settle each as it ends, report.
-//! - `setup`: before and after the steps: images, the run's network and
-//!   workspace, services, teardown.
+//! - `setup`: before and after the steps: images (resolved to IDs, or a
+//!   build of the run), the run's network and workspace, services, teardown.
 //! - `step`: one step's task: attempts, retries, timeout, image builds,
 //!   caches and artifacts.
 //! - `env`: what a step's container gets: variables, registry logins, its
@@ -20,7 +20,7 @@ mod step;
 mod testing;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use slipway_engine::dag::PlanError;
@@ -108,6 +108,8 @@ struct Shared<B> {
     masker: Masker,
     files: crate::step_files::StepFiles,
     cache_scope: crate::cache::CacheScope,
+    /// The image ID each build step of this run made, by step name.
+    built: Mutex<HashMap<String, String>>,
 }
 
 pub async fn execute<B: Backend>(
@@ -154,15 +156,18 @@ async fn run<B: Backend>(
         },
     )
     .await;
-    let (image_errors, spec) = setup::prepare(&backend, pipeline, &options, &events).await;
     let base_env = base_env(pipeline, &options);
     let state = initial_state(pipeline, plan, &options);
+    let (images, spec) = setup::prepare(
+        &backend, pipeline, plan, &state, &base_env, &options, &events,
+    )
+    .await;
     announce_skipped(pipeline, &state, &options, &events).await;
     let error = setup::start(
         backend.as_ref(),
         &spec,
         pipeline,
-        &image_errors,
+        &images,
         &base_env,
         &events,
         &cancel,
@@ -175,13 +180,14 @@ async fn run<B: Backend>(
         masker: Masker::new(options.secrets.values().map(String::as_str)),
         files: options.files.clone(),
         cache_scope: options.cache_scope.clone(),
+        built: Mutex::new(HashMap::new()),
     });
     let mut steps = RunLoop {
         pipeline,
         plan,
         options: &options,
         base_env,
-        image_errors,
+        images,
         shared,
         step_cancel: cancel.child_token(),
         cancel: cancel.clone(),
@@ -287,8 +293,8 @@ struct RunLoop<'a, B> {
     plan: &'a Plan,
     options: &'a RunOptions,
     base_env: Vec<(String, String)>,
-    /// Why an image could not be pulled, by image: the steps using it fail.
-    image_errors: HashMap<String, String>,
+    /// What each step's container is created from, or why it cannot be.
+    images: setup::Images,
     shared: Arc<Shared<B>>,
     /// The whole run's cancellation, from whoever started it.
     cancel: CancellationToken,
@@ -363,7 +369,7 @@ impl<B: Backend> RunLoop<'_, B> {
             self.pipeline,
             &self.base_env,
             self.options,
-            &self.image_errors,
+            &self.images,
         );
         let span = info_span!("step", run_id = %self.options.run_id, step = %step.name);
         self.tasks.spawn(

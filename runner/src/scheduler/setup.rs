@@ -4,27 +4,45 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use slipway_engine::Pipeline;
+use slipway_engine::{Pipeline, Plan, RunState, StepStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::RunOptions;
-use super::env::merge_env;
+use super::env::{image_build, merge_env, step_env};
 use super::logs::emit;
-use crate::backend::{Backend, ContainerSpec, RunSpec};
+use crate::backend::{Backend, ContainerSpec, Credentials, RunSpec};
 use crate::event::RunEvent;
 use crate::script::step_script;
 
-/// Pulls the images and picks the run's helper image. Returns why images
-/// did not pull (by image), and the run's spec.
+/// What the run's steps and services are created from, decided at setup.
+#[derive(Debug, Default)]
+pub(super) struct Images {
+    /// The image ID each name resolved to.
+    pub ids: HashMap<String, String>,
+    /// Why a name did not resolve, by name: what uses it fails with this.
+    pub errors: HashMap<String, String>,
+    /// Steps (by index) whose `image` is a tag of a build step they need:
+    /// they run that build (the step's name here), which no other run and
+    /// no daemon name can replace.
+    pub built_by: HashMap<usize, String>,
+}
+
+/// Resolves the images and picks the run's helper image. Returns the
+/// images and the run's spec.
 pub(super) async fn prepare<B: Backend>(
     backend: &Arc<B>,
     pipeline: &Pipeline,
+    plan: &Plan,
+    state: &RunState,
+    base_env: &[(String, String)],
     options: &RunOptions,
     events: &mpsc::Sender<RunEvent>,
-) -> (HashMap<String, String>, RunSpec) {
-    let (image_errors, mut good_image) = prepare_images(backend, pipeline, events).await;
+) -> (Images, RunSpec) {
+    let built_by = built_by(pipeline, plan, state, base_env, options);
+    let (mut images, mut good_image) = prepare_images(backend, pipeline, &built_by, events).await;
+    images.built_by = built_by;
     // A pipeline of build steps only still needs a workspace to build from.
     if good_image.is_none() && pipeline.steps.iter().any(|s| s.build.is_some()) {
         match backend.scratch_image().await {
@@ -38,21 +56,82 @@ pub(super) async fn prepare<B: Backend>(
         network: !pipeline.services.is_empty(),
         helper_image: good_image.unwrap_or_default(),
     };
-    (image_errors, run)
+    (images, run)
 }
 
-/// Pulls every distinct image at once. A failed pull fails only the steps
-/// that use the image, so independent branches still run.
+/// Which steps run the image a build step they need makes: their `image`
+/// is one of its `tags` (with `${VAR}`s expanded as the build step will).
+/// A build step this run skips makes nothing, so its tags resolve as
+/// ordinary names. Of two such builds, the one that needs the other wins,
+/// as the later one to name the image would have.
+fn built_by(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    state: &RunState,
+    base_env: &[(String, String)],
+    options: &RunOptions,
+) -> HashMap<usize, String> {
+    let tags: Vec<Vec<String>> = pipeline
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(j, step)| match &step.build {
+            Some(b) if !matches!(state.status(j), StepStatus::Skipped(_)) => {
+                let env = step_env(base_env, pipeline, step, &options.secrets);
+                image_build(step, b, &env, &Credentials::default())
+                    .map(|b| b.tags)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        if step.build.is_some() || step.image.is_empty() {
+            continue;
+        }
+        let builder = ancestors(plan, i)
+            .into_iter()
+            .filter(|&j| tags[j].contains(&step.image))
+            .max_by_key(|&j| (ancestors(plan, j).len(), j));
+        if let Some(j) = builder {
+            out.insert(i, pipeline.steps[j].name.clone());
+        }
+    }
+    out
+}
+
+/// Every step `step` needs, directly or not.
+fn ancestors(plan: &Plan, step: usize) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut todo = vec![step];
+    while let Some(s) = todo.pop() {
+        for &n in plan.needs(s) {
+            if seen.insert(n) {
+                todo.push(n);
+            }
+        }
+    }
+    seen
+}
+
+/// Resolves every distinct image at once (but those a build of the run
+/// makes). A failed pull fails only the steps that use the image, so
+/// independent branches still run. Also returns the ID of a step's image
+/// for the run's helper containers.
 async fn prepare_images<B: Backend>(
     backend: &Arc<B>,
     pipeline: &Pipeline,
+    built_by: &HashMap<usize, String>,
     events: &mpsc::Sender<RunEvent>,
-) -> (HashMap<String, String>, Option<String>) {
+) -> (Images, Option<String>) {
     let mut seen = HashSet::new();
     let images: Vec<String> = pipeline
         .steps
         .iter()
-        .map(|s| s.image.clone())
+        .enumerate()
+        .filter(|(i, _)| !built_by.contains_key(i))
+        .map(|(_, s)| s.image.clone())
         .chain(pipeline.services.iter().map(|s| s.image.clone()))
         .filter(|i| !i.is_empty() && seen.insert(i.clone()))
         .collect();
@@ -78,21 +157,22 @@ async fn prepare_images<B: Backend>(
             (image.clone(), result)
         }
     });
-    let mut errors = HashMap::new();
+    let mut out = Images::default();
     let mut good = None;
     for (image, result) in futures_util::future::join_all(pulls).await {
         match result {
-            Ok(()) => {
+            Ok(id) => {
                 if good.is_none() && pipeline.steps.iter().any(|s| s.image == image) {
-                    good = Some(image);
+                    good = Some(id.clone());
                 }
+                out.ids.insert(image, id);
             }
             Err(e) => {
-                errors.insert(image, e.to_string());
+                out.errors.insert(image, e.to_string());
             }
         }
     }
-    (errors, good)
+    (out, good)
 }
 
 /// Sets the run up (network, workspace) and starts its services, unless
@@ -102,7 +182,7 @@ pub(super) async fn start<B: Backend>(
     backend: &B,
     run: &RunSpec,
     pipeline: &Pipeline,
-    image_errors: &HashMap<String, String>,
+    images: &Images,
     base_env: &[(String, String)],
     events: &mpsc::Sender<RunEvent>,
     cancel: &CancellationToken,
@@ -117,13 +197,19 @@ pub(super) async fn start<B: Backend>(
         return None;
     }
     for service in &pipeline.services {
-        if let Some(msg) = image_errors.get(&service.image) {
+        if let Some(msg) = images.errors.get(&service.image) {
             return Some(format!("service `{}`: {msg}", service.name));
         }
+        let Some(image) = images.ids.get(&service.image) else {
+            return Some(format!(
+                "service `{}`: image `{}` was not resolved",
+                service.name, service.image
+            ));
+        };
         let spec = ContainerSpec {
             name: service.name.clone(),
             attempt: 1,
-            image: service.image.clone(),
+            image: image.clone(),
             script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
             env: merge_env([base_env, &pipeline.env, &service.env]),
         };
@@ -136,7 +222,7 @@ pub(super) async fn start<B: Backend>(
     None
 }
 
-/// Removes every container, network and volume of the run.
+/// Removes every container, network, volume and built image of the run.
 pub(super) async fn teardown<B: Backend>(backend: &B, run_id: &str) {
     if let Err(e) = backend.teardown_run(run_id).await {
         warn!(error = %e, "cleanup failed; a later run will reap what is left");
@@ -149,8 +235,57 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use crate::event::RunEvent;
-    use crate::fake::FakeBackend;
+    use crate::fake::{FakeBackend, fake_image_id};
     use crate::scheduler::testing::{go, options, pipeline, status_of};
+
+    const BUILD_THEN_USE: &str = "env: {FLAVOUR: test}
+steps:
+  img: {build: {tags: ['acme/app:${FLAVOUR}']}}
+  use: {image: 'acme/app:test', commands: [x], needs: [img]}
+";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_running_a_tag_of_a_build_it_needs_runs_that_build_and_no_daemon_name() {
+        let fake = FakeBackend::new();
+        let (report, _) = go(
+            &fake,
+            &pipeline(BUILD_THEN_USE),
+            options(1),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(fake.image_of("use").as_deref(), Some("sha256:built-by-img"));
+        assert!(
+            !fake.calls().iter().any(|c| c == "image acme/app:test"),
+            "the tag is never resolved as a daemon name: {:?}",
+            fake.calls()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tag_is_an_ordinary_name_to_steps_that_do_not_need_its_build_or_when_it_is_skipped() {
+        let src = format!("{BUILD_THEN_USE}  apart: {{image: 'acme/app:test', commands: [x]}}\n");
+        let fake = FakeBackend::new();
+        let (_, _) = go(&fake, &pipeline(&src), options(1), CancellationToken::new()).await;
+        assert_eq!(fake.image_of("use").as_deref(), Some("sha256:built-by-img"));
+        let resolved = fake_image_id("acme/app:test");
+        assert_eq!(fake.image_of("apart"), Some(resolved.clone()));
+
+        // A rerun that skips the build: its image is what the name resolves to.
+        let fake = FakeBackend::new();
+        let mut opts = options(1);
+        opts.skip.push(("img".into(), "succeeded in run r0".into()));
+        let (report, _) = go(
+            &fake,
+            &pipeline(BUILD_THEN_USE),
+            opts,
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(fake.image_of("use"), Some(resolved));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_pull_fails_only_the_steps_using_that_image() {

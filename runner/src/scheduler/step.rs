@@ -1,7 +1,6 @@
 //! One step's task: its attempts with retries and a timeout, a build
 //! step's image build, and its caches and artifacts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::env::{image_build, step_credentials, step_env};
 use super::logs::{emit, emit_system, pump_logs};
+use super::setup::Images;
 use super::{RunOptions, Shared, StepResult};
 use crate::backend::{Backend, BackendError, ContainerSpec, ImageBuild, LogChunk, StepExit};
 use crate::event::{LogStream, RunEvent};
@@ -27,6 +27,8 @@ pub(super) struct StepTask {
     /// Why the step cannot start (its image did not pull, its build does
     /// not expand): it fails with this line.
     image_error: Option<String>,
+    /// The build step whose image this step runs, and the tag that says so.
+    built_by: Option<(String, String)>,
     build: Option<ImageBuild>,
     caches: Vec<slipway_engine::Cache>,
     artifacts: Vec<String>,
@@ -40,7 +42,7 @@ impl StepTask {
         pipeline: &Pipeline,
         base_env: &[(String, String)],
         options: &RunOptions,
-        image_errors: &HashMap<String, String>,
+        images: &Images,
     ) -> StepTask {
         let env = step_env(base_env, pipeline, step, &options.secrets);
         let (build, build_error) = match &step.build {
@@ -50,18 +52,28 @@ impl StepTask {
                 Err(e) => (None, Some(e)),
             },
         };
+        let built_by = images
+            .built_by
+            .get(&index)
+            .map(|builder| (builder.clone(), step.image.clone()));
+        let image_error = build_error.or_else(|| match built_by {
+            Some(_) => None,
+            None => images.errors.get(&step.image).cloned(),
+        });
         StepTask {
             index,
             spec: ContainerSpec {
                 name: step.name.clone(),
                 attempt: 1,
-                image: step.image.clone(),
+                // Filled in from the build before the first attempt.
+                image: images.ids.get(&step.image).cloned().unwrap_or_default(),
                 script: Some(step_script(&step.commands)),
                 env,
             },
             retries: step.retries,
             timeout: step.timeout,
-            image_error: build_error.or_else(|| image_errors.get(&step.image).cloned()),
+            image_error,
+            built_by,
             build,
             caches: step.cache.clone(),
             artifacts: step.artifacts.clone(),
@@ -91,6 +103,22 @@ impl StepTask {
         shared: &Arc<Shared<B>>,
         cancel: &CancellationToken,
     ) -> (StepOutcome, Option<i64>, u32) {
+        if let Some((builder, tag)) = &self.built_by {
+            let built = shared
+                .built
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(builder)
+                .cloned();
+            match built {
+                Some(id) => self.spec.image = id,
+                None => {
+                    self.image_error = Some(format!(
+                        "image `{tag}` is what step `{builder}` builds, and it built nothing in this run"
+                    ));
+                }
+            }
+        }
         if let Some(message) = self.image_error.clone() {
             self.started(shared, 1).await;
             self.say(shared, message).await;
@@ -282,6 +310,11 @@ impl StepTask {
         };
         match built {
             Ok(image) => {
+                shared
+                    .built
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(build.step.clone(), image.image_id.clone());
                 let builder = if image.buildkit {
                     "BuildKit"
                 } else {
