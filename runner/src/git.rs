@@ -292,6 +292,11 @@ impl Mirrors {
         }
     }
 
+    /// The directory mirrors live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn lock_of(&self, mirror: &Path) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
