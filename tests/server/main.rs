@@ -21,3 +21,5 @@ mod promotion;
 mod previews;
 // The web UI in headless Chromium against a real server.
 mod ui;
+// Retention: `slipway gc` and the server's sweep remove old runs and idle mirrors.
+mod retention;
