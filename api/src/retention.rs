@@ -170,13 +170,13 @@ pub fn sweep(
     if let Some(keep) = policy.keep_mirrors
         && !stop.is_cancelled()
     {
-        report.mirrors = at
-            .mirrors
-            .remove_idle(keep, dry_run)
-            .map_err(|source| RetentionError::Mirrors {
-                path: at.mirrors.root().to_path_buf(),
-                source,
-            })?;
+        report.mirrors =
+            at.mirrors
+                .remove_idle(keep, dry_run)
+                .map_err(|source| RetentionError::Mirrors {
+                    path: at.mirrors.root().to_path_buf(),
+                    source,
+                })?;
     }
     Ok(report)
 }
@@ -416,13 +416,23 @@ mod tests {
             vec![(orphan.clone(), 0)],
         );
         assert_eq!(summary(&dry), expected);
-        assert!(dry.lines()[0].starts_with("would remove run old (3h0m old; logs 11 B, artifacts 300 B)"));
-        assert!(store.get_run("old").unwrap().is_some(), "a dry run removes nothing");
+        assert!(
+            dry.lines()[0]
+                .starts_with("would remove run old (3h0m old; logs 11 B, artifacts 300 B)")
+        );
+        assert!(
+            store.get_run("old").unwrap().is_some(),
+            "a dry run removes nothing"
+        );
         assert!(artifacts.join("old").exists() && orphan.exists());
 
         let done = sweep(&places, &policy, false, &stop).unwrap();
         assert_eq!(summary(&done), expected);
-        assert!(done.lines()[0].starts_with("removed run old "), "{:?}", done.lines());
+        assert!(
+            done.lines()[0].starts_with("removed run old "),
+            "{:?}",
+            done.lines()
+        );
         assert!(store.get_run("old").unwrap().is_none());
         assert_eq!(store.read_log("old", "build").unwrap(), "");
         assert!(!artifacts.join("old").exists() && !orphan.exists());

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use slipway_tests::{
     BUSYBOX, READER, TempDir, deliver, docker, exit_within, free_addr, git_repo, http, leftovers,
-    push_body, run_view, serve_binary, serve_config, serve_log, signal, slipway_bin,
-    wait_healthy,
+    push_body, run_view, serve_binary, serve_config, serve_log, signal, slipway_bin, wait_healthy,
 };
 
 /// One step that keeps an artifact.

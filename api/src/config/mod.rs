@@ -555,8 +555,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.keep_runs, Some(std::time::Duration::from_secs(36 * 3600)));
         assert_eq!(c.keep_mirrors, None);
-        let c = Config::parse("s.toml", "[server]\nkeep_runs = \"0\"\nkeep_mirrors = \"90s\"\n")
-            .unwrap();
+        let c = Config::parse(
+            "s.toml",
+            "[server]\nkeep_runs = \"0\"\nkeep_mirrors = \"90s\"\n",
+        )
+        .unwrap();
         assert_eq!(c.keep_runs, None);
         assert_eq!(c.keep_mirrors, Some(std::time::Duration::from_secs(90)));
         let err = Config::parse(

@@ -1392,10 +1392,7 @@ mod tests {
             .unwrap();
 
         let kept = |id: &str| store.delete_run(id).unwrap().unwrap_err().to_string();
-        assert_eq!(
-            kept("held"),
-            "environment prod of acme/web holds its image"
-        );
+        assert_eq!(kept("held"), "environment prod of acme/web holds its image");
         assert_eq!(kept("promoting"), "open promotion p2 refers to it");
         assert_eq!(
             kept("previewed"),
