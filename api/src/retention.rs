@@ -188,10 +188,13 @@ fn sweep_runs(
     stop: &CancellationToken,
 ) -> Result<(), RetentionError> {
     let holds = at.store.run_holds()?;
-    for run in at.store.runs_created_before(cutoff_ms)? {
+    for id in at.store.runs_created_before(cutoff_ms)? {
         if stop.is_cancelled() {
             break;
         }
+        let Some(run) = at.store.get_run(&id)? else {
+            continue;
+        };
         if run.finished_ms.unwrap_or(run.created_ms) >= cutoff_ms {
             continue;
         }

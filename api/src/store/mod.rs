@@ -825,16 +825,14 @@ impl Store {
         )
     }
 
-    /// Runs created before `cutoff_ms`, oldest first: every run that can
-    /// have ended before it.
-    pub fn runs_created_before(&self, cutoff_ms: u64) -> Result<Vec<RunRecord>, StoreError> {
+    /// Ids of the runs created before `cutoff_ms`, oldest first: every
+    /// run that can have ended before it. Ids only, so a first sweep of a
+    /// years-old store does not hold every record at once.
+    pub fn runs_created_before(&self, cutoff_ms: u64) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for item in self.order.range(..cutoff_ms.to_be_bytes().as_slice()) {
             let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k[8..]).into_owned();
-            if let Some(run) = self.get_run(&id)? {
-                out.push(run);
-            }
+            out.push(String::from_utf8_lossy(&k[8..]).into_owned());
         }
         Ok(out)
     }
@@ -903,9 +901,7 @@ impl Store {
         // Every event and log chunk is written under this lock, so none
         // can land between reading the run's keys and removing them.
         let _emitting = self.lock();
-        if let Some(why) = self.run_holds()?.remove(id) {
-            return Ok(Err(why));
-        }
+        let held = self.run_holds()?.remove(id);
         let prefix = event_prefix(id);
         let mut events = Vec::new();
         for item in self.events.scan_prefix(&prefix) {
@@ -936,6 +932,9 @@ impl Store {
                 };
                 if !run.status.is_ended() {
                     return Ok(Some(Err(Retained::Active(run.status))));
+                }
+                if let Some(why) = &held {
+                    return Ok(Some(Err(why.clone())));
                 }
                 runs.remove(id.as_bytes())?;
                 let at = order_key(run.created_ms, id);
@@ -1299,7 +1298,10 @@ mod tests {
         assert_eq!(store.read_log("old", "build").unwrap(), "");
         assert_eq!(store.log_bytes("old").unwrap(), 0);
         assert!(
-            store.feed_after(0).unwrap().iter().all(|e| e.run != "old"),
+            store
+                .feed
+                .iter()
+                .all(|item| item.unwrap().1 != "old".as_bytes()),
             "its run events are gone from the feed of every run"
         );
         assert_eq!(
