@@ -21,6 +21,7 @@
 //! - [`release`]: promotion through environments, previews per pull request.
 //! - [`forge`]: forge webhooks, commit statuses and deployments.
 //! - [`store`]: the only module that touches sled; nothing else knows the key layout.
+//! - [`retention`]: what `keep_runs` and `keep_mirrors` remove (`slipway gc`, and the server hourly).
 //! - [`config`]: `slipway.toml`, validated with errors that name file, key and line.
 //! - [`metrics`]: Prometheus counters, gauges and the step duration histogram.
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
@@ -33,6 +34,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod release;
+pub mod retention;
 pub mod runs;
 pub mod serve;
 pub mod store;

@@ -51,6 +51,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Remove ended runs older than `keep_runs` (logs, artifacts) and git
+    /// mirrors unused for `keep_mirrors`; prints what it removes. Not while
+    /// the server uses the data dir: the server does this hourly itself.
+    Gc {
+        /// The server configuration (default: ./slipway.toml if present, else defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List recent runs.
     Runs {
         #[arg(long, default_value_t = 20)]
@@ -159,6 +170,9 @@ fn main() -> ExitCode {
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let result = match cli.command {
         Command::Serve { config } => cmd::serve::run(config.as_deref(), data_dir_flag, data_dir),
+        Command::Gc { config, dry_run } => {
+            cmd::gc::run(config.as_deref(), data_dir_flag, data_dir, dry_run)
+        }
         Command::Validate { file } => cmd::validate::run(&file),
         Command::Graph { file, format } => cmd::graph::run(&file, &format),
         Command::Run(args) => cmd::run::run(args, &data_dir),

@@ -122,11 +122,14 @@ pub async fn start<B: Backend>(
         queue: queue.clone(),
         shutdown: shutdown.clone(),
     });
+    // One instance for the executor and the retention sweep, so a sweep
+    // never removes a mirror a run is fetching into.
+    let mirrors = Arc::new(Mirrors::new(data_dir.join("mirrors")));
     let executor = Arc::new(Executor {
         config: config.clone(),
         store: store.clone(),
         backend,
-        mirrors: Arc::new(Mirrors::new(data_dir.join("mirrors"))),
+        mirrors: mirrors.clone(),
         work_root: data_dir.join("work"),
         queued: queued.clone(),
         queue: queue.clone(),
@@ -175,6 +178,7 @@ pub async fn start<B: Backend>(
             }
         });
     }
+    spawn_retention(&config, &store, data_dir, mirrors, accepting.clone());
     let executor = tokio::spawn(executor.run());
     let addr = listener.local_addr()?;
     let state = AppState {
@@ -225,6 +229,60 @@ pub async fn start<B: Backend>(
         server,
         executor,
     })
+}
+
+/// How often the server sweeps old runs and idle mirrors.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Sweeps at once, then every [`RETENTION_EVERY`], until `stop`.
+fn spawn_retention(
+    config: &Config,
+    store: &Store,
+    data_dir: &Path,
+    mirrors: Arc<Mirrors>,
+    stop: CancellationToken,
+) {
+    let policy = crate::retention::Policy::of(config);
+    if !policy.removes_anything() {
+        return;
+    }
+    let (store, artifacts_root) = (store.clone(), data_dir.join("artifacts"));
+    tokio::spawn(async move {
+        loop {
+            let (store, root, mirrors, token) = (
+                store.clone(),
+                artifacts_root.clone(),
+                mirrors.clone(),
+                stop.clone(),
+            );
+            // Sled and the file system block: off the async workers.
+            let swept = tokio::task::spawn_blocking(move || {
+                let places = crate::retention::Places {
+                    store: &store,
+                    artifacts_root: &root,
+                    mirrors: &mirrors,
+                };
+                let report = crate::retention::sweep(&places, &policy, false, &token)?;
+                store.flush()?;
+                Ok::<_, crate::retention::RetentionError>(report)
+            })
+            .await;
+            match swept {
+                Ok(Ok(report)) if report.is_empty() => {}
+                Ok(Ok(report)) => {
+                    for line in report.lines() {
+                        tracing::info!(target: "slipway::retention", "{line}");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "retention sweep did not finish"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETENTION_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
 }
 
 fn config_ttl_half(previews: &crate::release::preview::Previews) -> std::time::Duration {

@@ -1,6 +1,7 @@
 //! Source checkouts for server runs: one bare mirror per repository, so a
 //! later run fetches only new objects, and a cheap `--shared` clone of the
-//! exact commit per run.
+//! exact commit per run. Every fetch stamps its mirror, so mirrors of
+//! repositories no run has used for a while can be found and removed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -180,8 +181,25 @@ pub async fn resolve_ref(remote: &Remote, name: &str) -> Result<(String, String)
 #[derive(Debug)]
 pub struct Mirrors {
     root: PathBuf,
-    /// One fetch at a time per repository; different repositories in parallel.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One fetch at a time per mirror directory; different ones in
+    /// parallel. Keyed by directory, not repository name, so removing an
+    /// idle mirror can take the same lock without knowing the name.
+    locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Written by every fetch: its mtime is the mirror's last use. A mirror's
+/// own mtime is no guide, since a fetch that finds the commit already
+/// there writes nothing.
+const LAST_USED: &str = "slipway-last-used";
+
+/// A mirror no run has fetched into for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleMirror {
+    pub path: PathBuf,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Time since its last use.
+    pub idle: std::time::Duration,
 }
 
 /// The git command for `args`: with `login` (and the URL it is for), git
@@ -273,13 +291,8 @@ impl Mirrors {
     ) -> Result<PathBuf, GitError> {
         let url = remote.url.as_str();
         let login = remote.login.as_ref().map(|l| (l, url));
-        let lock = self
-            .locks
-            .lock()
-            .expect("mirror locks")
-            .entry(repo.to_string())
-            .or_default()
-            .clone();
+        let mirror = self.mirror_dir(repo);
+        let lock = self.lock_of(&mirror);
         let _guard = lock.lock().await;
         if !is_object_id(sha) || !is_ref_name(git_ref) {
             return Err(GitError::Fetch {
@@ -291,7 +304,6 @@ impl Mirrors {
                 ),
             });
         }
-        let mirror = self.mirror_dir(repo);
         if !mirror.join("HEAD").exists() {
             tokio::fs::create_dir_all(&mirror)
                 .await
@@ -307,6 +319,17 @@ impl Mirrors {
             )
             .await?;
         }
+        // Its mtime is what counts; the text is for whoever looks.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        tokio::fs::write(mirror.join(LAST_USED), format!("{stamp}\n"))
+            .await
+            .map_err(|e| GitError::Command {
+                action: "stamp mirror".into(),
+                message: e.to_string(),
+            })?;
         let has = |m: PathBuf| async move {
             git(
                 Some(&m),
@@ -367,6 +390,61 @@ impl Mirrors {
                 sha: sha.into(),
             })
         }
+    }
+
+    /// The directory mirrors live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock_of(&self, mirror: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mirror.to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// Mirrors no fetch has used for `max_idle` or longer, removed unless
+    /// `dry_run`. A mirror being fetched into right now is left alone.
+    /// Blocking (walks and removes directories): call it off the runtime.
+    pub fn remove_idle(
+        &self,
+        max_idle: std::time::Duration,
+        dry_run: bool,
+    ) -> std::io::Result<Vec<IdleMirror>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if !path.is_dir() || path.extension().is_none_or(|e| e != "git") {
+                continue;
+            }
+            let lock = self.lock_of(&path);
+            let Ok(_fetching) = lock.try_lock() else {
+                continue;
+            };
+            // Mirrors made before stamps existed count from their own mtime.
+            let used = std::fs::metadata(path.join(LAST_USED))
+                .or_else(|_| std::fs::metadata(&path))?
+                .modified()?;
+            let idle = now.duration_since(used).unwrap_or_default();
+            if idle < max_idle {
+                continue;
+            }
+            let bytes = disk_usage(&path);
+            if !dry_run {
+                std::fs::remove_dir_all(&path)?;
+            }
+            out.push(IdleMirror { path, bytes, idle });
+        }
+        Ok(out)
     }
 
     /// A file at a commit, `None` when the commit has no such file.
@@ -437,6 +515,22 @@ impl Mirrors {
         .await?;
         Ok(())
     }
+}
+
+/// Bytes of the files under `dir` (what is unreadable counts as nothing).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                Ok(_) => total += entry.metadata().map_or(0, |m| m.len()),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -680,6 +774,78 @@ mod tests {
                 .is_err()
         );
         assert!(mirrors.read_file("acme/web", evil, "f").await.is_err());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// Issue 14: mirrors were never deleted, so every repository ever
+    /// built (forks' pull requests included) kept its objects for good.
+    #[tokio::test]
+    async fn mirrors_unused_for_long_are_removed_and_used_ones_stay() {
+        let root = std::env::temp_dir().join(format!(
+            "slipway-git-idle-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        run_git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("f"), "x").unwrap();
+        run_git(&work, &["add", "f"]);
+        run_git(&work, &["commit", "-q", "-m", "one"]);
+        let sha = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&work)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap();
+        let sha = String::from_utf8(sha.stdout).unwrap().trim().to_string();
+        let url = format!("file://{}", work.display());
+        let mirrors = Mirrors::new(root.join("mirrors"));
+        let old = mirrors
+            .fetch("acme/old", &url, "refs/heads/main", &sha)
+            .await
+            .unwrap();
+        let young = mirrors
+            .fetch("acme/young", &url, "refs/heads/main", &sha)
+            .await
+            .unwrap();
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let last_week = std::time::SystemTime::now() - 7 * day;
+        std::fs::File::options()
+            .write(true)
+            .open(old.join(LAST_USED))
+            .unwrap()
+            .set_modified(last_week)
+            .unwrap();
+
+        let listed = mirrors.remove_idle(3 * day, true).unwrap();
+        assert_eq!(
+            listed.iter().map(|m| &m.path).collect::<Vec<_>>(),
+            [&old],
+            "only the mirror idle for a week"
+        );
+        assert!(listed[0].bytes > 0 && listed[0].idle >= 7 * day - day);
+        assert!(old.exists(), "a dry run removes nothing");
+
+        // A fetch of a commit the mirror already has is a use too.
+        std::fs::File::options()
+            .write(true)
+            .open(young.join(LAST_USED))
+            .unwrap()
+            .set_modified(last_week)
+            .unwrap();
+        mirrors
+            .fetch("acme/young", &url, "refs/heads/main", &sha)
+            .await
+            .unwrap();
+
+        let removed = mirrors.remove_idle(3 * day, false).unwrap();
+        assert_eq!(removed.iter().map(|m| &m.path).collect::<Vec<_>>(), [&old]);
+        assert!(!old.exists());
+        assert!(young.join("HEAD").exists());
         let _ = std::fs::remove_dir_all(root);
     }
 

@@ -27,3 +27,5 @@ mod ui;
 mod trust;
 // Directory caches scoped by repository and ref: a fork cannot poison them.
 mod caches;
+// Retention: `slipway gc` and the server's sweep remove old runs and idle mirrors.
+mod retention;

@@ -1,10 +1,11 @@
 //! One module per subcommand, a thin shell over the library:
 //! [`validate`], [`graph`], [`run`] (a local run), [`runs`] and [`logs`]
 //! (the local store), [`cache`], [`artifacts`] (local or remote), [`serve`],
-//! and [`remote`] (every command that talks to a server).
+//! [`gc`] (retention), and [`remote`] (every command that talks to a server).
 
 pub mod artifacts;
 pub mod cache;
+pub mod gc;
 pub mod graph;
 pub mod logs;
 pub mod remote;

@@ -127,6 +127,8 @@ struct RawServer {
     shutdown_timeout: Option<String>,
     step_timeout: Option<String>,
     run_timeout: Option<String>,
+    keep_runs: Option<toml::Spanned<String>>,
+    keep_mirrors: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +245,11 @@ pub struct Config {
     pub step_timeout: std::time::Duration,
     /// A run still going after this is cancelled, whatever its steps say.
     pub run_timeout: std::time::Duration,
+    /// Ended runs older than this go, with their logs and artifacts
+    /// (`None`: kept forever).
+    pub keep_runs: Option<std::time::Duration>,
+    /// Git mirrors no run has used for this long go (`None`: kept forever).
+    pub keep_mirrors: Option<std::time::Duration>,
 }
 
 /// A step with no `timeout:` of its own is stopped after an hour, unless configured.
@@ -253,6 +260,12 @@ pub const DEFAULT_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 
 /// Running runs get this long to clean up after a stop signal, unless configured.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs are kept 30 days unless configured.
+pub const DEFAULT_KEEP_RUNS: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Mirrors unused for 14 days are removed unless configured.
+pub const DEFAULT_KEEP_MIRRORS: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
 
 /// 5 GB of directory caches unless configured.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5_000_000_000;
@@ -322,6 +335,8 @@ impl Default for Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             step_timeout: DEFAULT_STEP_TIMEOUT,
             run_timeout: DEFAULT_RUN_TIMEOUT,
+            keep_runs: Some(DEFAULT_KEEP_RUNS),
+            keep_mirrors: Some(DEFAULT_KEEP_MIRRORS),
         }
     }
 }
@@ -421,6 +436,27 @@ impl Config {
                 }
             }
         }
+        for (key, given, into) in [
+            ("keep_runs", &raw.server.keep_runs, &mut config.keep_runs),
+            (
+                "keep_mirrors",
+                &raw.server.keep_mirrors,
+                &mut config.keep_mirrors,
+            ),
+        ] {
+            if let Some(t) = given {
+                match parse_age(t.get_ref()) {
+                    Some(age) => *into = age,
+                    None => {
+                        let (line, col) = line_col(text, t.span().start);
+                        problems.push(format!(
+                            "{file}:{line}:{col}: server.{key}: `{}` is not a duration (e.g. `30d`, `12h`) nor `forever`",
+                            t.get_ref()
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(size) = &raw.server.cache_max_size {
             match slipway_runner::cache::parse_size(size) {
                 Some(n) => config.cache_max_bytes = n,
@@ -465,6 +501,27 @@ impl Config {
     }
 }
 
+/// How long something is kept: `forever` (or `0`) is `None`, else a
+/// duration that may start with days (`30d`, `1d12h`).
+fn parse_age(text: &str) -> Option<Option<std::time::Duration>> {
+    let text = text.trim();
+    if text == "forever" || text == "0" {
+        return Some(None);
+    }
+    let (days, rest) = match text.split_once('d') {
+        Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (n.parse::<u64>().ok()?, rest)
+        }
+        _ => (0, text),
+    };
+    let rest = match rest {
+        "" => std::time::Duration::ZERO,
+        rest => slipway_engine::duration::parse_duration(rest)?,
+    };
+    let age = std::time::Duration::from_secs(days.checked_mul(86_400)?).checked_add(rest)?;
+    (!age.is_zero()).then_some(Some(age))
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -504,6 +561,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad.contains("server.shutdown_timeout: `soon`"), "{bad}");
+    }
+
+    #[test]
+    fn retention_keeps_a_month_of_runs_and_two_weeks_of_idle_mirrors() {
+        let c = Config::parse("s.toml", "").unwrap();
+        assert_eq!(c.keep_runs, Some(DEFAULT_KEEP_RUNS));
+        assert_eq!(DEFAULT_KEEP_RUNS.as_secs(), 30 * 24 * 3600);
+        assert_eq!(c.keep_mirrors, Some(DEFAULT_KEEP_MIRRORS));
+        assert_eq!(DEFAULT_KEEP_MIRRORS.as_secs(), 14 * 24 * 3600);
+        let c = Config::parse(
+            "s.toml",
+            "[server]\nkeep_runs = \"1d12h\"\nkeep_mirrors = \"forever\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.keep_runs, Some(std::time::Duration::from_secs(36 * 3600)));
+        assert_eq!(c.keep_mirrors, None);
+        let c = Config::parse(
+            "s.toml",
+            "[server]\nkeep_runs = \"0\"\nkeep_mirrors = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.keep_runs, None);
+        assert_eq!(c.keep_mirrors, Some(std::time::Duration::from_secs(90)));
+        let err = Config::parse(
+            "s.toml",
+            "[server]\nlisten = \"127.0.0.1:1\"\nkeep_runs = \"a month\"\nkeep_mirrors = \"d\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "s.toml:3:13: server.keep_runs: `a month` is not a duration (e.g. `30d`, `12h`) nor `forever`",
+                "s.toml:4:16: server.keep_mirrors: `d` is not a duration (e.g. `30d`, `12h`) nor `forever`",
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //! - previews: see [`previews`]
 //!
 //! Statuses are the enums of [`status`], stored as their snake_case words.
+//!
+//! Retention: [`Store::delete_run`] removes an ended run with its steps,
+//! logs and events in one transaction, unless something still needs it
+//! ([`Retained`]). Delivery keys stay: they are what refuses a replayed
+//! webhook, however old.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -250,6 +255,42 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         text: String,
     },
+}
+
+/// Why a run is kept however old it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retained {
+    /// Queued or running: it may still change.
+    Active(RunStatus),
+    /// An environment holds the image it built.
+    Environment { repo: String, environment: String },
+    /// An open promotion refers to it.
+    Promotion(String),
+    /// A pull request's preview shows what it built.
+    Preview { repo: String, number: u64 },
+}
+
+impl std::fmt::Display for Retained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retained::Active(status) => write!(f, "it is {status}"),
+            Retained::Environment { repo, environment } => {
+                write!(f, "environment {environment} of {repo} holds its image")
+            }
+            Retained::Promotion(id) => write!(f, "open promotion {id} refers to it"),
+            Retained::Preview { repo, number } => {
+                write!(f, "the preview of {repo}#{number} shows its image")
+            }
+        }
+    }
+}
+
+/// What deleting a run removed from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedRun {
+    pub id: String,
+    /// Bytes of log text.
+    pub log_bytes: u64,
 }
 
 impl Event {
@@ -800,6 +841,145 @@ impl Store {
         )
     }
 
+    /// Ids of the runs created before `cutoff_ms`, oldest first: every
+    /// run that can have ended before it. Ids only, so a first sweep of a
+    /// years-old store does not hold every record at once.
+    pub fn runs_created_before(&self, cutoff_ms: u64) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.order.range(..cutoff_ms.to_be_bytes().as_slice()) {
+            let (k, _) = item?;
+            out.push(String::from_utf8_lossy(&k[8..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Runs that something other than their age keeps: those an
+    /// environment holds, an open promotion or a preview refers to.
+    pub fn run_holds(&self) -> Result<std::collections::HashMap<String, Retained>, StoreError> {
+        let mut holds = std::collections::HashMap::new();
+        for item in self.environments.iter() {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let state: EnvState =
+                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                    key: key.clone(),
+                    source,
+                })?;
+            let (repo, environment) = key.split_once('\0').unwrap_or((&key, ""));
+            if let Some(run) = state.run {
+                holds.insert(
+                    run,
+                    Retained::Environment {
+                        repo: repo.into(),
+                        environment: environment.into(),
+                    },
+                );
+            }
+        }
+        for item in self.open_promotions.iter() {
+            let (_, id) = item?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(run) = self.promotion(&id)?.and_then(|p| p.run) {
+                holds.insert(run, Retained::Promotion(id));
+            }
+        }
+        for p in self.previews()? {
+            holds.insert(
+                p.run,
+                Retained::Preview {
+                    repo: p.repo,
+                    number: p.number,
+                },
+            );
+        }
+        Ok(holds)
+    }
+
+    /// Bytes of a run's log text, every step's.
+    pub fn log_bytes(&self, run: &str) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for item in self.logs.scan_prefix(event_prefix(run)) {
+            let (_, v) = item?;
+            total += split_chunk(&v).1.len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// Deletes an ended run with its steps, logs and events in one
+    /// transaction; a run still queued or running, or one [`run_holds`]
+    /// names, is kept and the answer says why. Not flushed: a sweep
+    /// flushes once after many.
+    ///
+    /// [`run_holds`]: Store::run_holds
+    pub fn delete_run(&self, id: &str) -> Result<Result<DeletedRun, Retained>, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, abort};
+        // Every event and log chunk is written under this lock, so none
+        // can land between reading the run's keys and removing them.
+        let _emitting = self.lock();
+        let held = self.run_holds()?.remove(id);
+        let prefix = event_prefix(id);
+        let mut events = Vec::new();
+        for item in self.events.scan_prefix(&prefix) {
+            events.push(item?.0);
+        }
+        let mut chunks = Vec::new();
+        let mut log_bytes = 0;
+        for item in self.logs.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            log_bytes += split_chunk(&v).1.len() as u64;
+            chunks.push(k);
+        }
+        let outcome = (
+            &self.runs,
+            &self.order,
+            &self.queue,
+            &self.events,
+            &self.feed,
+            &self.logs,
+        )
+            .transaction(|(runs, order, queue, events_tree, feed, logs)| {
+                let Some(bytes) = runs.get(id.as_bytes())? else {
+                    return Ok(None);
+                };
+                let run = match decode(id, &bytes) {
+                    Ok(run) => run,
+                    Err(e) => return abort(e),
+                };
+                if !run.status.is_ended() {
+                    return Ok(Some(Err(Retained::Active(run.status))));
+                }
+                if let Some(why) = &held {
+                    return Ok(Some(Err(why.clone())));
+                }
+                runs.remove(id.as_bytes())?;
+                let at = order_key(run.created_ms, id);
+                order.remove(at.clone())?;
+                queue.remove(at)?;
+                for key in &events {
+                    events_tree.remove(key)?;
+                    // A run-level event is also in the feed, under its seq.
+                    feed.remove(&seq_of(key).to_be_bytes())?;
+                }
+                for key in &chunks {
+                    logs.remove(key)?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(Some(Ok(())))
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(e) => e,
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+        match outcome {
+            None => Err(StoreError::NotFound(id.into())),
+            Some(Err(why)) => Ok(Err(why)),
+            Some(Ok(())) => Ok(Ok(DeletedRun {
+                id: id.into(),
+                log_bytes,
+            })),
+        }
+    }
+
     /// A step's whole log.
     pub fn read_log(&self, run: &str, step: &str) -> Result<String, StoreError> {
         let mut out = Vec::new();
@@ -1101,6 +1281,145 @@ mod tests {
         // Another run's events are its own.
         store.put_run(&run("r2", 2)).unwrap();
         assert_eq!(store.run_events_after("r1", 0).unwrap(), all);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn ended(id: &str, created_ms: u64) -> RunRecord {
+        RunRecord {
+            status: RunStatus::Success,
+            finished_ms: Some(created_ms + 1),
+            steps: vec![StepRecord::pending("build", &[])],
+            ..run(id, created_ms)
+        }
+    }
+
+    /// Issue 14: runs, their logs and events were never deleted.
+    #[test]
+    fn deleting_a_run_takes_its_logs_and_events_and_leaves_the_others() {
+        let (store, dir) = temp_store();
+        for id in ["old", "other"] {
+            store.put_run(&ended(id, 10)).unwrap();
+            store.append_log(id, "build", "one\n").unwrap();
+            store.append_log(id, "build", "twenty\n").unwrap();
+        }
+        let others_events = store.run_events_after("other", 0).unwrap();
+        assert_eq!(store.runs_created_before(11).unwrap().len(), 2);
+        assert!(store.runs_created_before(10).unwrap().is_empty());
+
+        let deleted = store.delete_run("old").unwrap().unwrap();
+        assert_eq!(deleted.log_bytes, 11);
+        assert!(store.get_run("old").unwrap().is_none());
+        assert!(store.run_events_after("old", 0).unwrap().is_empty());
+        assert_eq!(store.read_log("old", "build").unwrap(), "");
+        assert_eq!(store.log_bytes("old").unwrap(), 0);
+        assert!(
+            store
+                .feed
+                .iter()
+                .all(|item| item.unwrap().1 != "old".as_bytes()),
+            "its run events are gone from the feed of every run"
+        );
+        assert_eq!(
+            store
+                .list_runs(10)
+                .unwrap()
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["other"]
+        );
+        assert_eq!(store.run_events_after("other", 0).unwrap(), others_events);
+        assert_eq!(store.read_log("other", "build").unwrap(), "one\ntwenty\n");
+        assert!(matches!(
+            store.delete_run("old"),
+            Err(StoreError::NotFound(_))
+        ));
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn queued_and_running_runs_are_never_deleted() {
+        let (store, dir) = temp_store();
+        let mut queued = run("q", 1);
+        queued.status = RunStatus::Queued;
+        store.enqueue(None, &queued).unwrap();
+        store.put_run(&run("r", 2)).unwrap();
+        assert_eq!(
+            store.delete_run("q").unwrap(),
+            Err(Retained::Active(RunStatus::Queued))
+        );
+        assert_eq!(
+            store.delete_run("r").unwrap(),
+            Err(Retained::Active(RunStatus::Running))
+        );
+        assert_eq!(store.queued().unwrap(), ["q"]);
+        assert!(store.get_run("r").unwrap().is_some());
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn runs_an_environment_a_promotion_or_a_preview_needs_are_kept() {
+        let (store, dir) = temp_store();
+        for id in ["held", "promoting", "previewed", "free"] {
+            store.put_run(&ended(id, 1)).unwrap();
+        }
+        // `held` built what prod now runs.
+        let mut done = Promotion::pending_for_test("p1", "acme/web", "prod", "sha256:aa");
+        done.run = Some("held".into());
+        store.create_promotion(&done).unwrap().unwrap();
+        store
+            .change_promotion("p1", |p| {
+                p.status = PromotionStatus::Promoting;
+                Ok(("slipway".into(), "promoting".into(), None))
+            })
+            .unwrap()
+            .unwrap();
+        let state = EnvState {
+            digest: "sha256:aa".into(),
+            image: "r/acme/web@sha256:aa".into(),
+            run: Some("held".into()),
+            sha: None,
+            promotion: "p1".into(),
+            promoted_ms: 1,
+        };
+        store.complete_promotion("p1", &state).unwrap().unwrap();
+        // `promoting` built what an open request wants in staging.
+        let mut open = Promotion::pending_for_test("p2", "acme/web", "staging", "sha256:bb");
+        open.run = Some("promoting".into());
+        store.create_promotion(&open).unwrap().unwrap();
+        store
+            .put_preview(&PreviewRecord {
+                repo: "acme/web".into(),
+                number: 7,
+                sha: "c".repeat(40),
+                run: "previewed".into(),
+                image: "r/acme/web@sha256:cc".into(),
+                container: "c".into(),
+                network: "n".into(),
+                ip: "10.0.0.2".into(),
+                port: 80,
+                url: "http://x/".into(),
+                created_ms: 1,
+                updated_ms: 1,
+                comment_id: None,
+                deployment_id: None,
+            })
+            .unwrap();
+
+        let kept = |id: &str| store.delete_run(id).unwrap().unwrap_err().to_string();
+        assert_eq!(kept("held"), "environment prod of acme/web holds its image");
+        assert_eq!(kept("promoting"), "open promotion p2 refers to it");
+        assert_eq!(
+            kept("previewed"),
+            "the preview of acme/web#7 shows its image"
+        );
+        assert!(store.delete_run("free").unwrap().is_ok());
+        for id in ["held", "promoting", "previewed"] {
+            assert!(store.get_run(id).unwrap().is_some(), "{id}");
+        }
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
