@@ -17,7 +17,7 @@ use slipway_tests::{
     REPO, Registry, deliver, http, pr_body, preview_repo, remove_images, start_with,
 };
 
-const SITE: &str = "pr-2--codertocat-hello-world.preview.test";
+const SITE: &str = "pr-2--codertocat--hello-world.preview.test";
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();

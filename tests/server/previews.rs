@@ -19,6 +19,10 @@ fn get(proxy: &str, host: &str, path: &str) -> (u16, String) {
     slipway_tests::http("GET", proxy, path, &[("Host", host)], b"")
 }
 
+/// Where pull request #2 of `Codertocat/Hello-World` answers: a host name
+/// of its own (`pr-<n>--<owner>--<name>`).
+const SITE: &str = "pr-2--codertocat--hello-world.preview.test";
+
 pub(crate) async fn wait_preview(server: &Server, sha: &str) -> slipway_api::store::PreviewRecord {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -62,9 +66,9 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
     )
     .await;
     let proxy = server.preview_addr();
-    let site = "pr-2--codertocat-hello-world.preview.test";
+    let site = SITE;
 
-    // Opened: the preview serves the head commit, by host and by path.
+    // Opened: the preview serves the head commit at its own host name.
     let (status, body) = pr_event(&server, "pull_request.opened.json", &first, "pr-opened").await;
     assert_eq!(status, 202, "{body}");
     let live = wait_preview(&server, &first).await;
@@ -80,6 +84,9 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
         (status, page.trim()),
         (200, format!("commit {first}").as_str())
     );
+    // Issue 14: by path (the proxy's one origin, shared by every preview)
+    // it is not proxied unless `preview_routing = "host+path"`; the page
+    // says where it is instead.
     let p = proxy.clone();
     let (status, page) = tokio::task::spawn_blocking(move || {
         get(
@@ -90,21 +97,25 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
     })
     .await
     .unwrap();
-    assert_eq!(
-        (status, page.trim()),
-        (200, format!("commit {first}").as_str())
+    assert_eq!(status, 404, "{page}");
+    assert!(!page.contains(&first), "proxied by path: {page}");
+    assert!(
+        page.contains("Path routing is off")
+            && page.contains(&format!("href=\"{}index.html\"", live.url)),
+        "{page}"
     );
     let p = proxy.clone();
     let (status, page) = tokio::task::spawn_blocking(move || {
-        get(&p, "pr-9--codertocat-hello-world.preview.test", "/")
+        get(&p, "pr-9--codertocat--hello-world.preview.test", "/")
     })
     .await
     .unwrap();
     assert_eq!(status, 404);
     assert!(
-        page.contains("Codertocat/Hello-World #2"),
+        page.contains("Codertocat/Hello-World #2") && page.contains(&live.url),
         "the 404 names what exists: {page}"
     );
+    assert!(!page.contains("/previews/"), "no path URL: {page}");
 
     // Synchronize: a client polling every 20 ms through the swap sees
     // no failed request, and then the new commit.
@@ -158,6 +169,11 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
             .filter(|c| matches!(c, Call::CommentCreated { .. }))
             .count();
         assert_eq!(creates, 1, "{seen:?}");
+        assert!(
+            seen.iter().all(|c| !matches!(c, Call::CommentCreated { body, .. } | Call::CommentEdited { body, .. }
+                if body.contains("/previews/"))),
+            "a path URL in a comment: {seen:?}"
+        );
         assert!(
             seen.iter()
                 .any(|c| matches!(c, Call::CommentEdited { id, body }
@@ -248,7 +264,7 @@ async fn a_preview_survives_a_server_restart_and_goes_when_idle_past_its_ttl() {
     let url = format!("file://{}", bare.display());
     let settings = "[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\npreview_ttl = \"4s\"\n";
     let server = start_with(&url, settings).await;
-    let site = "pr-2--codertocat-hello-world.preview.test";
+    let site = SITE;
     let (status, body) = pr_event(&server, "pull_request.opened.json", &first, "ttl-opened").await;
     assert_eq!(status, 202, "{body}");
     let live = wait_preview(&server, &first).await;
@@ -297,7 +313,8 @@ async fn previews_over_the_repository_cap_go_oldest_first() {
     let (repo_dir, bare, first) = preview_repo(&host);
     let server = start_with(
         &format!("file://{}", bare.display()),
-        "max_previews = 1\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\n",
+        // Path routing too, for setups without wildcard DNS.
+        "max_previews = 1\n[server]\npreview_listen = \"127.0.0.1:0\"\npreview_domain = \"preview.test\"\npreview_routing = \"host+path\"\n",
     )
     .await;
     let (status, body) = pr_event(&server, "pull_request.opened.json", &first, "cap-2").await;
@@ -325,16 +342,20 @@ async fn previews_over_the_repository_cap_go_oldest_first() {
         d.inspect_container(&two.container, None).await.is_err(),
         "#2's container is gone"
     );
-    let p = server.preview_addr();
-    let (status, page) = tokio::task::spawn_blocking(move || {
-        get(&p, "pr-3--codertocat-hello-world.preview.test", "/")
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        (status, page.trim()),
-        (200, format!("commit {third}").as_str())
-    );
+    for (host, path) in [
+        ("pr-3--codertocat--hello-world.preview.test", "/"),
+        ("127.0.0.1", "/previews/Codertocat/Hello-World/3/index.html"),
+    ] {
+        let p = server.preview_addr();
+        let (status, page) = tokio::task::spawn_blocking(move || get(&p, host, path))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, page.trim()),
+            (200, format!("commit {third}").as_str()),
+            "{path}"
+        );
+    }
     let three = server.store.preview(REPO, 3).unwrap().unwrap();
     let (status, body) = pr_event(&server, "pull_request.closed.json", &first, "cap-close-2").await;
     assert_eq!(status, 200, "{body}");

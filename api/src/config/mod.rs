@@ -123,6 +123,7 @@ struct RawServer {
     preview_listen: Option<String>,
     preview_domain: Option<String>,
     preview_ttl: Option<String>,
+    preview_routing: Option<toml::Spanned<String>>,
     shutdown: Option<OnShutdown>,
     shutdown_timeout: Option<String>,
     step_timeout: Option<String>,
@@ -232,10 +233,11 @@ pub struct Config {
     pub cache_max_bytes: u64,
     /// The preview proxy's own listener.
     pub preview_listen: SocketAddr,
-    /// Previews answer at `pr-<n>--<owner>-<name>.<domain>`.
+    /// Previews answer at `pr-<n>--<slug>.<domain>` (see [`preview_slug`]).
     pub preview_domain: String,
     /// Previews nobody requested for this long are removed.
     pub preview_ttl: std::time::Duration,
+    pub preview_routing: PreviewRouting,
     pub on_shutdown: OnShutdown,
     /// How long cancelled runs get to stop their containers and record
     /// their status before the server exits anyway (the next start then
@@ -313,6 +315,135 @@ impl Repo {
             login: self.clone_login.clone(),
         }
     }
+    /// Its previews answer at `pr-<n>--<this>.<preview_domain>`.
+    pub fn preview_slug(&self) -> String {
+        preview_slug(&self.name)
+    }
+}
+
+/// How the preview proxy finds the preview a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreviewRouting {
+    /// By host name only: each preview is an origin of its own, so one
+    /// pull request's page cannot read another's cookies or storage.
+    #[default]
+    Host,
+    /// Also by path (`/previews/<owner>/<name>/<n>/` on the proxy's
+    /// address), for setups without wildcard DNS. Every preview served by
+    /// path shares that one origin.
+    HostAndPath,
+}
+
+impl PreviewRouting {
+    fn parse(s: &str) -> Option<PreviewRouting> {
+        match s {
+            "host" => Some(PreviewRouting::Host),
+            "host+path" => Some(PreviewRouting::HostAndPath),
+            _ => None,
+        }
+    }
+}
+
+/// The longest slug that leaves room for `pr-<any u64>--` in front of it
+/// within one DNS label (63 characters).
+const PREVIEW_SLUG_MAX: usize = 63 - "pr-".len() - "18446744073709551615".len() - "--".len();
+/// Hex digits of the name's SHA-256 a shortened slug ends with.
+const PREVIEW_SLUG_HASH: usize = 8;
+
+/// What names a repository in its previews' host names, one DNS label
+/// part, lowercase.
+///
+/// `owner--name` when both are plain (ASCII letters, digits, single inner
+/// hyphens) and it fits: such slugs have exactly one `--`, so they map
+/// back to one repository. Anything else (`.`, `_`, `--`, more than two
+/// parts, too long) becomes its letters and digits, single hyphens between
+/// runs, shortened, then `-` and 8 hex digits of the lowercased name's
+/// SHA-256: never a `--` in it, so it cannot equal a plain slug, and two
+/// names share one only if their hashes do, which the config refuses.
+pub fn preview_slug(repo: &str) -> String {
+    let lower = repo.to_ascii_lowercase();
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+            && !part.contains("--")
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if let Some((owner, name)) = lower.split_once('/')
+        && plain(owner)
+        && plain(name)
+        && owner.len() + 2 + name.len() <= PREVIEW_SLUG_MAX
+    {
+        return format!("{owner}--{name}");
+    }
+    let mut readable = String::new();
+    for c in lower.chars() {
+        if c.is_ascii_alphanumeric() {
+            readable.push(c);
+        } else if !readable.is_empty() && !readable.ends_with('-') {
+            readable.push('-');
+        }
+    }
+    readable.truncate(PREVIEW_SLUG_MAX - PREVIEW_SLUG_HASH - 1);
+    let readable = readable.trim_end_matches('-');
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(lower.as_bytes());
+    let hash: String = digest
+        .iter()
+        .take(PREVIEW_SLUG_HASH / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if readable.is_empty() {
+        hash
+    } else {
+        format!("{readable}-{hash}")
+    }
+}
+
+/// Two repositories whose previews would answer at the same host name are
+/// refused: the proxy could not tell which one a request is for. Only
+/// shortened slugs can meet (equal hashes), but the proxy's routing relies
+/// on it never happening, so it is checked rather than trusted.
+fn refuse_shared_preview_hosts(file: &str, text: &str, repos: &[Repo], problems: &mut Vec<String>) {
+    /// Where each `[[repos]]` entry's `name` is, for the message.
+    #[derive(Deserialize)]
+    struct Names {
+        #[serde(default)]
+        repos: Vec<Name>,
+    }
+    #[derive(Deserialize)]
+    struct Name {
+        name: toml::Spanned<String>,
+    }
+    let names = toml::from_str::<Names>(text).map_or_else(|_| Vec::new(), |n| n.repos);
+    let at = |repo: &str| {
+        names
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.name.get_ref().eq_ignore_ascii_case(repo))
+            .map(|(i, n)| {
+                let (line, col) = line_col(text, n.name.span().start);
+                (i, format!("{file}:{line}:{col}"))
+            })
+            .unwrap_or_else(|| (0, file.to_string()))
+    };
+    for (j, later) in repos.iter().enumerate() {
+        let slug = later.preview_slug();
+        let Some(earlier) = repos[..j]
+            .iter()
+            .find(|r| !r.name.eq_ignore_ascii_case(&later.name) && r.preview_slug() == slug)
+        else {
+            continue;
+        };
+        let (i_later, where_later) = at(&later.name);
+        let (i_earlier, where_earlier) = at(&earlier.name);
+        problems.push(format!(
+            "{where_later}: repos[{i_later}] ({}).name: its previews would answer at the same host names as those of repos[{i_earlier}] ({}) at {where_earlier} (`pr-<n>--{slug}`), so the preview proxy could not tell them apart; configure one of them on another server",
+            later.name, earlier.name
+        ));
+    }
 }
 
 impl Default for Config {
@@ -331,6 +462,7 @@ impl Default for Config {
             preview_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             preview_domain: "preview.localhost".into(),
             preview_ttl: std::time::Duration::from_secs(48 * 3600),
+            preview_routing: PreviewRouting::Host,
             on_shutdown: OnShutdown::Cancel,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             step_timeout: DEFAULT_STEP_TIMEOUT,
@@ -409,6 +541,18 @@ impl Config {
                 )),
             }
         }
+        if let Some(routing) = &raw.server.preview_routing {
+            match PreviewRouting::parse(routing.get_ref()) {
+                Some(r) => config.preview_routing = r,
+                None => {
+                    let (line, col) = line_col(text, routing.span().start);
+                    problems.push(format!(
+                        "{file}:{line}:{col}: server.preview_routing: `{}` is neither `host` (each preview on a host name of its own) nor `host+path` (also by path, for setups without wildcard DNS)",
+                        routing.get_ref()
+                    ));
+                }
+            }
+        }
         config.on_shutdown = raw.server.shutdown.unwrap_or_default();
         for (key, given, into) in [
             (
@@ -472,6 +616,7 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.listen));
         config.repos = repos::validate_all(file, text, raw.repos, &mut problems);
+        refuse_shared_preview_hosts(file, text, &config.repos, &mut problems);
         for (i, t) in raw.tokens.into_iter().enumerate() {
             match resolve(Some(&t.token)) {
                 Ok(Some(token)) if token.len() < 16 => problems.push(format!(
@@ -541,6 +686,114 @@ mod tests {
         assert!(c.cancel_superseded);
         assert_eq!(c.on_shutdown, OnShutdown::Cancel);
         assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+
+    #[test]
+    fn previews_route_by_host_unless_path_routing_is_asked_for() {
+        let c = Config::parse("s.toml", "").unwrap();
+        assert_eq!(c.preview_routing, PreviewRouting::Host);
+        let c = Config::parse("s.toml", "[server]\npreview_routing = \"host+path\"\n").unwrap();
+        assert_eq!(c.preview_routing, PreviewRouting::HostAndPath);
+        let bad = Config::parse(
+            "s.toml",
+            "[server]\nlisten = \"127.0.0.1:1\"\npreview_routing = \"path\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.starts_with("s.toml:3:19: server.preview_routing: `path` is neither `host`"),
+            "{bad}"
+        );
+    }
+
+    fn repos_named(names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "[[repos]]\nname = \"{n}\"\nprovider = \"github\"\nclone_url = \"file:///x\"\nwebhook_secret = \"test-secret\"\n"
+                )
+            })
+            .collect()
+    }
+
+    /// Issue 14: `acme/web-app` and `acme-web/app` both answered at
+    /// `pr-<n>--acme-web-app`, and the proxy sent both to the first.
+    #[test]
+    fn preview_slugs_of_different_repositories_differ() {
+        assert_eq!(
+            preview_slug("Codertocat/Hello-World"),
+            "codertocat--hello-world"
+        );
+        let names = [
+            "acme/web-app",
+            "acme-web/app",
+            "acme/web_app",
+            "acme/web.app",
+            "acme/web--app",
+            "acme/web-app-",
+            "group/sub/app",
+            "acme/ünï",
+        ];
+        let slugs: Vec<String> = names.iter().map(|n| preview_slug(n)).collect();
+        for (i, a) in slugs.iter().enumerate() {
+            for (j, b) in slugs.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {}", names[i], names[j]);
+            }
+            assert!(
+                a.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !a.ends_with('-'),
+                "{a} is not a host name part"
+            );
+        }
+        assert_eq!(preview_slug("ACME/Web-App"), preview_slug("acme/web-app"));
+        // Every one the config takes (owner/name) loads side by side.
+        let loadable: Vec<&str> = names
+            .into_iter()
+            .filter(|n| n.matches('/').count() == 1)
+            .collect();
+        Config::parse("s.toml", &repos_named(&loadable)).unwrap();
+    }
+
+    #[test]
+    fn a_long_repository_name_still_fits_one_dns_label() {
+        let long_a = format!("acme/{}", "a".repeat(90));
+        let long_b = format!("acme/{}b", "a".repeat(89));
+        let (a, b) = (preview_slug(&long_a), preview_slug(&long_b));
+        assert_ne!(a, b);
+        for slug in [&a, &b] {
+            let label = format!("pr-{}--{slug}", u64::MAX);
+            assert!(label.len() <= 63, "{label} is {} long", label.len());
+            assert!(
+                slug.starts_with("acme-aaaa"),
+                "{slug} still says what it is"
+            );
+        }
+        // The longest plain slug stays readable.
+        let fits = format!("acme/{}", "b".repeat(PREVIEW_SLUG_MAX - 6));
+        assert_eq!(preview_slug(&fits), fits.replace('/', "--"));
+    }
+
+    /// The shortened slugs of these two names share their readable part and
+    /// their 8 hex digits (found by search): the config must refuse them.
+    #[test]
+    fn two_repositories_with_the_same_preview_host_are_refused_by_name_and_line() {
+        let (a, b) = (
+            "acme/a-very-long-repository-name-25849",
+            "acme/a-very-long-repository-name-112670",
+        );
+        assert_eq!(preview_slug(a), preview_slug(b));
+        let err = Config::parse("s.toml", &repos_named(&[a, b]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "s.toml:7:8: repos[1] ({b}).name: its previews would answer at the same host names as those of repos[0] ({a}) at s.toml:2:8 (`pr-<n>--{}`), so the preview proxy could not tell them apart; configure one of them on another server",
+                preview_slug(a)
+            )
+        );
     }
 
     #[test]

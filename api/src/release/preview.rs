@@ -8,6 +8,11 @@
 //! started and checked ready *before* the route moves to it; the old one is
 //! removed only after in-flight requests had time to finish, so a client
 //! polling through the swap sees no error.
+//!
+//! Each preview is served on a host name of its own
+//! (`pr-<n>--<slug>.<preview_domain>`), so it is an origin of its own: a
+//! pull request's page cannot read or script another's. Routing by path
+//! (one origin for all) is only on with `preview_routing = "host+path"`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +34,7 @@ use tracing::{info, warn};
 
 use octocrab::models::repos::DeploymentStatusState;
 
-use crate::config::{Config, Repo};
+use crate::config::{Config, PreviewRouting, Repo, preview_slug};
 use crate::forge::deployments;
 use crate::ids::now_ms;
 use crate::store::{PreviewRecord, RunRecord, RunStatus, Store};
@@ -71,14 +76,6 @@ pub struct Previews {
     listen: SocketAddr,
     /// Labels this server's preview containers.
     server: String,
-}
-
-/// `owner/name` -> `owner-name`, as it appears in host names.
-pub fn slug(repo: &str) -> String {
-    repo.to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
 }
 
 fn key(repo: &str, number: u64) -> Key {
@@ -165,19 +162,21 @@ impl Previews {
         self.config.preview_ttl
     }
 
-    /// Where users open a preview.
+    /// Where users open a preview: a host name of its own.
     pub fn url(&self, repo: &str, number: u64) -> String {
         format!(
             "http://pr-{number}--{}.{}:{}/",
-            slug(repo),
+            preview_slug(repo),
             self.config.preview_domain,
             self.listen.port()
         )
     }
 
-    /// The same preview by path, for setups without wildcard DNS.
-    pub fn path_url(&self, repo: &str, number: u64) -> String {
-        format!("http://{}/previews/{repo}/{number}/", self.listen)
+    /// The same preview by path, only where path routing is on (setups
+    /// without wildcard DNS).
+    pub fn path_url(&self, repo: &str, number: u64) -> Option<String> {
+        (self.config.preview_routing == PreviewRouting::HostAndPath)
+            .then(|| format!("http://{}/previews/{repo}/{number}/", self.listen))
     }
 
     async fn lock(&self, k: &Key) -> Arc<AsyncMutex<()>> {
@@ -240,7 +239,7 @@ impl Previews {
         let spec = PreviewSpec {
             key: format!("{}#{}", repo.name, req.number),
             server: self.server.clone(),
-            slug: format!("{}-pr-{}", slug(&repo.name), req.number),
+            slug: format!("{}-pr-{}", repo.preview_slug(), req.number),
             generation: now_ms(),
             image: req.image.clone(),
             env: req.spec.env.clone(),
@@ -508,10 +507,12 @@ impl Previews {
     ) -> Result<Option<u64>, String> {
         let body = match closed {
             None => format!(
-                "Preview of {} is live: {}\n\n(also at {}; updated {} for commit `{}`)\n\n<!-- slipway-preview -->",
+                "Preview of {} is live: {}\n\n({}updated {} for commit `{}`)\n\n<!-- slipway-preview -->",
                 p.image,
                 p.url,
-                self.path_url(&p.repo, p.number),
+                self.path_url(&p.repo, p.number)
+                    .map(|u| format!("also at {u}; "))
+                    .unwrap_or_default(),
                 p.updated_ms,
                 p.sha
             ),
@@ -563,40 +564,62 @@ impl Previews {
     pub fn list(&self) -> Vec<PreviewRecord> {
         self.store.previews().unwrap_or_default()
     }
+}
 
-    /// Which preview a request is for, and the path to ask it.
-    fn target(&self, host: Option<&str>, uri: &Uri) -> Option<(Key, String)> {
-        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        if let Some(host) = host {
-            let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
-            if let Some(sub) = host
-                .strip_suffix(&self.config.preview_domain)
-                .and_then(|h| h.strip_suffix('.'))
-                && let Some((n, repo_slug)) =
-                    sub.strip_prefix("pr-").and_then(|s| s.split_once("--"))
-                && let Ok(n) = n.parse::<u64>()
-                && let Some(repo) = self
-                    .config
-                    .repos
-                    .iter()
-                    .find(|r| slug(&r.name) == repo_slug)
-            {
-                return Some((key(&repo.name, n), path_and_query.to_string()));
-            }
-        }
-        let rest = uri.path().strip_prefix("/previews/")?;
-        let mut parts = rest.splitn(4, '/');
-        let (owner, name, n) = (
-            parts.next()?,
-            parts.next()?,
-            parts.next()?.parse::<u64>().ok()?,
-        );
-        let tail = parts.next().unwrap_or("");
-        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        Some((
-            key(&format!("{owner}/{name}"), n),
-            format!("/{tail}{query}"),
-        ))
+/// Which preview a request is for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// By host name: the preview, and the path and query to ask it.
+    Host(Key, String),
+    /// By path, with path routing on.
+    Path(Key, String),
+    /// By path, with path routing off: the repository as configured, the
+    /// pull request, and the path and query asked (without the leading `/`).
+    PathOff(String, u64, String),
+}
+
+/// `host[:port]` -> `host`, lowercase.
+fn host_without_port(host: &str) -> String {
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Reads a request's preview from its host name or, failing that, its
+/// path; a host maps to at most one repository because the config refuses
+/// two with the same slug.
+fn target(config: &Config, host: Option<&str>, uri: &Uri) -> Option<Target> {
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    if let Some(host) = host.map(host_without_port)
+        && let Some(label) = host
+            .strip_suffix(&config.preview_domain)
+            .and_then(|h| h.strip_suffix('.'))
+        && let Some((n, repo_slug)) = label.strip_prefix("pr-").and_then(|s| s.split_once("--"))
+        // One spelling per number: `pr-02` or `pr-+2` would be other origins of the same preview.
+        && let Some(n) = n.parse::<u64>().ok().filter(|v| v.to_string() == n)
+        && let Some(repo) = config.repos.iter().find(|r| r.preview_slug() == repo_slug)
+    {
+        return Some(Target::Host(key(&repo.name, n), path_and_query.to_string()));
+    }
+    let rest = uri.path().strip_prefix("/previews/")?;
+    let mut parts = rest.splitn(4, '/');
+    let (owner, name, n) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?.parse::<u64>().ok()?,
+    );
+    let tail = parts.next().unwrap_or("");
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let repo = format!("{owner}/{name}");
+    match config.preview_routing {
+        PreviewRouting::HostAndPath => Some(Target::Path(key(&repo, n), format!("/{tail}{query}"))),
+        PreviewRouting::Host => Some(Target::PathOff(
+            config.repo(&repo)?.name.clone(),
+            n,
+            format!("{tail}{query}"),
+        )),
     }
 }
 
@@ -604,12 +627,15 @@ fn not_found(previews: &Previews, what: &str) -> Response {
     let mut list = String::new();
     for p in previews.list() {
         list.push_str(&format!(
-            "<li><a href=\"{0}\">{1} #{2}</a> (commit <code>{3}</code>) &middot; <a href=\"{4}\">by path</a></li>",
-            p.url,
+            "<li><a href=\"{0}\">{1} #{2}</a> (commit <code>{3}</code>){4}</li>",
+            html_escape(&p.url),
             html_escape(&p.repo),
             p.number,
             html_escape(p.sha.get(..12).unwrap_or(&p.sha)),
-            previews.path_url(&p.repo, p.number)
+            previews
+                .path_url(&p.repo, p.number)
+                .map(|u| format!(" &middot; <a href=\"{}\">by path</a>", html_escape(&u)))
+                .unwrap_or_default()
         ));
     }
     if list.is_empty() {
@@ -621,6 +647,25 @@ fn not_found(previews: &Previews, what: &str) -> Response {
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such preview</title></head>\
              <body><h1>No preview at {}</h1><p>Open previews:</p><ul>{list}</ul></body></html>",
             html_escape(what)
+        )),
+    )
+        .into_response()
+}
+
+/// A request by path where previews answer only by host name: not
+/// proxied (all previews by path would share one origin), and pointed to
+/// the preview's own host.
+fn path_routing_off(previews: &Previews, repo: &str, number: u64, rest: &str) -> Response {
+    let url = format!("{}{rest}", previews.url(repo, number));
+    (
+        StatusCode::NOT_FOUND,
+        Html(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Path routing is off</title></head>\
+             <body><h1>Path routing is off</h1><p>Previews on this server answer only at a host name of their own \
+             (<code>preview_routing = \"host\"</code>), so one pull request's page cannot read another's cookies or storage.</p>\
+             <p>The preview of {} #{number}: <a href=\"{1}\">{1}</a></p></body></html>",
+            html_escape(repo),
+            html_escape(&url)
         )),
     )
         .into_response()
@@ -640,10 +685,21 @@ pub async fn proxy(State(previews): State<Arc<Previews>>, mut req: Request) -> R
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string);
-    let Some((k, path)) = previews.target(host.as_deref(), req.uri()) else {
-        let what = format!("{}{}", host.unwrap_or_default(), req.uri().path());
-        return not_found(&previews, &what);
+    let (k, path) = match target(&previews.config, host.as_deref(), req.uri()) {
+        Some(Target::Host(k, path) | Target::Path(k, path)) => (k, path),
+        Some(Target::PathOff(repo, number, rest)) => {
+            return path_routing_off(&previews, &repo, number, &rest);
+        }
+        None => {
+            let what = format!("{}{}", host.unwrap_or_default(), req.uri().path());
+            return not_found(&previews, &what);
+        }
     };
+    let own_host = host
+        .as_deref()
+        .or(req.uri().host())
+        .map(host_without_port)
+        .unwrap_or_default();
     let Some(route) = previews.route(&k) else {
         return not_found(&previews, &format!("{} #{}", k.0, k.1));
     };
@@ -658,7 +714,11 @@ pub async fn proxy(State(previews): State<Arc<Previews>>, mut req: Request) -> R
         headers.insert("x-forwarded-host", h);
     }
     match previews.http.request(req).await {
-        Ok(resp) => resp.map(Body::new).into_response(),
+        Ok(resp) => {
+            let mut resp = resp.map(Body::new);
+            drop_foreign_cookies(resp.headers_mut(), &own_host);
+            resp.into_response()
+        }
         Err(e) => (
             StatusCode::BAD_GATEWAY,
             format!("the preview of {} #{} did not answer: {e}\n", k.0, k.1),
@@ -683,6 +743,36 @@ fn strip_for_preview(headers: &mut axum::http::HeaderMap) {
         header::UPGRADE,
     ] {
         headers.remove(h);
+    }
+}
+
+/// Keeps a preview's cookies on its own host: a `Set-Cookie` whose
+/// `Domain` names any other host (the preview domain, a parent shared with
+/// Slipway's own origin) is dropped whole, so a pull request cannot plant
+/// cookies other previews or Slipway would be sent. Cookies without
+/// `Domain` are host-only already.
+fn drop_foreign_cookies(headers: &mut axum::http::HeaderMap, own_host: &str) {
+    let stays_home = |v: &HeaderValue| {
+        String::from_utf8_lossy(v.as_bytes())
+            .split(';')
+            .skip(1)
+            .all(|attribute| match attribute.split_once('=') {
+                Some((k, domain)) if k.trim().eq_ignore_ascii_case("domain") => domain
+                    .trim()
+                    .trim_start_matches('.')
+                    .eq_ignore_ascii_case(own_host),
+                _ => true,
+            })
+    };
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| stays_home(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
     }
 }
 
@@ -713,5 +803,106 @@ mod tests {
         assert!(headers.get(header::AUTHORIZATION).is_none());
         assert!(headers.get(header::COOKIE).is_none());
         assert_eq!(headers.get(header::ACCEPT).unwrap(), "text/html");
+    }
+
+    fn config(repos: &[&str], server: &str) -> Config {
+        let mut text = format!("[server]\npreview_domain = \"preview.test\"\n{server}");
+        for name in repos {
+            text.push_str(&format!(
+                "[[repos]]\nname = \"{name}\"\nprovider = \"github\"\nclone_url = \"file:///x\"\nwebhook_secret = \"test-secret\"\n"
+            ));
+        }
+        Config::parse("s.toml", &text).unwrap()
+    }
+
+    fn by(config: &Config, host: &str, path: &str) -> Option<Target> {
+        target(config, Some(host), &path.parse().unwrap())
+    }
+
+    /// Issue 14: both names answered at `pr-2--acme-web-app`, and the
+    /// proxy sent that host to whichever repository was configured first.
+    #[test]
+    fn each_host_maps_back_to_exactly_one_repository() {
+        let c = config(&["acme/web-app", "acme-web/app"], "");
+        for repo in ["acme/web-app", "acme-web/app"] {
+            let host = format!("pr-2--{}.preview.test:8081", preview_slug(repo));
+            assert_eq!(
+                by(&c, &host, "/a?b=1"),
+                Some(Target::Host(key(repo, 2), "/a?b=1".into())),
+                "{host}"
+            );
+        }
+        assert_eq!(by(&c, "pr-2--acme-web-app.preview.test", "/"), None);
+        // One spelling per pull request number.
+        let slug = preview_slug("acme/web-app");
+        for n in ["02", "+2"] {
+            assert_eq!(by(&c, &format!("pr-{n}--{slug}.preview.test"), "/"), None);
+        }
+        assert_eq!(by(&c, &format!("pr-2--{slug}.other.test"), "/"), None);
+    }
+
+    /// Issue 14: every preview was also served by path on the proxy's one
+    /// origin, where each pull request's page could read the others'.
+    #[test]
+    fn paths_reach_a_preview_only_where_path_routing_is_on() {
+        let path = "/previews/Acme/Web-App/2/index.html?x=1";
+        let c = config(&["acme/web-app"], "");
+        assert_eq!(
+            by(&c, "127.0.0.1:8081", path),
+            Some(Target::PathOff(
+                "acme/web-app".into(),
+                2,
+                "index.html?x=1".into()
+            ))
+        );
+        assert_eq!(by(&c, "127.0.0.1:8081", "/previews/acme/other/2/"), None);
+        let c = config(&["acme/web-app"], "preview_routing = \"host+path\"\n");
+        assert_eq!(
+            by(&c, "127.0.0.1:8081", path),
+            Some(Target::Path(
+                key("acme/web-app", 2),
+                "/index.html?x=1".into()
+            ))
+        );
+    }
+
+    /// Issue 14: a preview could set a cookie for the whole preview domain
+    /// (every other preview) or a parent it shares with Slipway.
+    #[test]
+    fn a_preview_sets_cookies_only_on_its_own_host() {
+        let own = "pr-2--acme--web.preview.test";
+        let mut headers = axum::http::HeaderMap::new();
+        for cookie in [
+            "plain=1; Path=/; HttpOnly",
+            "mine=1; Domain=PR-2--acme--web.preview.test; Secure",
+            "dotted=1; domain=.pr-2--acme--web.preview.test",
+            "parent=1; Domain=preview.test; Path=/",
+            "dotparent=1; Path=/; domain=.preview.test",
+            "slipway=1; Domain=test",
+            "other=1; Domain=pr-3--acme--web.preview.test",
+            "twice=1; Domain=pr-2--acme--web.preview.test; Domain=preview.test",
+            "empty=1; Domain=",
+        ] {
+            headers.append(header::SET_COOKIE, HeaderValue::from_str(cookie).unwrap());
+        }
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        drop_foreign_cookies(&mut headers, own);
+        let kept: Vec<&str> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().split('=').next().unwrap())
+            .collect();
+        assert_eq!(kept, ["plain", "mine", "dotted"]);
+        assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "text/html");
+    }
+
+    #[test]
+    fn ports_and_brackets_are_not_part_of_the_host() {
+        assert_eq!(
+            host_without_port("PR-2--a--b.Preview.Test:8081"),
+            "pr-2--a--b.preview.test"
+        );
+        assert_eq!(host_without_port("[::1]:8081"), "::1");
+        assert_eq!(host_without_port("localhost"), "localhost");
     }
 }
