@@ -802,7 +802,7 @@ mod tests {
             .output()
             .unwrap();
         let sha = String::from_utf8(sha.stdout).unwrap().trim().to_string();
-        let url = format!("file://{}", work.display());
+        let url = Remote::anonymous(&format!("file://{}", work.display()));
         let mirrors = Mirrors::new(root.join("mirrors"));
         let old = mirrors
             .fetch("acme/old", &url, "refs/heads/main", &sha)

@@ -554,6 +554,7 @@ mod tests {
             pull_request,
             pr_target_branch: pull_request.map(|_| "release".into()),
             from_fork,
+            head_repo: None,
             delivery: None,
             author: None,
         }
