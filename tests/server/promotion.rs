@@ -558,6 +558,80 @@ async fn a_pull_request_from_a_fork_gets_no_registry_login() {
     server.shutdown.cancel();
 }
 
+/// Issue 14, the end of the fork story: a registry that takes anonymous
+/// pushes lets a fork's pull request push an image, but nothing moves it
+/// into an environment: not `auto` dev, and not a writer naming its digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
+    docker().await;
+    let (registry, repo_dir, bare, _) = promotion_repo("origin-promote-fork-digest", "trunk");
+    let host = registry.host.clone();
+    let head = slipway_tests::git_commit(
+        &repo_dir,
+        &["refs/pull/2/head"],
+        &[(
+            "Dockerfile",
+            &format!("FROM {BUSYBOX}\nRUN echo from-a-fork > /app\n"),
+        )],
+    );
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &config(&host, 0, ""),
+    )
+    .await;
+    let mut body: Value =
+        serde_json::from_str(&slipway_tests::pr_body("pull_request.opened.json", &head)).unwrap();
+    body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
+    body["pull_request"]["head"]["repo"]["owner"]["login"] = json!("mallory");
+    let (status, json) =
+        slipway_tests::send(&server, "pull_request", "fork-digest", body.to_string()).await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &id).await;
+    assert_eq!(
+        run.status.as_str(),
+        "success",
+        "the open registry took the fork's push: {}",
+        server.store.read_log(&id, "image").unwrap()
+    );
+    let digest = run.steps[0]
+        .output
+        .clone()
+        .expect("the build step's output")
+        .split_once('@')
+        .unwrap()
+        .1
+        .to_string();
+    assert_eq!(
+        registry
+            .manifest_digest("acme/web", &head)
+            .as_deref(),
+        Some(digest.as_str()),
+        "the fork's image is in the registry"
+    );
+
+    let (status, refused) = request(
+        &server,
+        "dave",
+        json!({"to": "staging", "digest": digest}),
+    )
+    .await;
+    assert!(
+        (400..500).contains(&status),
+        "a pull request's digest must be refused: {status} {refused}"
+    );
+    assert!(
+        refused.to_string().contains("pull request #2"),
+        "the refusal says why: {refused}"
+    );
+    // dev is `auto`, yet the fork's green run put nothing there.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env(&server, "dev").await["current"].is_null());
+    assert!(env(&server, "staging").await["current"].is_null());
+    assert_eq!(registry.manifest_digest("acme/web-staging", "staging"), None);
+    server.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_deploy_leaves_the_environment_and_its_tag_where_they_were() {
     docker().await;
