@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::RunOptions;
 use super::env::merge_env;
 use super::logs::emit;
+use super::{Limits, RunOptions};
 use crate::backend::{Backend, ContainerSpec, RunSpec};
 use crate::event::RunEvent;
 use crate::script::step_script;
@@ -35,7 +35,6 @@ pub(super) async fn prepare<B: Backend>(
     let run = RunSpec {
         run_id: options.run_id.clone(),
         workspace: options.workspace.clone(),
-        network: !pipeline.services.is_empty(),
         helper_image: good_image.unwrap_or_default(),
     };
     (image_errors, run)
@@ -104,6 +103,7 @@ pub(super) async fn start<B: Backend>(
     pipeline: &Pipeline,
     image_errors: &HashMap<String, String>,
     base_env: &[(String, String)],
+    limits: &Limits,
     events: &mpsc::Sender<RunEvent>,
     cancel: &CancellationToken,
 ) -> Option<String> {
@@ -126,6 +126,8 @@ pub(super) async fn start<B: Backend>(
             image: service.image.clone(),
             script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
             env: merge_env([base_env, &pipeline.env, &service.env]),
+            // A service runs the pipeline's code as much as a step does.
+            resources: limits.defaults,
         };
         if let Err(e) = backend.start_service(run, &spec).await {
             return Some(format!("service `{}` did not start: {e}", service.name));

@@ -36,6 +36,7 @@ pub fn options(jobs: usize) -> RunOptions {
         skip: Vec::new(),
         files: Default::default(),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 
