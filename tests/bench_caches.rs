@@ -46,6 +46,7 @@ fn options(workspace: Workspace, files: StepFiles) -> RunOptions {
         skip: Vec::new(),
         files,
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -50,6 +50,7 @@ fn options(jobs: usize) -> RunOptions {
         skip: Vec::new(),
         files: Default::default(),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 

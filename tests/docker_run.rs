@@ -35,6 +35,7 @@ fn options(workspace: Workspace) -> RunOptions {
         skip: Vec::new(),
         files: Default::default(),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -115,6 +115,19 @@ impl Resources {
         }
     }
 
+    /// Each limit lowered to the one in `max`; one unset here is `max`'s.
+    pub fn min(self, max: Resources) -> Resources {
+        let cap = |limit: Option<u64>, max: Option<u64>| match (limit, max) {
+            (Some(l), Some(m)) => Some(l.min(m)),
+            (l, m) => l.or(m),
+        };
+        Resources {
+            memory: cap(self.memory, max.memory),
+            millicpus: cap(self.millicpus, max.millicpus),
+            pids: cap(self.pids, max.pids),
+        }
+    }
+
     /// The limits set here that are above the ones set in `max`, each as
     /// `(key, asked, allowed)` in the words a user wrote them in.
     pub fn above(&self, max: &Resources) -> Vec<(&'static str, String, String)> {
@@ -373,6 +386,15 @@ mod tests {
             ]
         );
         assert!(step.above(&Resources::default()).is_empty());
+        assert_eq!(
+            defaults.min(max),
+            Resources {
+                memory: Some(2 << 30),
+                millicpus: Some(250),
+                pids: Some(100),
+            }
+        );
+        assert_eq!(Resources::default().min(max), max);
         assert_eq!(format_cpus(2000), "2");
     }
 

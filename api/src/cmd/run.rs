@@ -135,6 +135,8 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             artifacts: Some(data_dir.join("artifacts").join(&run_id)),
         },
         credentials: docker_logins(),
+        // The server's defaults: a pipeline that passes here fits there.
+        limits: slipway_api::config::DEFAULT_LIMITS,
     };
     let cancel = CancellationToken::new();
     rt.spawn(watch_signals(cancel.clone()));
