@@ -131,19 +131,17 @@ impl Resources {
     /// The limits set here that are above the ones set in `max`, each as
     /// `(key, asked, allowed)` in the words a user wrote them in.
     pub fn above(&self, max: &Resources) -> Vec<(&'static str, String, String)> {
-        let limits: [(&'static str, Option<u64>, Option<u64>, fn(u64) -> String); 3] = [
-            ("memory", self.memory, max.memory, crate::size::format_size),
-            ("cpus", self.millicpus, max.millicpus, format_cpus),
-            ("pids", self.pids, max.pids, |n| n.to_string()),
-        ];
         let mut out = Vec::new();
-        for (key, asked, allowed, show) in limits {
+        let mut check = |key, asked: Option<u64>, allowed: Option<u64>, show: fn(u64) -> String| {
             if let (Some(a), Some(m)) = (asked, allowed)
                 && a > m
             {
                 out.push((key, show(a), show(m)));
             }
-        }
+        };
+        check("memory", self.memory, max.memory, crate::size::format_size);
+        check("cpus", self.millicpus, max.millicpus, format_cpus);
+        check("pids", self.pids, max.pids, |n| n.to_string());
         out
     }
 }

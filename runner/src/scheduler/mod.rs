@@ -167,13 +167,12 @@ async fn run<B: Backend>(
     let base_env = base_env(pipeline, &options);
     let state = initial_state(pipeline, plan, &options);
     announce_skipped(pipeline, &state, &options, &events).await;
+    let services = setup::services(pipeline, &base_env, &options.limits);
     let error = setup::start(
         backend.as_ref(),
         &spec,
-        pipeline,
+        &services,
         &image_errors,
-        &base_env,
-        &options.limits,
         &events,
         &cancel,
     )

@@ -94,16 +94,35 @@ async fn prepare_images<B: Backend>(
     (errors, good)
 }
 
+/// The containers of the pipeline's services, in file order.
+pub(super) fn services(
+    pipeline: &Pipeline,
+    base_env: &[(String, String)],
+    limits: &Limits,
+) -> Vec<ContainerSpec> {
+    pipeline
+        .services
+        .iter()
+        .map(|service| ContainerSpec {
+            name: service.name.clone(),
+            attempt: 1,
+            image: service.image.clone(),
+            script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
+            env: merge_env([base_env, &pipeline.env, &service.env]),
+            // A service runs the pipeline's code as much as a step does.
+            resources: limits.defaults,
+        })
+        .collect()
+}
+
 /// Sets the run up (network, workspace) and starts its services, unless
 /// the run is cancelled first. Returns why the run cannot go on, if it
 /// cannot.
 pub(super) async fn start<B: Backend>(
     backend: &B,
     run: &RunSpec,
-    pipeline: &Pipeline,
+    services: &[ContainerSpec],
     image_errors: &HashMap<String, String>,
-    base_env: &[(String, String)],
-    limits: &Limits,
     events: &mpsc::Sender<RunEvent>,
     cancel: &CancellationToken,
 ) -> Option<String> {
@@ -116,20 +135,11 @@ pub(super) async fn start<B: Backend>(
     if cancel.is_cancelled() {
         return None;
     }
-    for service in &pipeline.services {
+    for service in services {
         if let Some(msg) = image_errors.get(&service.image) {
             return Some(format!("service `{}`: {msg}", service.name));
         }
-        let spec = ContainerSpec {
-            name: service.name.clone(),
-            attempt: 1,
-            image: service.image.clone(),
-            script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
-            env: merge_env([base_env, &pipeline.env, &service.env]),
-            // A service runs the pipeline's code as much as a step does.
-            resources: limits.defaults,
-        };
-        if let Err(e) = backend.start_service(run, &spec).await {
+        if let Err(e) = backend.start_service(run, service).await {
             return Some(format!("service `{}` did not start: {e}", service.name));
         }
         let service = service.name.clone();
