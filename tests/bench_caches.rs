@@ -47,6 +47,7 @@ fn options(workspace: Workspace, files: StepFiles) -> RunOptions {
         files,
         cache_scope: CacheScope::single(LOCAL_SCOPE),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -195,7 +196,6 @@ async fn throughput_section(backend: &Arc<DockerBackend>) {
     let spec = |id: &str| RunSpec {
         run_id: id.into(),
         workspace: Workspace::Empty,
-        network: false,
         helper_image: BUSYBOX.into(),
     };
     let writer = spec(&format!("b{}", slipway_api::ids::new_run_id()));
@@ -213,6 +213,7 @@ async fn throughput_section(backend: &Arc<DockerBackend>) {
                     "mkdir -p big && for i in 1 2 3 4 5; do dd if=/dev/urandom of=big/$i bs=1M count=100 2>/dev/null; done".into(),
                 ),
                 env: Vec::new(),
+                resources: Default::default(),
             },
             tx,
             CancellationToken::new(),

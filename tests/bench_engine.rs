@@ -51,6 +51,7 @@ fn options(jobs: usize) -> RunOptions {
         files: Default::default(),
         cache_scope: slipway_runner::cache::CacheScope::single(slipway_runner::cache::LOCAL_SCOPE),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -56,7 +56,6 @@ async fn run() {
     let run = RunSpec {
         run_id: format!("b{}", slipway_api::ids::new_run_id()),
         workspace: Workspace::Copy(src.path().to_path_buf()),
-        network: false,
         helper_image: BUSYBOX.into(),
     };
     backend.setup_run(&run).await.unwrap();

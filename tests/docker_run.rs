@@ -1,6 +1,7 @@
 //! The runner on real Docker: workspace sharing, parallelism, failures,
-//! timeouts, secrets, services, pulls and cancellation, each test checking
-//! that nothing labelled with its run is left behind.
+//! timeouts, secrets, services, pulls and cancellation, resource limits,
+//! networks of their own and the log cap, each test checking that nothing
+//! labelled with its run is left behind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ fn options(workspace: Workspace) -> RunOptions {
         files: Default::default(),
         cache_scope: slipway_runner::cache::CacheScope::single(slipway_runner::cache::LOCAL_SCOPE),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -707,4 +709,196 @@ async fn no_run_resolves_a_name_while_a_push_borrows_it() {
         trusted.log("who")
     );
     assert_eq!(after, Some(genuine), "the name is given back");
+}
+
+/// What a container's cgroup allows, in one line whatever the cgroup
+/// version (this machine's daemon uses v1): memory, memory plus swap, CPU
+/// quota per period, processes.
+const CGROUP_LIMITS: &str = "c=/sys/fs/cgroup; if [ -f $c/pids.max ]; then echo \"memory=$(cat $c/memory.max) memory+swap=$(( $(cat $c/memory.max) + $(cat $c/memory.swap.max) )) cpu=$(tr \\  / < $c/cpu.max) pids=$(cat $c/pids.max)\"; else echo \"memory=$(cat $c/memory/memory.limit_in_bytes) memory+swap=$(cat $c/memory/memory.memsw.limit_in_bytes) cpu=$(cat $c/cpu/cpu.cfs_quota_us)/$(cat $c/cpu/cpu.cfs_period_us) pids=$(cat $c/pids/pids.max)\"; fi";
+
+fn limits(memory: u64, millicpus: u64, pids: u64) -> slipway_engine::Resources {
+    slipway_engine::Resources {
+        memory: Some(memory),
+        millicpus: Some(millicpus),
+        pids: Some(pids),
+    }
+}
+
+/// Issue 14: step containers had no memory, CPU or pids limit, so one
+/// pull request's fork bomb or leak took the machine from every run.
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_and_services_get_their_limits_and_a_step_cannot_fork_past_its_pids() {
+    let p = pipeline(
+        &"services:
+  svc:
+    image: BUSYBOX
+    commands: ['(LIMITS) > /workspace/svc-limits', 'sleep 300']
+steps:
+  defaults:
+    image: BUSYBOX
+    commands: ['LIMITS']
+  own:
+    image: BUSYBOX
+    resources: { memory: 64MiB, cpus: 0.25, pids: 32 }
+    commands: ['LIMITS', 'for i in $(seq 50); do [ -s svc-limits ] && break; sleep 0.1; done', 'cat svc-limits']
+  forks:
+    image: BUSYBOX
+    resources: { pids: 20 }
+    commands: ['for i in $(seq 40); do sleep 30 & done']
+"
+        .replace("LIMITS", CGROUP_LIMITS),
+    );
+    let mut opts = options(Workspace::Empty);
+    opts.limits.defaults = limits(128 << 20, 500, 64);
+    let o = run(&p, opts).await;
+    assert_eq!(
+        o.status("defaults"),
+        &StepStatus::Success,
+        "{:?}",
+        o.log("defaults")
+    );
+    assert_eq!(o.status("own"), &StepStatus::Success, "{:?}", o.log("own"));
+    let defaults = "memory=134217728 memory+swap=134217728 cpu=50000/100000 pids=64";
+    assert!(
+        o.log("defaults").contains(&defaults),
+        "{:?}",
+        o.log("defaults")
+    );
+    let own = o.log("own");
+    assert!(
+        own.contains(&"memory=67108864 memory+swap=67108864 cpu=25000/100000 pids=32"),
+        "{own:?}"
+    );
+    assert!(
+        own.contains(&defaults),
+        "the service gets the defaults: {own:?}"
+    );
+    assert_eq!(o.status("forks"), &StepStatus::Failed);
+    let forks = o.log("forks");
+    assert!(forks.iter().any(|l| l.contains("can't fork")), "{forks:?}");
+}
+
+/// Issue 14: a run without services put its steps on the daemon's default
+/// bridge, where every other such run's containers could reach them.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_run_is_on_a_network_of_its_own_that_other_runs_cannot_reach() {
+    let d = docker().await;
+    let serving = pipeline(
+        "steps:
+  serve:
+    image: BUSYBOX
+    commands: ['echo hello-from-a > index.html', 'httpd -f -p 8080 -h /workspace']
+",
+    );
+    let a = options(Workspace::Empty);
+    let a_id = a.run_id.clone();
+    let cancel_a = CancellationToken::new();
+    let run_a = {
+        let cancel = cancel_a.clone();
+        tokio::spawn(async move { run_with(&serving, a, cancel, |_| {}).await })
+    };
+    // The serving step's address on the networks it is on, once it runs.
+    let container = format!("slipway-{a_id}-serve-1");
+    let mut networks = HashMap::new();
+    for _ in 0..300 {
+        if let Ok(c) = d.inspect_container(&container, None).await
+            && c.state.and_then(|s| s.running) == Some(true)
+        {
+            networks = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names: Vec<&String> = networks.keys().collect();
+    assert_eq!(
+        names,
+        [&format!("slipway-{a_id}")],
+        "only its run's network"
+    );
+    let ip = networks
+        .values()
+        .next()
+        .and_then(|n| n.ip_address.clone())
+        .expect("an address");
+    let probe = pipeline(
+        "steps:
+  probe:
+    image: BUSYBOX
+    timeout: 60s
+    commands:
+      - 'echo \"GET / HTTP/1.0\" | nc -w 3 $A_ADDRESS 8080 > got.txt 2>&1 || true'
+      - 'cat got.txt'
+      - '! grep -q hello-from-a got.txt'
+",
+    );
+    let mut b = options(Workspace::Empty);
+    b.env.push(("A_ADDRESS".into(), ip.clone()));
+    let o = run(&probe, b).await;
+    cancel_a.cancel();
+    let a = run_a.await.unwrap();
+    assert_eq!(
+        a.status("serve"),
+        &StepStatus::Cancelled,
+        "{:?}",
+        a.log("serve")
+    );
+    assert_eq!(
+        o.report.status,
+        RunStatus::Success,
+        "run B reached run A's step at {ip}: {:?}",
+        o.log("probe")
+    );
+}
+
+/// Issue 14: a step's output had no cap (a 100 MB log was cut to 17 MB by
+/// the daemon's rotation, with no word); now it stops at the cap with one
+/// line saying so, and the step runs to its end unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_past_the_log_cap_is_cut_with_one_line_and_still_succeeds() {
+    let p = pipeline(
+        "steps:
+  noisy:
+    image: BUSYBOX
+    commands:
+      - 'yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c 1048576'
+      - 'echo finished > finished.txt'
+  after:
+    needs: [noisy]
+    image: BUSYBOX
+    commands: ['cat finished.txt']
+",
+    );
+    let mut opts = options(Workspace::Empty);
+    opts.limits.log_max_bytes = Some(64 << 10);
+    let o = run(&p, opts).await;
+    assert_eq!(o.status("noisy"), &StepStatus::Success);
+    assert!(o.log("after").contains(&"finished"), "{:?}", o.log("after"));
+    let mut kept = 0;
+    let mut notices = Vec::new();
+    for e in &o.events {
+        match e {
+            RunEvent::Log { step, stream, line } if step == "noisy" => {
+                if *stream == slipway_runner::LogStream::System {
+                    notices.push(line.as_str());
+                } else {
+                    assert!(notices.is_empty(), "output after the notice: {line}");
+                    kept += line.len() + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        notices,
+        [
+            "log truncated: this step wrote more than 64.0 KiB; the rest is not kept (the step keeps running)"
+        ]
+    );
+    assert!(
+        (64 * 1024 - 200..=64 * 1024).contains(&kept),
+        "{kept} bytes kept"
+    );
 }

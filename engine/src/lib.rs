@@ -14,6 +14,7 @@
 //!     `parse/triggers.rs` (`on:`, `when:`), `parse/preview.rs`;
 //!   - `parse/graph.rs`: `needs`, cycles and deploy-step environments.
 //! - [`duration`]: `30s`, `5m`, `1h30m` and friends.
+//! - [`size`]: `512MiB`, `2g` and friends.
 //! - [`dag`]: the [`Plan`] (dependency graph of steps) and its text, DOT and Mermaid renderings.
 //! - [`state`]: [`RunState`], the state machine that says which steps may start next.
 //! - [`pattern`]: the glob patterns used by `when: { branch: [...] }`.
@@ -26,12 +27,13 @@ pub mod duration;
 pub mod model;
 pub mod parse;
 pub mod pattern;
+pub mod size;
 pub mod state;
 mod suggest;
 pub mod template;
 
 pub use dag::{GraphFormat, Plan};
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{Build, Cache, On, Pipeline, RefFilter, Service, Step, Trigger, When};
+pub use model::{Build, Cache, On, Pipeline, RefFilter, Resources, Service, Step, Trigger, When};
 pub use parse::{Parsed, parse};
 pub use state::{RunState, RunStatus, SkipReason, StepOutcome, StepStatus};

@@ -85,8 +85,71 @@ pub struct Step {
     /// A failure of this step neither fails the run nor skips its dependents.
     pub allow_failure: bool,
     pub when: When,
+    /// Limits of the step's container; what it leaves unset comes from
+    /// the server (or `slipway run`).
+    pub resources: Resources,
     /// Where the step is declared, for messages about it at run time.
     pub line: usize,
+}
+
+/// `resources:` of a step, or a server's defaults or maximums. `None`
+/// sets no limit of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Bytes of memory, swap included: a step over it is killed rather
+    /// than slowing the machine down by swapping.
+    pub memory: Option<u64>,
+    /// Thousandths of a CPU (`cpus: 1.5` is 1500), so limits compare exactly.
+    pub millicpus: Option<u64>,
+    /// Processes and threads alive at once.
+    pub pids: Option<u64>,
+}
+
+impl Resources {
+    /// Each limit set here, else the one in `defaults`.
+    pub fn or(self, defaults: Resources) -> Resources {
+        Resources {
+            memory: self.memory.or(defaults.memory),
+            millicpus: self.millicpus.or(defaults.millicpus),
+            pids: self.pids.or(defaults.pids),
+        }
+    }
+
+    /// Each limit lowered to the one in `max`; one unset here is `max`'s.
+    pub fn min(self, max: Resources) -> Resources {
+        let cap = |limit: Option<u64>, max: Option<u64>| match (limit, max) {
+            (Some(l), Some(m)) => Some(l.min(m)),
+            (l, m) => l.or(m),
+        };
+        Resources {
+            memory: cap(self.memory, max.memory),
+            millicpus: cap(self.millicpus, max.millicpus),
+            pids: cap(self.pids, max.pids),
+        }
+    }
+
+    /// The limits set here that are above the ones set in `max`, each as
+    /// `(key, asked, allowed)` in the words a user wrote them in.
+    pub fn above(&self, max: &Resources) -> Vec<(&'static str, String, String)> {
+        let mut out = Vec::new();
+        let mut check = |key, asked: Option<u64>, allowed: Option<u64>, show: fn(u64) -> String| {
+            if let (Some(a), Some(m)) = (asked, allowed)
+                && a > m
+            {
+                out.push((key, show(a), show(m)));
+            }
+        };
+        check("memory", self.memory, max.memory, crate::size::format_size);
+        check("cpus", self.millicpus, max.millicpus, format_cpus);
+        check("pids", self.pids, max.pids, |n| n.to_string());
+        out
+    }
+}
+
+/// `1500` thousandths as `1.5`, the way `cpus:` is written.
+pub fn format_cpus(millicpus: u64) -> String {
+    let text = format!("{}.{:03}", millicpus / 1000, millicpus % 1000);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// `build:` of a step: an image built by the daemon from the workspace.
@@ -286,6 +349,52 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_limit_wins_over_the_default_and_is_checked_against_the_max() {
+        let step = Resources {
+            memory: Some(8 << 30),
+            millicpus: Some(500),
+            pids: None,
+        };
+        let defaults = Resources {
+            memory: Some(2 << 30),
+            millicpus: Some(2000),
+            pids: Some(1024),
+        };
+        assert_eq!(
+            step.or(defaults),
+            Resources {
+                memory: Some(8 << 30),
+                millicpus: Some(500),
+                pids: Some(1024),
+            }
+        );
+        let max = Resources {
+            memory: Some(4 << 30),
+            millicpus: Some(250),
+            pids: Some(100),
+        };
+        assert_eq!(
+            step.or(defaults).above(&max),
+            [
+                ("memory", "8.0 GiB".to_string(), "4.0 GiB".to_string()),
+                ("cpus", "0.5".to_string(), "0.25".to_string()),
+                ("pids", "1024".to_string(), "100".to_string()),
+            ]
+        );
+        assert!(step.above(&Resources::default()).is_empty());
+        assert_eq!(
+            defaults.min(max),
+            Resources {
+                memory: Some(2 << 30),
+                millicpus: Some(250),
+                pids: Some(100),
+            }
+        );
+        assert_eq!(Resources::default().min(max), max);
+        assert_eq!(format_cpus(2000), "2");
+    }
 
     #[test]
     fn when_matches_event_and_branch_globs() {

@@ -3,7 +3,9 @@
 //! For one run, the scheduler calls, in this order:
 //! 1. [`Backend::prepare_image`] for each distinct image (pull if missing),
 //!    resolving it to the image ID its containers are created from;
-//! 2. [`Backend::setup_run`] once: workspace and network;
+//! 2. [`Backend::setup_run`] once: workspace and the run's own network,
+//!    which every step and service joins (never the daemon's default
+//!    bridge, where one run could reach another's containers);
 //! 3. [`Backend::start_service`] for each service, detached;
 //! 4. [`Backend::run_step`] per step attempt: create, start, stream output,
 //!    wait, remove; when `stop` fires it stops the container (SIGTERM, then
@@ -29,8 +31,6 @@ use crate::event::LogStream;
 pub struct RunSpec {
     pub run_id: String,
     pub workspace: Workspace,
-    /// Create a network of the run's own (needed for services to be reachable by name).
-    pub network: bool,
     /// An image already prepared, used to populate the workspace.
     pub helper_image: String,
 }
@@ -59,6 +59,8 @@ pub struct ContainerSpec {
     /// `None` keeps the image's own command (services only).
     pub script: Option<String>,
     pub env: Vec<(String, String)>,
+    /// Limits of the container, defaults already applied.
+    pub resources: slipway_engine::Resources,
 }
 
 /// How a step container ended.

@@ -66,6 +66,9 @@ pub struct DockerBackend {
     grace: Duration,
     /// `<host>:<pid>`, so another process can tell whether we are still alive.
     owner: String,
+    /// CPUs the daemon has (0: unknown). Docker refuses a CPU limit above
+    /// it, and such a limit limits nothing, so it is lowered to this.
+    host_cpus: u64,
     /// Write side: a push borrowing a name; read side: resolving names
     /// (step and service images, a build's `FROM`).
     images: Arc<RwLock<()>>,
@@ -114,10 +117,18 @@ impl DockerBackend {
             .await
             .map_err(BackendError::Connect)?;
         docker.ping().await.map_err(BackendError::Connect)?;
+        let host_cpus = match docker.info().await {
+            Ok(info) => info.ncpu.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            Err(e) => {
+                warn!(error = %e, "cannot ask the daemon how many CPUs it has");
+                0
+            }
+        };
         Ok(DockerBackend {
             docker,
             grace,
             owner: format!("{}:{}", hostname(), std::process::id()),
+            host_cpus,
             images: IMAGE_NAMES.clone(),
         })
     }
@@ -152,7 +163,7 @@ impl DockerBackend {
         spec: &ContainerSpec,
         kind: (&str, &str),
     ) -> ContainerCreateBody {
-        let networking_config = run.network.then(|| NetworkingConfig {
+        let networking_config = NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network_name(&run.run_id),
                 EndpointSettings {
@@ -160,7 +171,13 @@ impl DockerBackend {
                     ..Default::default()
                 },
             )])),
-        });
+        };
+        let limits = &spec.resources;
+        let memory = limits.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+        let millicpus = match limits.millicpus {
+            Some(m) if self.host_cpus > 0 => Some(m.min(self.host_cpus * 1000)),
+            m => m,
+        };
         ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: spec
@@ -173,13 +190,22 @@ impl DockerBackend {
             labels: Some(self.labels(&run.run_id, &[kind])),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Self::workspace_mount(run)]),
-                network_mode: run.network.then(|| network_name(&run.run_id)),
+                // The run's own network, never the default bridge, where
+                // every run's containers could reach each other.
+                network_mode: Some(network_name(&run.run_id)),
                 // A tiny init as PID 1 forwards SIGTERM to the shell; `sh` as
                 // PID 1 ignores it and every cancel would wait the full grace.
                 init: Some(true),
+                memory,
+                // Equal to `memory`: no swap on top, which would let a step
+                // over its limit slow the whole machine down instead of dying.
+                memory_swap: memory,
+                nano_cpus: millicpus
+                    .map(|m| i64::try_from(m.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
+                pids_limit: limits.pids.map(|p| i64::try_from(p).unwrap_or(i64::MAX)),
                 ..Default::default()
             }),
-            networking_config,
+            networking_config: Some(networking_config),
             ..Default::default()
         }
     }
@@ -485,18 +511,16 @@ impl Backend for DockerBackend {
     }
 
     async fn setup_run(&self, run: &RunSpec) -> Result<(), BackendError> {
-        if run.network {
-            let req = NetworkCreateRequest {
-                name: network_name(&run.run_id),
-                driver: Some("bridge".into()),
-                labels: Some(self.labels(&run.run_id, &[])),
-                ..Default::default()
-            };
-            match self.docker.create_network(req).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) => {}
-                Err(e) => return Err(docker_err("create the run's network")(e)),
-            }
+        let req = NetworkCreateRequest {
+            name: network_name(&run.run_id),
+            driver: Some("bridge".into()),
+            labels: Some(self.labels(&run.run_id, &[])),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {}
+            Err(e) => return Err(docker_err("create the run's network")(e)),
         }
         if matches!(run.workspace, Workspace::Bind(_)) {
             return Ok(());

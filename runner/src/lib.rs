@@ -44,5 +44,5 @@ pub use backend::{
 pub use docker::DockerBackend;
 pub use event::{LogStream, RunEvent};
 pub use fake::FakeBackend;
-pub use scheduler::{RunError, RunOptions, RunReport, StepReport, execute};
+pub use scheduler::{Limits, RunError, RunOptions, RunReport, StepReport, execute};
 pub use step_files::StepFiles;

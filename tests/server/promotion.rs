@@ -574,11 +574,7 @@ async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
             &format!("FROM {BUSYBOX}\nRUN echo from-a-fork > /app\n"),
         )],
     );
-    let server = start_with(
-        &format!("file://{}", bare.display()),
-        &config(&host, 0, ""),
-    )
-    .await;
+    let server = start_with(&format!("file://{}", bare.display()), &config(&host, 0, "")).await;
     let mut body: Value =
         serde_json::from_str(&slipway_tests::pr_body("pull_request.opened.json", &head)).unwrap();
     body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
@@ -603,19 +599,13 @@ async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
         .1
         .to_string();
     assert_eq!(
-        registry
-            .manifest_digest("acme/web", &head)
-            .as_deref(),
+        registry.manifest_digest("acme/web", &head).as_deref(),
         Some(digest.as_str()),
         "the fork's image is in the registry"
     );
 
-    let (status, refused) = request(
-        &server,
-        "dave",
-        json!({"to": "staging", "digest": digest}),
-    )
-    .await;
+    let (status, refused) =
+        request(&server, "dave", json!({"to": "staging", "digest": digest})).await;
     assert!(
         (400..500).contains(&status),
         "a pull request's digest must be refused: {status} {refused}"
@@ -628,7 +618,10 @@ async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(env(&server, "dev").await["current"].is_null());
     assert!(env(&server, "staging").await["current"].is_null());
-    assert_eq!(registry.manifest_digest("acme/web-staging", "staging"), None);
+    assert_eq!(
+        registry.manifest_digest("acme/web-staging", "staging"),
+        None
+    );
     server.shutdown.cancel();
 }
 

@@ -126,3 +126,63 @@ async fn steps_and_runs_stop_at_the_servers_default_timeouts() {
     assert_eq!(leftovers(&d, &run.id).await, Vec::<String>::new());
     server.shutdown.cancel();
 }
+
+/// Issue 14: server runs had no limits. The server's `step_*` defaults and
+/// log cap reach a step's container; a step asking for more than
+/// `max_step_*` is refused before anything runs, naming file and line.
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_get_the_servers_limits_and_one_asking_above_the_maximum_is_refused() {
+    let d = docker().await;
+    let config = "[server]\nstep_pids = 77\nlog_max_size = \"4KiB\"\nmax_step_memory = \"1GiB\"\n";
+    let repo_dir = TempDir::new("origin-limits");
+    let (bare, sha) = git_repo(
+        &repo_dir,
+        "master",
+        &[(
+            ".slipway.yml",
+            &format!(
+                "steps:\n  noisy:\n    image: {}\n    commands: ['cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max', 'yes 0123456789 | head -c 200000']\n",
+                slipway_tests::BUSYBOX
+            ),
+        )],
+    );
+    let server = start_with(&format!("file://{}", bare.display()), config).await;
+    let (_, json) = push(&server, &sha, "limits").await;
+    let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
+    assert_eq!(run.status.as_str(), "success", "{run:?}");
+    let log = server.store.read_log(&run.id, "noisy").unwrap();
+    assert!(log.contains("\n77\n"), "{log}");
+    assert!(
+        log.ends_with("slipway: log truncated: this step wrote more than 4.0 KiB; the rest is not kept (the step keeps running)\n"),
+        "{log}"
+    );
+    assert!(log.len() < 4096 + 200, "{} bytes kept", log.len());
+    assert_eq!(leftovers(&d, &run.id).await, Vec::<String>::new());
+    server.shutdown.cancel();
+
+    let repo_dir2 = TempDir::new("origin-limits-max");
+    let (bare2, sha2) = git_repo(
+        &repo_dir2,
+        "master",
+        &[(
+            ".slipway.yml",
+            &format!(
+                "steps:\n  ok:\n    image: {0}\n    commands: [true]\n  big:\n    image: {0}\n    resources: {{ memory: 8GiB }}\n    commands: [true]\n",
+                slipway_tests::BUSYBOX
+            ),
+        )],
+    );
+    let server = start_with(&format!("file://{}", bare2.display()), config).await;
+    let (_, json) = push(&server, &sha2, "too-big").await;
+    let run = wait_done(&server.store, json["run"].as_str().unwrap()).await;
+    assert_eq!(run.status.as_str(), "error", "{run:?}");
+    assert_eq!(
+        run.error.as_deref(),
+        Some(
+            ".slipway.yml:5: step `big` asks for memory: 8.0 GiB; this server allows at most 1.0 GiB (server.max_step_memory)"
+        ),
+        "{run:?}"
+    );
+    assert!(run.steps.is_empty(), "refused before any step: {run:?}");
+    server.shutdown.cancel();
+}

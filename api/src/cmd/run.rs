@@ -138,6 +138,8 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         // server run reads even if it shares the data dir.
         cache_scope: slipway_runner::cache::CacheScope::single(slipway_runner::cache::LOCAL_SCOPE),
         credentials: docker_logins(),
+        // The server's defaults: a pipeline that passes here fits there.
+        limits: slipway_api::config::DEFAULT_LIMITS,
     };
     let cancel = CancellationToken::new();
     rt.spawn(watch_signals(cancel.clone()));

@@ -4,12 +4,15 @@
 //! The `[server]` and `[[tokens]]` sections are read here; the others have a
 //! file each: [`repos`] (repositories and their environments),
 //! [`registries`] (logins), [`secrets`] (values given inline, by
-//! environment variable or by file).
+//! environment variable or by file), [`limits`] (`[server]` limits of step
+//! containers and their logs).
 
+mod limits;
 mod registries;
 mod repos;
 mod secrets;
 
+pub use limits::DEFAULT_LIMITS;
 pub use repos::PullRequestTrust;
 use secrets::resolve;
 
@@ -130,6 +133,13 @@ struct RawServer {
     run_timeout: Option<String>,
     keep_runs: Option<toml::Spanned<String>>,
     keep_mirrors: Option<toml::Spanned<String>>,
+    step_memory: Option<toml::Spanned<String>>,
+    step_cpus: Option<toml::Spanned<limits::Number>>,
+    step_pids: Option<toml::Spanned<i64>>,
+    max_step_memory: Option<toml::Spanned<String>>,
+    max_step_cpus: Option<toml::Spanned<limits::Number>>,
+    max_step_pids: Option<toml::Spanned<i64>>,
+    log_max_size: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +262,11 @@ pub struct Config {
     pub keep_runs: Option<std::time::Duration>,
     /// Git mirrors no run has used for this long go (`None`: kept forever).
     pub keep_mirrors: Option<std::time::Duration>,
+    /// What a step's container gets unless its `resources:` says otherwise
+    /// (services too), and the cap on each step's log.
+    pub limits: slipway_runner::Limits,
+    /// A step whose `resources:` asks for more than this is refused; `None`: no maximum.
+    pub max_resources: slipway_engine::Resources,
 }
 
 /// A step with no `timeout:` of its own is stopped after an hour, unless configured.
@@ -469,6 +484,8 @@ impl Default for Config {
             run_timeout: DEFAULT_RUN_TIMEOUT,
             keep_runs: Some(DEFAULT_KEEP_RUNS),
             keep_mirrors: Some(DEFAULT_KEEP_MIRRORS),
+            limits: DEFAULT_LIMITS,
+            max_resources: Default::default(),
         }
     }
 }
@@ -511,6 +528,8 @@ impl Config {
                 )),
             }
         }
+        (config.limits, config.max_resources) =
+            limits::resolve(file, text, &raw.server, &mut problems);
         config.data_dir = raw.server.data_dir;
         if let Some(n) = raw.server.max_concurrent_runs {
             if n == 0 {

@@ -334,6 +334,26 @@ impl<B: Backend> Executor<B> {
         for step in &mut pipeline.steps {
             step.timeout.get_or_insert(self.config.step_timeout);
         }
+        // Refused like an invalid pipeline, before anything runs: the
+        // maximum is what the machine can give one step.
+        let too_big: Vec<String> = pipeline
+            .steps
+            .iter()
+            .flat_map(|step| {
+                step.resources
+                    .above(&self.config.max_resources)
+                    .into_iter()
+                    .map(move |(key, asked, allowed)| {
+                        format!(
+                            "{}:{}: step `{}` asks for {key}: {asked}; this server allows at most {allowed} (server.max_step_{key})",
+                            repo.pipeline, step.line, step.name
+                        )
+                    })
+            })
+            .collect();
+        if !too_big.is_empty() {
+            return Err((RunStatus::Error, too_big.join("\n")));
+        }
         self.mirrors
             .checkout(&repo.name, &source.sha, checkout)
             .await
@@ -408,6 +428,7 @@ impl<B: Backend> Executor<B> {
             },
             cache_scope: cache_scope(source, repo, trust.trusted),
             credentials: granted.credentials,
+            limits: self.config.limits,
         };
         let (tx, mut rx) = mpsc::channel::<RunEvent>(1024);
         let mut recorder = Recorder::new(self.store.clone(), &run.id);

@@ -13,7 +13,8 @@ use super::value::{
 };
 use super::walk::{Keys, Section, walk};
 use crate::duration::parse_duration;
-use crate::model::{Build, Cache, Step, When};
+use crate::model::{Build, Cache, Resources, Step, When};
+use crate::size::{format_size, parse_size};
 use crate::suggest::closest;
 use crate::template::check_relative;
 
@@ -31,7 +32,13 @@ const STEP_KEYS: &[&str] = &[
     "cache",
     "artifacts",
     "environment",
+    "resources",
 ];
+const RESOURCE_KEYS: &[&str] = &["memory", "cpus", "pids"];
+/// Docker refuses less (and `0` would mean no limit at all).
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Docker's finest CPU share.
+const MIN_MILLICPUS: u64 = 10;
 const BUILD_KEYS: &[&str] = &[
     "context",
     "dockerfile",
@@ -82,6 +89,7 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
     let mut cache = Vec::new();
     let mut artifacts = Vec::new();
     let mut environment = None;
+    let mut resources = Resources::default();
     for f in &fields {
         let fv = f.value;
         match f.key.as_str() {
@@ -160,6 +168,7 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
                 None => {}
             },
             "cache" => cache = parse_caches(cx, name, fv),
+            "resources" => resources = parse_resources(cx, name, fv),
             "artifacts" => {
                 for (glob, at) in expect_string_list(cx, fv, "artifacts") {
                     match check_relative(&glob) {
@@ -230,8 +239,74 @@ fn parse_step(cx: &mut Cx, name: &str, key: &MarkedYaml, node: &MarkedYaml) -> O
         retries,
         allow_failure,
         when,
+        resources,
         line: pos(key).0,
     })
+}
+
+/// `resources: { memory: 2g, cpus: 1.5, pids: 512 }`. Each value must set
+/// a real limit: Docker reads `0` as "none", which would let a pipeline
+/// lift the server's default by asking for nothing.
+fn parse_resources(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Resources {
+    let title = format!("`resources` of step `{step}`");
+    let section = Section::new(&title, Keys::Known(RESOURCE_KEYS))
+        .example("for example `resources: { memory: 2GiB, cpus: 1.5, pids: 512 }`");
+    let mut resources = Resources::default();
+    let Some(fields) = walk(cx, node, &section) else {
+        return resources;
+    };
+    for f in &fields {
+        let fv = f.value;
+        let text = scalar_text(fv);
+        match f.key.as_str() {
+            "memory" => match text.as_deref().map(|t| (t, parse_size(t))) {
+                Some((_, Some(n))) if n >= MIN_MEMORY => resources.memory = Some(n),
+                Some((t, Some(_))) => cx.error(
+                    fv,
+                    format!(
+                        "`memory: {t}` of step `{step}` is below the least Docker allows ({})",
+                        format_size(MIN_MEMORY)
+                    ),
+                    None,
+                ),
+                _ => cx.error(
+                    fv,
+                    format!(
+                        "`memory` of step `{step}` must be a size, found `{}`",
+                        text.as_deref().unwrap_or(kind_of(fv))
+                    ),
+                    Some("for example `512MiB`, `2GiB` or `2g`".into()),
+                ),
+            },
+            "cpus" => match text.as_deref().map(|t| (t, t.trim().parse::<f64>())) {
+                Some((_, Ok(c))) if c.is_finite() && c * 1000.0 >= MIN_MILLICPUS as f64 => {
+                    resources.millicpus = Some((c * 1000.0).round() as u64)
+                }
+                _ => cx.error(
+                    fv,
+                    format!(
+                        "`cpus` of step `{step}` must be a number of CPUs of at least 0.01, found `{}`",
+                        text.as_deref().unwrap_or(kind_of(fv))
+                    ),
+                    Some("for example `cpus: 1.5`".into()),
+                ),
+            },
+            "pids" => match data(fv) {
+                YamlData::Value(Scalar::Integer(n)) if *n >= 1 => resources.pids = Some(*n as u64),
+                _ => cx.error(
+                    fv,
+                    format!(
+                        "`pids` of step `{step}` must be a whole number of at least 1, found `{}`",
+                        text.as_deref().unwrap_or(kind_of(fv))
+                    ),
+                    Some("the most processes and threads at once, e.g. `pids: 512`".into()),
+                ),
+            },
+            // `walk` returns only the keys in RESOURCE_KEYS.
+            _ => {}
+        }
+    }
+    resources
 }
 
 fn parse_build(cx: &mut Cx, step: &str, node: &MarkedYaml) -> Option<Build> {
@@ -462,6 +537,45 @@ steps:
             "p.yml:13:17: error: cache path `/abs` is absolute",
             "a cache of step `c` has no `key`",
             "p.yml:15:17: error: artifact `../secret` climbs out",
+        ] {
+            assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+        }
+    }
+
+    /// Issue 14: steps had no limits at all; now a step may set its own.
+    #[test]
+    fn resources_parse_into_exact_limits() {
+        let src = "steps:\n  a:\n    image: x\n    commands: [y]\n    resources: { memory: 2GiB, cpus: 1.5, pids: 512 }\n  b:\n    image: x\n    commands: [y]\n    resources:\n      memory: 536870912\n      cpus: 2\n  c: { image: x, commands: [y] }\n";
+        let parsed = parse("p.yml", src);
+        let p = parsed
+            .pipeline
+            .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+        let r = p.steps[0].resources;
+        assert_eq!(r.memory, Some(2 << 30));
+        assert_eq!(r.millicpus, Some(1500));
+        assert_eq!(r.pids, Some(512));
+        assert_eq!(p.steps[1].resources.memory, Some(512 << 20));
+        assert_eq!(p.steps[1].resources.millicpus, Some(2000));
+        assert_eq!(p.steps[1].resources.pids, None);
+        assert_eq!(p.steps[2].resources, Default::default());
+    }
+
+    /// `0` is Docker's "no limit": a pipeline must not be able to ask for it.
+    #[test]
+    fn bad_resources_are_located_and_none_lifts_a_limit() {
+        let errs = errors(
+            "steps:\n  a:\n    image: x\n    commands: [y]\n    resources:\n      memory: lots\n      cpus: 0\n      pids: 0\n      disk: 1g\n  b:\n    image: x\n    commands: [y]\n    resources: { memory: 1m, cpus: many, pids: -1 }\n  c:\n    image: x\n    commands: [y]\n    resources: 2g\n",
+        );
+        let all = errs.join("\n");
+        for expected in [
+            "p.yml:6:15: error: `memory` of step `a` must be a size, found `lots`",
+            "p.yml:7:13: error: `cpus` of step `a` must be a number of CPUs of at least 0.01, found `0`",
+            "p.yml:8:13: error: `pids` of step `a` must be a whole number of at least 1, found `0`",
+            "p.yml:9:7: error: unknown key `disk` in `resources` of step `a`",
+            "p.yml:13:26: error: `memory: 1m` of step `b` is below the least Docker allows (6.0 MiB)",
+            "p.yml:13:36: error: `cpus` of step `b` must be a number of CPUs of at least 0.01, found `many`",
+            "p.yml:13:48: error: `pids` of step `b` must be a whole number of at least 1, found `-1`",
+            "p.yml:17:16: error: `resources` of step `c`",
         ] {
             assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
         }

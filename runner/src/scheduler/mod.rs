@@ -59,6 +59,19 @@ pub struct RunOptions {
     pub cache_scope: crate::cache::CacheScope,
     /// Registry logins for image builds and pushes.
     pub credentials: crate::backend::Credentials,
+    /// What every container of the run is held to.
+    pub limits: Limits,
+}
+
+/// Bounds on what a run's code may use, so one pull request cannot starve
+/// the machine (or fill the store) for every other run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// For what a step's `resources:` leaves unset, and for services.
+    pub defaults: slipway_engine::Resources,
+    /// A step's output past this many bytes (all its attempts together)
+    /// is not kept; the step runs on. `None`: all of it is.
+    pub log_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +182,7 @@ async fn run<B: Backend>(
         pipeline,
         &images,
         &base_env,
+        &options.limits,
         &events,
         &cancel,
     )

@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::RunOptions;
 use super::env::{image_build, merge_env, step_env};
 use super::logs::emit;
+use super::{Limits, RunOptions};
 use crate::backend::{Backend, ContainerSpec, Credentials, RunSpec};
 use crate::event::RunEvent;
 use crate::script::step_script;
@@ -53,7 +53,6 @@ pub(super) async fn prepare<B: Backend>(
     let run = RunSpec {
         run_id: options.run_id.clone(),
         workspace: options.workspace.clone(),
-        network: !pipeline.services.is_empty(),
         helper_image: good_image.unwrap_or_default(),
     };
     (images, run)
@@ -184,6 +183,7 @@ pub(super) async fn start<B: Backend>(
     pipeline: &Pipeline,
     images: &Images,
     base_env: &[(String, String)],
+    limits: &Limits,
     events: &mpsc::Sender<RunEvent>,
     cancel: &CancellationToken,
 ) -> Option<String> {
@@ -212,6 +212,8 @@ pub(super) async fn start<B: Backend>(
             image: image.clone(),
             script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
             env: merge_env([base_env, &pipeline.env, &service.env]),
+            // A service runs the pipeline's code as much as a step does.
+            resources: limits.defaults,
         };
         if let Err(e) = backend.start_service(run, &spec).await {
             return Some(format!("service `{}` did not start: {e}", service.name));

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::env::{image_build, step_credentials, step_env};
-use super::logs::{emit, emit_system, pump_logs};
+use super::logs::{LogBudget, emit, emit_system, pump_logs};
 use super::setup::Images;
 use super::{RunOptions, Shared, StepResult};
 use crate::backend::{Backend, BackendError, ContainerSpec, ImageBuild, LogChunk, StepExit};
@@ -32,6 +32,7 @@ pub(super) struct StepTask {
     build: Option<ImageBuild>,
     caches: Vec<slipway_engine::Cache>,
     artifacts: Vec<String>,
+    log_budget: LogBudget,
 }
 
 impl StepTask {
@@ -69,6 +70,7 @@ impl StepTask {
                 image: images.ids.get(&step.image).cloned().unwrap_or_default(),
                 script: Some(step_script(&step.commands)),
                 env,
+                resources: step.resources.or(options.limits.defaults),
             },
             retries: step.retries,
             timeout: step.timeout,
@@ -77,6 +79,7 @@ impl StepTask {
             build,
             caches: step.cache.clone(),
             artifacts: step.artifacts.clone(),
+            log_budget: LogBudget::new(options.limits.log_max_bytes),
         }
     }
 
@@ -177,7 +180,7 @@ impl StepTask {
         self.started(shared, attempt).await;
         let stop = cancel.child_token();
         let (tx, rx) = mpsc::channel::<LogChunk>(64);
-        let pump = pump_logs(rx, self.spec.name.clone(), shared.clone());
+        let pump = pump_logs(rx, self.spec.name.clone(), shared.clone(), self.log_budget);
         let exec = async {
             let fut = async {
                 match &self.build {
@@ -202,7 +205,8 @@ impl StepTask {
                 },
             }
         };
-        let ((exit, timed_out), ()) = tokio::join!(exec, pump);
+        let ((exit, timed_out), budget) = tokio::join!(exec, pump);
+        self.log_budget = budget;
         (exit, timed_out)
     }
 

@@ -37,6 +37,7 @@ pub fn options(jobs: usize) -> RunOptions {
         files: Default::default(),
         cache_scope: crate::cache::CacheScope::single(crate::cache::LOCAL_SCOPE),
         credentials: Default::default(),
+        limits: Default::default(),
     }
 }
 
