@@ -176,17 +176,8 @@ async fn run<B: Backend>(
     )
     .await;
     announce_skipped(pipeline, &state, &options, &events).await;
-    let error = setup::start(
-        backend.as_ref(),
-        &spec,
-        pipeline,
-        &images,
-        &base_env,
-        &options.limits,
-        &events,
-        &cancel,
-    )
-    .await;
+    let services = setup::services(pipeline, &images, &base_env, &options.limits);
+    let error = setup::start(backend.as_ref(), &spec, services, &events, &cancel).await;
     let shared = Arc::new(Shared {
         backend: backend.clone(),
         run: spec,

@@ -180,10 +180,7 @@ async fn prepare_images<B: Backend>(
 pub(super) async fn start<B: Backend>(
     backend: &B,
     run: &RunSpec,
-    pipeline: &Pipeline,
-    images: &Images,
-    base_env: &[(String, String)],
-    limits: &Limits,
+    services: Result<Vec<ContainerSpec>, String>,
     events: &mpsc::Sender<RunEvent>,
     cancel: &CancellationToken,
 ) -> Option<String> {
@@ -196,32 +193,52 @@ pub(super) async fn start<B: Backend>(
     if cancel.is_cancelled() {
         return None;
     }
-    for service in &pipeline.services {
-        if let Some(msg) = images.errors.get(&service.image) {
-            return Some(format!("service `{}`: {msg}", service.name));
-        }
-        let Some(image) = images.ids.get(&service.image) else {
-            return Some(format!(
-                "service `{}`: image `{}` was not resolved",
-                service.name, service.image
-            ));
-        };
-        let spec = ContainerSpec {
-            name: service.name.clone(),
-            attempt: 1,
-            image: image.clone(),
-            script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
-            env: merge_env([base_env, &pipeline.env, &service.env]),
-            // A service runs the pipeline's code as much as a step does.
-            resources: limits.defaults,
-        };
-        if let Err(e) = backend.start_service(run, &spec).await {
+    let services = match services {
+        Ok(services) => services,
+        Err(why) => return Some(why),
+    };
+    for service in services {
+        if let Err(e) = backend.start_service(run, &service).await {
             return Some(format!("service `{}` did not start: {e}", service.name));
         }
-        let service = service.name.clone();
+        let service = service.name;
         emit(events, RunEvent::ServiceStarted { service }).await;
     }
     None
+}
+
+/// The containers of the pipeline's services, in file order, each from
+/// the image ID resolved for it; or why one cannot start.
+pub(super) fn services(
+    pipeline: &Pipeline,
+    images: &Images,
+    base_env: &[(String, String)],
+    limits: &Limits,
+) -> Result<Vec<ContainerSpec>, String> {
+    pipeline
+        .services
+        .iter()
+        .map(|service| {
+            if let Some(msg) = images.errors.get(&service.image) {
+                return Err(format!("service `{}`: {msg}", service.name));
+            }
+            let image = images.ids.get(&service.image).ok_or_else(|| {
+                format!(
+                    "service `{}`: image `{}` was not resolved",
+                    service.name, service.image
+                )
+            })?;
+            Ok(ContainerSpec {
+                name: service.name.clone(),
+                attempt: 1,
+                image: image.clone(),
+                script: (!service.commands.is_empty()).then(|| step_script(&service.commands)),
+                env: merge_env([base_env, &pipeline.env, &service.env]),
+                // A service runs the pipeline's code as much as a step does.
+                resources: limits.defaults,
+            })
+        })
+        .collect()
 }
 
 /// Removes every container, network, volume and built image of the run.
