@@ -14,7 +14,7 @@ pub const MAX_DEPTH: usize = 100;
 pub(super) type Refusal = (usize, usize, String, Option<String>);
 
 /// The first limit `source` breaks, if any. Depth is over-estimated, never
-/// under: indentation levels, compact `- ` / `? ` entries, and open `[` `{`
+/// under: indentation levels, compact `- ` / `? ` / `: ` entries, and open `[` `{`
 /// outside quotes (quotes are assumed closed at each line's end, so a stray
 /// apostrophe cannot hide the brackets after it).
 pub(super) fn check(source: &str) -> Option<Refusal> {
@@ -45,10 +45,11 @@ pub(super) fn check(source: &str) -> Option<Refusal> {
         }
         let mut compact = 0;
         let mut rest = body;
-        while let Some(r) = rest
-            .strip_prefix("- ")
-            .or_else(|| rest.strip_prefix("? "))
-            .or_else(|| rest.strip_prefix("-\t"))
+        // `: ` too: an explicit key's value (`? a` then `: - - - x`) nests
+        // compact lists as deep as `- - - x` does.
+        while let Some(r) = ["- ", "-\t", "? ", ": "]
+            .iter()
+            .find_map(|indicator| rest.strip_prefix(indicator))
         {
             compact += 1;
             rest = r.trim_start();
@@ -104,6 +105,21 @@ mod tests {
             let d = &parsed.diagnostics[0];
             assert!(d.message.contains("nests deeper than 100 levels"), "{d}");
             assert!(d.to_string().starts_with("p.yml:"), "{d}");
+        }
+    }
+
+    /// Issue 14: an explicit key's `: ` value was not counted, so each of
+    /// these got past the check and overflowed the stack in saphyr.
+    #[test]
+    fn compact_lists_under_explicit_keys_and_values_are_counted() {
+        for source in [
+            format!("? a\n: {}x", "- ".repeat(20_000)),
+            format!("? {}x", "? : ".repeat(20_000)),
+            format!("- {}x", "? - : ".repeat(20_000)),
+        ] {
+            let parsed = parse("p.yml", &source);
+            let d = &parsed.diagnostics[0];
+            assert!(d.message.contains("nests deeper than 100 levels"), "{d}");
         }
     }
 
