@@ -560,7 +560,8 @@ async fn a_pull_request_from_a_fork_gets_no_registry_login() {
 
 /// Issue 14, the end of the fork story: a registry that takes anonymous
 /// pushes lets a fork's pull request push an image, but nothing moves it
-/// into an environment: not `auto` dev, and not a writer naming its digest.
+/// into an environment: not `auto` dev, and not a writer naming its digest
+/// for dev (the one environment that takes digests from runs).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
     docker().await;
@@ -604,8 +605,7 @@ async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
         "the fork's image is in the registry"
     );
 
-    let (status, refused) =
-        request(&server, "dave", json!({"to": "staging", "digest": digest})).await;
+    let (status, refused) = request(&server, "dave", json!({"to": "dev", "digest": digest})).await;
     assert!(
         (400..500).contains(&status),
         "a pull request's digest must be refused: {status} {refused}"
