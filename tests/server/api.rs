@@ -108,7 +108,29 @@ async fn trigger_runs_what_a_ref_points_at() {
         "steps:\n  show: {{image: {BUSYBOX}, commands: ['echo \"$SLIPWAY_EVENT $SLIPWAY_BRANCH $SLIPWAY_COMMIT_SHA\"']}}\n"
     );
     let (bare, sha) = git_repo(&repo_dir, "master", &[(".slipway.yml", &pipeline)]);
+    // A fork's pull request head, as GitHub keeps it in the base repository.
+    slipway_tests::git_commit(
+        &repo_dir,
+        &["refs/pull/2/head"],
+        &[(".slipway.yml", &pipeline), ("fork.txt", "from a fork")],
+    );
     let server = start_with(&format!("file://{}", bare.display()), TOKENS).await;
+    for fork_head in ["refs/pull/2/head", "pull/2/head"] {
+        let (status, json) = server
+            .api(
+                "POST",
+                "/api/v1/trigger",
+                WRITER,
+                &format!("{{\"repo\": \"{REPO}\", \"ref\": \"{fork_head}\"}}"),
+            )
+            .await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (422, Some("unknown_ref")),
+            "a manual (trusted) run of a pull request's head is refused: {json}"
+        );
+    }
+    assert!(server.store.list_runs(100).unwrap().is_empty());
     let (status, json) = server
         .api(
             "POST",

@@ -299,6 +299,20 @@ pub async fn trigger(
                 e.to_string(),
             )
         })?;
+    // A manual run is trusted, so it builds only the repository's own
+    // branches and tags: `refs/pull/<n>/head` (GitHub, Gitea) or
+    // `refs/merge-requests/<n>/head` (GitLab) can be a fork's code, which
+    // runs only through its pull request's webhook, with that trust.
+    if !(git_ref.starts_with("refs/heads/") || git_ref.starts_with("refs/tags/")) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_ref",
+            format!(
+                "`{git_ref}` is not a branch or tag of {}: a manual run builds only those (a pull request is built from its webhook)",
+                repo.name
+            ),
+        ));
+    }
     let source = crate::store::SourceRecord {
         repo: repo.name.clone(),
         tag: git_ref.strip_prefix("refs/tags/").map(String::from),
