@@ -497,27 +497,9 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// `500MB`, `10GiB`, `1024` (bytes).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        _ => return None,
-    };
-    Some((n * mult) as u64)
-}
+/// `500MB`, `10GiB`, `1024` (bytes): the one size syntax of pipeline
+/// files and server configs.
+pub use slipway_engine::size::parse_size;
 
 #[cfg(test)]
 mod tests {
