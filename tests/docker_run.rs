@@ -834,9 +834,22 @@ async fn each_run_is_on_a_network_of_its_own_that_other_runs_cannot_reach() {
       - '! grep -q hello-from-a got.txt'
 ",
     );
+    let a_bridge = d
+        .inspect_network(
+            &format!("slipway-{a_id}"),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()
+        .and_then(|n| n.id)
+        .map(|id| format!("br-{}", &id[..12.min(id.len())]))
+        .unwrap_or_default();
     let mut b = options(Workspace::Empty);
     b.env.push(("A_ADDRESS".into(), ip.clone()));
     let o = run(&probe, b).await;
+    // The isolation between networks is the daemon's firewall; when it
+    // fails, what the firewall held is what tells why (CI saw this once).
+    let rules_after = isolation_rules();
     cancel_a.cancel();
     let a = run_a.await.unwrap();
     assert_eq!(
@@ -848,9 +861,23 @@ async fn each_run_is_on_a_network_of_its_own_that_other_runs_cannot_reach() {
     assert_eq!(
         o.report.status,
         RunStatus::Success,
-        "run B reached run A's step at {ip}: {:?}",
+        "run B reached run A's step at {ip} (bridge {a_bridge}): {:?}\nthe daemon's isolation rules then:\n{rules_after}",
         o.log("probe")
     );
+}
+
+/// The daemon's inter-network rules, for a failure message (root only).
+fn isolation_rules() -> String {
+    ["DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2"]
+        .iter()
+        .map(|chain| {
+            std::process::Command::new("iptables")
+                .args(["-S", chain])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| format!("iptables -S {chain}: {e}\n"))
+        })
+        .collect()
 }
 
 /// Issue 14: a step's output had no cap (a 100 MB log was cut to 17 MB by
