@@ -26,6 +26,7 @@
 //! - [`metrics`]: Prometheus counters, gauges and the step duration histogram.
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
 //! - [`ids`]: run ids and timestamps.
+//! - [`vault`]: the key file secrets set at run time are sealed with, kept outside the data dir.
 
 pub mod client;
 pub mod config;
@@ -38,5 +39,6 @@ pub mod retention;
 pub mod runs;
 pub mod serve;
 pub mod store;
+pub mod vault;
 
 pub use store::{Accepted, Rerun, RunRecord, SourceRecord, StepRecord, Store, StoreError};

@@ -25,6 +25,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("the listener has no address: {0}")]
     Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 pub struct Running {
@@ -96,6 +98,14 @@ pub async fn start<B: Backend>(
     backend: Arc<B>,
     listener: TcpListener,
 ) -> Result<Running, ServeError> {
+    // Before anything runs: a store whose secrets this key cannot open
+    // must not start runs that would quietly go without them.
+    let key_ids: Vec<String> = store
+        .secrets()?
+        .into_iter()
+        .map(|r| r.sealed.key_id)
+        .collect();
+    let vault = Arc::new(crate::vault::Vault::open(&config.secrets_key, &key_ids)?);
     let config = Arc::new(config);
     let queued = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
@@ -150,6 +160,7 @@ pub async fn start<B: Backend>(
             }
         },
         artifacts_root: data_dir.join("artifacts"),
+        vault: vault.clone(),
         followers: {
             let mut followers: Vec<Arc<dyn crate::runs::RunFollower>> = vec![promoter.clone()];
             if let Some(previews) = &previews {
@@ -191,6 +202,7 @@ pub async fn start<B: Backend>(
         artifacts_root: data_dir.join("artifacts"),
         promoter,
         previews: previews.clone(),
+        vault,
     };
     let preview_addr = preview_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let (Some(previews), Some(listener)) = (previews, preview_listener) {

@@ -15,6 +15,9 @@ mod secrets;
 pub use limits::DEFAULT_LIMITS;
 pub use repos::PullRequestTrust;
 use secrets::resolve;
+pub use secrets::{
+    ConfiguredSecret, MIN_SECRET_LEN, check_filter, check_secret_value, is_variable_name,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +79,8 @@ struct RawConfig {
     tokens: Vec<RawToken>,
     #[serde(default)]
     registries: Vec<RawRegistry>,
+    #[serde(default)]
+    secrets: Vec<secrets::RawServerSecret>,
 }
 
 /// A registry login, or a Docker `config.json` holding several.
@@ -94,6 +99,9 @@ struct RawToken {
     user: String,
     token: SecretSource,
     scope: Scope,
+    /// Repositories whose secrets a write token may manage.
+    #[serde(default)]
+    maintains: Vec<String>,
 }
 
 /// What an API token may do; each scope includes the ones before it.
@@ -111,6 +119,16 @@ pub struct ApiToken {
     pub user: String,
     pub token: String,
     pub scope: Scope,
+    /// Repositories (owner/name) whose secrets it may set and remove.
+    pub maintains: Vec<String>,
+}
+
+impl ApiToken {
+    /// Whether it may manage `repo`'s secrets (and its environments') as
+    /// a maintainer: a write token that lists it.
+    pub fn maintains(&self, repo: &str) -> bool {
+        self.scope >= Scope::Write && self.maintains.iter().any(|m| m.eq_ignore_ascii_case(repo))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +136,7 @@ pub struct ApiToken {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    secrets_key: Option<PathBuf>,
     max_concurrent_runs: Option<usize>,
     cancel_superseded: Option<bool>,
     requeue_interrupted: Option<bool>,
@@ -164,7 +183,11 @@ struct RawRepo {
     clone_username: Option<toml::Spanned<String>>,
     clone_token: Option<toml::Spanned<SecretSource>>,
     #[serde(default)]
-    secrets: std::collections::BTreeMap<String, toml::Spanned<SecretSource>>,
+    secrets: std::collections::BTreeMap<String, toml::Spanned<secrets::RawSecret>>,
+    /// Registry hosts (of `[[registries]]`) this repository's trusted runs
+    /// may log in to.
+    #[serde(default)]
+    registries: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +206,10 @@ struct RawEnvironment {
     #[serde(default)]
     prevent_self_approval: bool,
     expires_after: Option<String>,
+    #[serde(default)]
+    secrets: std::collections::BTreeMap<String, toml::Spanned<secrets::RawSecret>>,
+    #[serde(default)]
+    registries: Vec<toml::Spanned<String>>,
 }
 
 /// A stage images are promoted to, and the gate in front of it. Kept in
@@ -205,6 +232,11 @@ pub struct Environment {
     pub prevent_self_approval: bool,
     /// Pending requests expire after this long.
     pub expires_after: std::time::Duration,
+    /// Secrets only this environment's deploy steps get (over the
+    /// repository's and the server's of the same name).
+    pub secrets: std::collections::BTreeMap<String, ConfiguredSecret>,
+    /// Registry hosts its deploy runs may log in to, besides the repository's.
+    pub registries: Vec<String>,
 }
 
 impl Environment {
@@ -237,8 +269,13 @@ pub struct Config {
     pub repos: Vec<Repo>,
     /// With none configured the API is closed: every call answers 401.
     pub tokens: Vec<ApiToken>,
-    /// Registry logins for image builds and pushes, by host.
+    /// Registry logins, by host: the server's own (promotion copies,
+    /// previews); a run gets those its repository lists.
     pub registries: slipway_runner::Credentials,
+    /// `[[secrets]]`: server-wide secrets, by name.
+    pub secrets: std::collections::BTreeMap<String, ConfiguredSecret>,
+    /// The key secrets set at run time are sealed with (outside the data dir).
+    pub secrets_key: PathBuf,
     /// Directory caches above this are evicted, least recently used first.
     pub cache_max_bytes: u64,
     /// The preview proxy's own listener.
@@ -314,8 +351,12 @@ pub struct Repo {
     /// What git logs in with to fetch: given to git by its credential
     /// helper protocol, never in the URL.
     pub clone_login: Option<slipway_runner::git::GitLogin>,
-    /// Values of the secrets steps of trusted runs may list, by name.
-    pub secrets: std::collections::HashMap<String, String>,
+    /// Secrets steps of its trusted runs may list, by name (over the
+    /// server's of the same name).
+    pub secrets: std::collections::BTreeMap<String, ConfiguredSecret>,
+    /// Registry hosts (of `[[registries]]`) its trusted runs may log in
+    /// to; none unless listed.
+    pub registries: Vec<String>,
 }
 
 impl Repo {
@@ -473,6 +514,8 @@ impl Default for Config {
             repos: Vec::new(),
             tokens: Vec::new(),
             registries: Default::default(),
+            secrets: Default::default(),
+            secrets_key: crate::vault::default_key_path(),
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             preview_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             preview_domain: "preview.localhost".into(),
@@ -629,12 +672,17 @@ impl Config {
             }
         }
         config.registries = registries::resolve_all(file, &raw.registries, &mut problems);
+        config.secrets = secrets::resolve_server(file, text, raw.secrets, &mut problems);
+        if let Some(path) = raw.server.secrets_key.clone() {
+            config.secrets_key = path;
+        }
         config.public_url = raw
             .server
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.listen));
-        config.repos = repos::validate_all(file, text, raw.repos, &mut problems);
+        config.repos =
+            repos::validate_all(file, text, raw.repos, &config.registries, &mut problems);
         refuse_shared_preview_hosts(file, text, &config.repos, &mut problems);
         for (i, t) in raw.tokens.into_iter().enumerate() {
             match resolve(Some(&t.token)) {
@@ -648,11 +696,22 @@ impl Config {
                         t.user
                     ))
                 }
-                Ok(Some(token)) => config.tokens.push(ApiToken {
-                    user: t.user,
-                    token,
-                    scope: t.scope,
-                }),
+                Ok(Some(token)) => {
+                    for m in &t.maintains {
+                        if !config.repos.iter().any(|r| r.name.eq_ignore_ascii_case(m)) {
+                            problems.push(format!(
+                                "{file}: tokens[{i}] ({}).maintains: `{m}` is not a configured repository",
+                                t.user
+                            ));
+                        }
+                    }
+                    config.tokens.push(ApiToken {
+                        user: t.user,
+                        token,
+                        scope: t.scope,
+                        maintains: t.maintains,
+                    })
+                }
                 Ok(None) => {}
                 Err(m) => problems.push(format!("{file}: tokens[{i}] ({}).token: {m}", t.user)),
             }

@@ -1,12 +1,10 @@
 //! `[[repos]]` and their `[[repos.environments]]`: what the server builds,
 //! and the gates in front of each environment.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use slipway_runner::git::GitLogin;
 
-use super::secrets::resolve;
+use super::secrets::{resolve, resolve_table};
 use super::{DEFAULT_EXPIRY, Environment, Provider, RawRepo, Repo, line_col};
 
 /// Which pull requests' runs are trusted (`trusted_pull_requests`): a
@@ -47,15 +45,6 @@ fn default_clone_username(provider: Provider) -> &'static str {
     }
 }
 
-/// Whether `name` can be a variable in a step's environment.
-fn is_variable_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Every repository, validated; problems are added to `problems`. `text`
 /// is the file's content, to give problems of the keys read with their
 /// spans a line and column.
@@ -63,6 +52,7 @@ pub(super) fn validate_all(
     file: &str,
     text: &str,
     raw: Vec<RawRepo>,
+    logins: &slipway_runner::Credentials,
     problems: &mut Vec<String>,
 ) -> Vec<Repo> {
     let mut out: Vec<Repo> = Vec::new();
@@ -162,23 +152,8 @@ pub(super) fn validate_all(
                 .unwrap_or_else(|| default_clone_username(r.provider).to_string()),
             password,
         });
-        let mut secrets = HashMap::new();
-        for (name, source) in &r.secrets {
-            let k = format!("secrets.{name}");
-            if !is_variable_name(name) {
-                problems.push(format!(
-                    "{}: `{name}` is not a variable name (letters, digits and `_`, not starting with a digit)",
-                    located(source.span(), &k)
-                ));
-            }
-            match resolve(Some(source.get_ref())) {
-                Ok(Some(value)) => {
-                    secrets.insert(name.clone(), value);
-                }
-                Ok(None) => {}
-                Err(m) => problems.push(format!("{}: {m}", located(source.span(), &k))),
-            }
-        }
+        let secrets = resolve_table(&r.secrets, located, problems);
+        let registries = allowed_registries(&r.registries, logins, located, problems);
         if r.max_concurrent_runs == Some(0) {
             problems.push(format!(
                 "{}: must be at least 1",
@@ -260,6 +235,15 @@ pub(super) fn validate_all(
                     }
                 },
             };
+            let env_at = |span: std::ops::Range<usize>, k: &str| {
+                let (line, col) = line_col(text, span.start);
+                format!(
+                    "{file}:{line}:{col}: repos[{i}] ({}).environments[{j}] ({}).{k}",
+                    r.name, e.name
+                )
+            };
+            let env_secrets = resolve_table(&e.secrets, env_at, problems);
+            let env_registries = allowed_registries(&e.registries, logins, env_at, problems);
             environments.push(Environment {
                 name: e.name.clone(),
                 image: e.image.clone(),
@@ -270,6 +254,8 @@ pub(super) fn validate_all(
                 approvers: e.approvers.clone(),
                 prevent_self_approval: e.prevent_self_approval,
                 expires_after,
+                secrets: env_secrets,
+                registries: env_registries,
             });
         }
         if r.max_previews == Some(0) {
@@ -286,12 +272,47 @@ pub(super) fn validate_all(
             trusted_pull_requests,
             clone_login,
             secrets,
+            registries,
             webhook_secret,
             pipeline: r.pipeline,
             api_url: r.api_url,
             api_token,
             max_concurrent_runs: r.max_concurrent_runs,
         });
+    }
+    out
+}
+
+/// The hosts of `listed` that `[[registries]]` has a login for; a host
+/// without one is a problem (a typo would silently push without a login).
+fn allowed_registries(
+    listed: &[toml::Spanned<String>],
+    logins: &slipway_runner::Credentials,
+    at: impl Fn(std::ops::Range<usize>, &str) -> String,
+    problems: &mut Vec<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for host in listed {
+        if logins.contains_key(host.get_ref()) {
+            out.push(host.get_ref().clone());
+        } else {
+            let mut known: Vec<&String> = logins.keys().collect();
+            known.sort();
+            problems.push(format!(
+                "{}: `{}` has no login in [[registries]] (logins: {})",
+                at(host.span(), "registries"),
+                host.get_ref(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+        }
     }
     out
 }
@@ -424,19 +445,32 @@ mod tests {
         assert!(repo("").secrets.is_empty());
         let r = repo("[repos.secrets]\nNPM_TOKEN = \"npm-value\"\n");
         assert_eq!(
-            r.secrets.get("NPM_TOKEN").map(String::as_str),
+            r.secrets.get("NPM_TOKEN").map(|s| s.value.as_str()),
             Some("npm-value")
         );
         let err = problems(&format!(
-            "{BASE}[repos.secrets]\nNPM_TOKEN = \"\"\n\"2X\" = \"v\"\n"
+            "{BASE}[repos.secrets]\nNPM_TOKEN = \"\"\n\"2X\" = \"value\"\nPIN = \"123\"\nF = {{ value = \"long-enough\", events = [\"push\", \"cron\"] }}\nG = {{ value = \"long-enough\", env = \"X\" }}\n"
         ));
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(
             lines,
             [
                 "s.toml:8:8: repos[0] (acme/web).secrets.2X: `2X` is not a variable name (letters, digits and `_`, not starting with a digit)",
+                "s.toml:10:5: repos[0] (acme/web).secrets.F.events: `cron` is not one of push, tag, pull_request, manual, deploy",
+                "s.toml:11:5: repos[0] (acme/web).secrets.G: give only one of `value`, `env` or `file`",
                 "s.toml:7:13: repos[0] (acme/web).secrets.NPM_TOKEN: is empty",
+                "s.toml:9:7: repos[0] (acme/web).secrets.PIN: is 3 character(s) long: secrets shorter than 4 characters cannot be masked in logs, so they are refused",
             ]
+        );
+    }
+
+    #[test]
+    fn a_repository_may_log_in_only_to_registries_it_names_and_they_must_have_a_login() {
+        assert!(repo("").registries.is_empty(), "none unless listed");
+        let err = problems(&format!("{BASE}registries = [\"r.example\"]\n"));
+        assert!(
+            err.contains("s.toml:6:15: repos[0] (acme/web).registries: `r.example` has no login in [[registries]] (logins: none)"),
+            "{err}"
         );
     }
 }

@@ -8,6 +8,7 @@
 //! - [`me`]: who a token is, and the configured repositories.
 //! - [`promotions`]: environments, promotion requests, approvals, the audit log.
 //! - [`previews`]: previews per pull request.
+//! - [`secrets`]: secrets set at run time: set, list (never values), remove.
 //! - [`events`]: Server-Sent Event streams of runs, the audit log and previews.
 //! - [`ui`]: the web page's static files.
 //! - [`ops`]: `/healthz`, `/metrics`, the OpenAPI document.
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod previews;
 pub mod promotions;
 pub mod runs;
+pub mod secrets;
 pub mod ui;
 pub mod views;
 
@@ -56,6 +58,8 @@ pub struct AppState {
     pub promoter: Arc<crate::release::promote::Promoter>,
     /// `None` when previews are off (no Docker or no listener).
     pub previews: Option<Arc<crate::release::preview::Previews>>,
+    /// Seals secrets set through the API.
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -88,6 +92,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/promotions/{id}/reject", post(promotions::reject))
         .route("/api/v1/promotions/{id}/retry", post(promotions::retry))
         .route("/api/v1/audit", get(promotions::audit))
+        .route(
+            "/api/v1/secrets",
+            get(secrets::list).put(secrets::set).delete(secrets::remove),
+        )
         .route("/api/v1/audit/events", get(events::audit_events))
         .route("/api/v1/previews", get(previews::list))
         .route("/api/v1/previews/events", get(events::preview_events))
@@ -122,6 +130,15 @@ impl AppState {
             shutdown: Default::default(),
             artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
             previews: None,
+            vault: Arc::new(
+                crate::vault::Vault::open(
+                    &std::env::temp_dir()
+                        .join(format!("slipway-key-{}", crate::ids::new_run_id()))
+                        .join("secrets.key"),
+                    &[],
+                )
+                .expect("a key in the temp dir"),
+            ),
         }
     }
 }

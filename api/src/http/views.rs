@@ -58,6 +58,8 @@ pub struct AuditEntryView {
     pub promotion: String,
     pub digest: String,
     pub comment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +145,7 @@ impl From<AuditEntry> for AuditEntryView {
             promotion: a.promotion,
             digest: a.digest,
             comment: a.comment,
+            secret: a.secret,
         }
     }
 }
@@ -218,6 +221,7 @@ mod tests {
             promotion: "p1".into(),
             digest: "sha256:aa".into(),
             comment: Some("lgtm".into()),
+            secret: None,
         };
         same(
             serde_json::to_value(&entry).unwrap(),

@@ -79,6 +79,8 @@ pub struct Executor<B> {
     pub cache: Option<Arc<slipway_runner::cache::CacheStore>>,
     /// Runs' artifacts live in `<artifacts_root>/<run id>/<step>/`.
     pub artifacts_root: PathBuf,
+    /// Opens the secrets set at run time.
+    pub vault: Arc<crate::vault::Vault>,
     /// Hear of every run that ended (automatic promotion, previews).
     pub followers: Vec<Arc<dyn crate::runs::RunFollower>>,
 }
@@ -412,8 +414,20 @@ impl<B: Backend> Executor<B> {
             _ => Vec::new(),
         };
         let pipeline = crate::runs::trust::without_unneeded_secrets(pipeline, &trigger, &skip);
-        let granted = crate::runs::trust::grant(&trust, repo, &self.config.registries, &pipeline)
+        let offer = self
+            .offer(
+                repo,
+                run.deploy.as_ref().map(|d| d.environment.as_str()),
+                trust.trusted,
+            )
             .map_err(|message| (RunStatus::Error, message))?;
+        let granted = crate::runs::trust::grant(&trust, repo, &offer, &pipeline, &trigger)
+            .map_err(|message| (RunStatus::Error, message))?;
+        drop(offer);
+        // Steps skipped for want of a secret need none, like those a rerun skips.
+        let mut skip = skip;
+        skip.extend(granted.skip);
+        let pipeline = crate::runs::trust::without_unneeded_secrets(pipeline, &trigger, &skip);
         let options = RunOptions {
             run_id: run.id.clone(),
             jobs: 4,
@@ -467,6 +481,55 @@ impl<B: Backend> Executor<B> {
             }
             Err(e) => Err((RunStatus::Error, e.to_string())),
         }
+    }
+
+    /// Every secret and login a run of `repo` could get: nothing for an
+    /// untrusted run (no value is even opened); else the config's and the
+    /// stored ones of the server, the repository and (deploying) the
+    /// environment.
+    fn offer(
+        &self,
+        repo: &crate::config::Repo,
+        deploying: Option<&str>,
+        trusted: bool,
+    ) -> Result<crate::runs::trust::Offer, String> {
+        use crate::runs::trust::{Offer, Offered};
+        use crate::store::{SecretRecord, SecretScope};
+        if !trusted {
+            return Ok(Offer::default());
+        }
+        let mut offer = Offer::from_config(
+            &self.config.secrets,
+            &self.config.registries,
+            repo,
+            deploying,
+        );
+        for record in self.store.secrets().map_err(|e| e.to_string())? {
+            let scope = &record.scope;
+            if scope.repo().is_some_and(|r| r != repo.name) {
+                continue;
+            }
+            let value = match scope {
+                SecretScope::Environment { environment, .. } if deploying != Some(environment) => {
+                    String::new()
+                }
+                _ => self
+                    .vault
+                    .open_value(&SecretRecord::binding(scope, &record.name), &record.sealed)
+                    .map_err(|e| e.to_string())?,
+            };
+            offer.add_stored(
+                scope,
+                deploying,
+                &record.name,
+                Offered {
+                    value,
+                    filter: record.filter.clone(),
+                    origin: format!("set by {}", record.set_by),
+                },
+            );
+        }
+        Ok(offer)
     }
 
     fn finish_with_error(

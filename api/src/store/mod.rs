@@ -12,6 +12,7 @@
 //! - `deliveries`: provider ++ ":" ++ delivery id -> run id
 //! - `queue`: created_ms (big endian) ++ run id -> ()   (accepted, not started yet)
 //! - previews: see [`previews`]
+//! - secrets set at run time, sealed: see [`secrets`]
 //!
 //! Statuses are the enums of [`status`], stored as their snake_case words.
 //!
@@ -28,9 +29,11 @@ use tokio::sync::broadcast;
 
 mod previews;
 mod promotions;
+mod secrets;
 mod status;
 pub use previews::{PreviewChange, PreviewRecord};
 pub use promotions::{AuditEntry, Decision, EnvState, Promotion, Refused};
+pub use secrets::{SECRET_EVENTS, SecretFilter, SecretRecord, SecretScope};
 pub use status::{PromotionStatus, RunStatus, StepStatus};
 
 /// Live events buffered per subscriber; a subscriber that falls further
@@ -51,6 +54,9 @@ pub enum StoreError {
     },
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// A transaction that should refuse nothing did.
+    #[error("store: a write was refused: {0}")]
+    Refused(String),
     #[error("store: record `{key}` is unreadable: {source}")]
     Corrupt {
         key: String,
@@ -316,6 +322,7 @@ pub struct Store {
     env_history: sled::Tree,
     audit: sled::Tree,
     previews: sled::Tree,
+    secrets: sled::Tree,
     live: broadcast::Sender<Arc<Event>>,
     /// Audit entries as they are written: every change to a promotion or
     /// an environment writes one, so this is what a board follows.
@@ -371,6 +378,7 @@ impl Store {
             env_history: db.open_tree("env_history")?,
             audit,
             previews: db.open_tree("previews")?,
+            secrets: db.open_tree("secrets")?,
             live: broadcast::channel(LIVE_EVENTS).0,
             audit_live: broadcast::channel(LIVE_EVENTS).0,
             audit_order: Arc::default(),

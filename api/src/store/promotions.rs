@@ -116,6 +116,10 @@ pub struct AuditEntry {
     pub promotion: String,
     pub digest: String,
     pub comment: Option<String>,
+    /// For `secret-set` and `secret-removed`: the secret's name (its value
+    /// is never anywhere in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// Why a change to a promotion was refused.
@@ -135,14 +139,14 @@ fn env_key(repo: &str, env: &str) -> Vec<u8> {
     k
 }
 
-fn json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
         key: key.into(),
         source,
     })
 }
 
-fn parse<T: for<'a> Deserialize<'a>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn parse<T: for<'a> Deserialize<'a>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         key: key.into(),
         source,
@@ -160,6 +164,7 @@ fn entry(seq: u64, p: &Promotion, user: &str, action: &str, comment: Option<Stri
         promotion: p.id.clone(),
         digest: p.digest.clone(),
         comment,
+        secret: None,
     }
 }
 
@@ -192,10 +197,17 @@ fn finish<T>(r: Result<Result<T, Refused>, TransactionError<StoreError>>) -> Out
     }
 }
 
+/// [`finish`] for a transaction that refuses nothing.
+pub(super) fn finish_plain<T>(
+    r: Result<Result<T, Refused>, TransactionError<StoreError>>,
+) -> Result<T, StoreError> {
+    finish(r)?.map_err(|refused| StoreError::Refused(format!("{refused:?}")))
+}
+
 impl Store {
     /// After an audited transaction: durable before anyone is told, then
     /// announced to the audit stream's followers.
-    fn commit_audited<T>(
+    pub(super) fn commit_audited<T>(
         &self,
         r: Result<Result<T, Refused>, TransactionError<StoreError>>,
         seq: u64,
@@ -399,7 +411,7 @@ impl Store {
             .load(std::sync::atomic::Ordering::Acquire))
     }
 
-    fn audit_order(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn audit_order(&self) -> std::sync::MutexGuard<'_, ()> {
         // The guard protects no data, so a panic elsewhere leaves nothing torn.
         self.audit_order.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -413,7 +425,7 @@ impl Store {
     /// Marks the entry just committed and flushed as durable and sends it
     /// to whoever follows the audit log; read back rather than passed in,
     /// so it is exactly what was stored. Called under `audit_order`.
-    fn announce_audit(&self, seq: u64) {
+    pub(super) fn announce_audit(&self, seq: u64) {
         self.audit_flushed
             .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
         if let Ok(Some(bytes)) = self.audit.get(seq.to_be_bytes())
