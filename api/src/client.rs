@@ -174,6 +174,10 @@ impl Client {
         Ok(body)
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
     pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
         self.send(Method::POST, path, body).await
     }

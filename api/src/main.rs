@@ -134,12 +134,59 @@ enum Command {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
+    /// Secrets on a server: set (value from stdin), ls (never values), rm; rotate-key on the data dir.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
     /// Start a run of what a branch, tag or ref points at now (with --server).
     Trigger {
         /// owner/name
         repo: String,
         #[arg(name = "REF")]
         git_ref: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Set a secret (with --server); its value is read from stdin, never an argument.
+    Set {
+        /// owner/name, or `server` for a server-wide secret (admin).
+        repo: String,
+        name: String,
+        /// Only the deploy steps of this environment's promotions get it.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Only runs of these events: push, tag, pull_request, manual, deploy.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// Only runs on branches matching these globs.
+        #[arg(long, value_delimiter = ',')]
+        branches: Vec<String>,
+        /// Only runs of tags matching these globs.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// The secrets you may manage: names, scopes, who set them and when (with --server).
+    Ls {
+        /// Only this repository's (and its environments').
+        repo: Option<String>,
+    },
+    /// Remove a secret set at run time (with --server).
+    Rm {
+        /// owner/name, or `server`.
+        repo: String,
+        name: String,
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Re-encrypt the data dir's secrets with a new key, replacing the key
+    /// file (`[server] secrets_key`). Stop the server first.
+    RotateKey {
+        /// The server configuration (default: ./slipway.toml if present, else defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -222,6 +269,41 @@ fn main() -> ExitCode {
         } => match cli.server.as_deref() {
             Some(s) => cmd::remote::artifacts(s, &run, artifact.as_deref(), output.as_deref()),
             None => cmd::artifacts::local(&data_dir, &run, artifact.as_deref(), output.as_deref()),
+        },
+        Command::Secret { action } => match action {
+            SecretAction::Set {
+                repo,
+                name,
+                environment,
+                events,
+                branches,
+                tags,
+            } => with_server(cli.server.as_deref(), "secret set", |s| {
+                cmd::secret::set(
+                    s,
+                    cmd::secret::SetArgs {
+                        target: &repo,
+                        name: &name,
+                        environment: environment.as_deref(),
+                        events,
+                        branches,
+                        tags,
+                    },
+                )
+            }),
+            SecretAction::Ls { repo } => with_server(cli.server.as_deref(), "secret ls", |s| {
+                cmd::secret::ls(s, repo.as_deref())
+            }),
+            SecretAction::Rm {
+                repo,
+                name,
+                environment,
+            } => with_server(cli.server.as_deref(), "secret rm", |s| {
+                cmd::secret::rm(s, &repo, &name, environment.as_deref())
+            }),
+            SecretAction::RotateKey { config } => {
+                cmd::secret::rotate_key(config.as_deref(), data_dir_flag, data_dir)
+            }
         },
         Command::Trigger { repo, git_ref } => with_server(cli.server.as_deref(), "trigger", |s| {
             cmd::remote::trigger(s, &repo, &git_ref)

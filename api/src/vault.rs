@@ -276,6 +276,48 @@ fn write_key_file(path: &Path, key: &[u8], replace: bool) -> Result<(), VaultErr
         .map_err(io)
 }
 
+/// What a key rotation did.
+#[derive(Debug)]
+pub struct Rotated {
+    pub secrets: usize,
+    pub old_key_id: String,
+    pub new_key_id: String,
+}
+
+/// Re-encrypts every stored secret with a new key and puts the new key in
+/// place of the one at `path`. The server must be stopped (it holds the
+/// store). A crash half way leaves the store and `<path>.new` agreeing,
+/// and the next start says so.
+pub fn rotate(store: &crate::store::Store, path: &Path) -> Result<Rotated, RotateError> {
+    use crate::store::SecretRecord;
+    let records = store.secrets()?;
+    let ids: Vec<String> = records.iter().map(|r| r.sealed.key_id.clone()).collect();
+    let old = Vault::open(path, &ids)?;
+    let new = old.rotation()?;
+    let mut rewritten = Vec::with_capacity(records.len());
+    for mut r in records {
+        let binding = SecretRecord::binding(&r.scope, &r.name);
+        let value = old.open_value(&binding, &r.sealed)?;
+        r.sealed = new.seal(&binding, &value);
+        rewritten.push(r);
+    }
+    store.replace_secrets(&rewritten)?;
+    new.commit_rotation()?;
+    Ok(Rotated {
+        secrets: rewritten.len(),
+        old_key_id: old.key_id,
+        new_key_id: new.key_id,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// `$XDG_CONFIG_HOME/slipway/secrets.key`, else `~/.config/slipway/secrets.key`:
 /// outside the default data dir (`~/.local/share/slipway`), so backing up
 /// or copying the data dir does not copy the key with it.

@@ -1,7 +1,8 @@
 //! One module per subcommand, a thin shell over the library:
 //! [`validate`], [`graph`], [`run`] (a local run), [`runs`] and [`logs`]
 //! (the local store), [`cache`], [`artifacts`] (local or remote), [`serve`],
-//! [`gc`] (retention), and [`remote`] (every command that talks to a server).
+//! [`gc`] (retention), [`secret`] (secrets on a server, key rotation), and
+//! [`remote`] (every command that talks to a server).
 
 pub mod artifacts;
 pub mod cache;
@@ -11,6 +12,7 @@ pub mod logs;
 pub mod remote;
 pub mod run;
 pub mod runs;
+pub mod secret;
 pub mod serve;
 pub mod validate;
 

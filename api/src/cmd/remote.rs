@@ -9,12 +9,21 @@ use serde_json::Value;
 use slipway_api::client::Client;
 use slipway_engine::duration::format_duration;
 
-fn client(server: &str) -> anyhow::Result<(tokio::runtime::Runtime, Client)> {
+pub(crate) fn client(server: &str) -> anyhow::Result<(tokio::runtime::Runtime, Client)> {
     let token = std::env::var("SLIPWAY_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     Ok((rt, Client::new(server, token)?))
+}
+
+/// `3m ago`, from a time in ms since the epoch.
+pub(crate) fn ago(ms: u64) -> String {
+    let now = slipway_api::ids::now_ms();
+    format!(
+        "{} ago",
+        format_duration(Duration::from_millis(now.saturating_sub(ms) / 1000 * 1000))
+    )
 }
 
 /// A status word from the server; one it does not know counts as ended.

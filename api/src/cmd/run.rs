@@ -261,6 +261,11 @@ fn collect_secrets(
             }
         }
     }
+    for (name, value) in &secrets {
+        if let Err(m) = slipway_api::config::check_secret_value(value) {
+            bail!("secret {name} {m}");
+        }
+    }
     Ok(secrets)
 }
 
