@@ -90,6 +90,9 @@ pub struct RunState {
     /// Needs of each step not yet satisfied; a step is ready at zero.
     needs_left: Vec<usize>,
     allow_failure: Vec<bool>,
+    /// Steps `when:` (or the caller) excludes: settled as skipped when
+    /// their needs are met, never run.
+    excluded: Vec<bool>,
     ready: VecDeque<usize>,
     /// Steps not yet in a terminal status.
     open: usize,
@@ -110,6 +113,7 @@ impl RunState {
             status: vec![StepStatus::Pending; n],
             needs_left: (0..n).map(|i| plan.needs(i).len()).collect(),
             allow_failure,
+            excluded: excluded.to_vec(),
             ready: VecDeque::new(),
             open: n,
             cancelled: false,
@@ -165,16 +169,30 @@ impl RunState {
             StepOutcome::Cancelled => false,
         };
         if passes {
-            for &d in plan.dependents(step) {
-                self.needs_left[d] -= 1;
-                if self.needs_left[d] == 0
-                    && self.status[d] == StepStatus::Pending
-                    && !self.cancelled
-                {
-                    self.ready.push_back(d);
+            // An excluded step whose needs are now met is settled instead
+            // of started, and satisfies what needs it in turn: exclusion
+            // holds downstream of steps that run, not only at the roots.
+            let mut settled = Vec::new();
+            let mut met = vec![step];
+            while let Some(done) = met.pop() {
+                for &d in plan.dependents(done) {
+                    self.needs_left[d] -= 1;
+                    if self.needs_left[d] == 0
+                        && self.status[d] == StepStatus::Pending
+                        && !self.cancelled
+                    {
+                        if self.excluded[d] {
+                            self.settle(d, StepStatus::Skipped(SkipReason::Condition));
+                            settled.push(d);
+                            met.push(d);
+                        } else {
+                            self.ready.push_back(d);
+                        }
+                    }
                 }
             }
-            return Vec::new();
+            settled.sort_unstable();
+            return settled;
         }
         // Everything downstream of a failure is skipped now, not later, so
         // the user sees the consequence at once and the run can end as soon
@@ -319,6 +337,31 @@ steps:
         assert_eq!(drain(&mut s), [3]);
         s.finish(&plan, 3, StepOutcome::Success);
         s.finish(&plan, 4, StepOutcome::Success);
+        assert_eq!(s.run_status(), RunStatus::Success);
+    }
+
+    /// A step excluded by `when:` that needs a step that runs was started
+    /// anyway once its need was met (a `when: {branch: main}` deploy after
+    /// the tests ran on every pull request). It is settled instead.
+    #[test]
+    fn an_excluded_step_after_a_step_that_runs_is_skipped_not_started() {
+        let (plan, mut s) = setup(PIPE, &[false, true, false, true, false]);
+        assert_eq!(drain(&mut s), [0, 2, 4]);
+        assert_eq!(
+            s.finish(&plan, 0, StepOutcome::Success),
+            [1],
+            "test, settled, not started"
+        );
+        assert_eq!(s.status(1), &StepStatus::Skipped(SkipReason::Condition));
+        assert!(!s.has_ready(), "test is excluded: nothing to start");
+        assert_eq!(
+            s.finish(&plan, 2, StepOutcome::Success),
+            [3],
+            "ship too, now that lint is done"
+        );
+        assert_eq!(s.status(3), &StepStatus::Skipped(SkipReason::Condition));
+        s.finish(&plan, 4, StepOutcome::Success);
+        assert!(s.is_finished());
         assert_eq!(s.run_status(), RunStatus::Success);
     }
 

@@ -400,6 +400,23 @@ impl<B: Backend> RunLoop<'_, B> {
         .await;
         self.results[i] = Some(result);
         for j in settled {
+            if let StepStatus::Skipped(slipway_engine::SkipReason::Condition) = self.state.status(j)
+            {
+                let step = &self.pipeline.steps[j];
+                emit(
+                    &self.shared.events,
+                    RunEvent::Log {
+                        step: step.name.clone(),
+                        stream: LogStream::System,
+                        line: format!(
+                            "skipped: {}",
+                            skip_reason(self.options, &step.name)
+                                .unwrap_or_else(|| step.when.explain(&self.options.trigger))
+                        ),
+                    },
+                )
+                .await;
+            }
             emit(
                 &self.shared.events,
                 RunEvent::StepSettled {
@@ -569,6 +586,31 @@ mod tests {
             events.iter().any(|e| matches!(e, RunEvent::Log { line, .. }
             if line == "skipped: when: branch in [release/*] (this run: event push, branch main)"))
         );
+    }
+
+    /// A `when:`-excluded deploy after tests that run was started once the
+    /// tests passed; it is skipped with its reason instead.
+    #[tokio::test(start_paused = true)]
+    async fn a_step_excluded_by_when_after_a_step_that_runs_never_starts() {
+        let src = "steps:\n  test: {image: i, commands: [x]}\n  deploy: {image: i, commands: [x], needs: [test], when: {branch: [release/*]}}\n  notify: {image: i, commands: [x], needs: [deploy]}\n";
+        let fake = FakeBackend::new();
+        let (report, events) =
+            go(&fake, &pipeline(src), options(1), CancellationToken::new()).await;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(status_of(&report, "test"), &StepStatus::Success);
+        assert_eq!(
+            status_of(&report, "deploy"),
+            &StepStatus::Skipped(SkipReason::Condition)
+        );
+        assert_eq!(status_of(&report, "notify"), &StepStatus::Success);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, RunEvent::StepStarted { step, .. } if step == "deploy")),
+            "{events:?}"
+        );
+        assert!(events.iter().any(|e| matches!(e, RunEvent::Log { step, line, .. }
+            if step == "deploy" && line == "skipped: when: branch in [release/*] (this run: event push, branch main)")));
     }
 
     #[tokio::test(start_paused = true)]
