@@ -29,3 +29,5 @@ mod trust;
 mod caches;
 // Retention: `slipway gc` and the server's sweep remove old runs and idle mirrors.
 mod retention;
+// Secrets: set through the API, sealed at rest, given by scope and filter, masked.
+mod secrets;

@@ -455,7 +455,8 @@ async fn concurrent_approvals_promote_once_outages_fail_retryably_and_restarts_k
 }
 
 /// A server of the repository at `bare` (staging needs no approval) that
-/// logs in to the registry at `host` as `ci` with `password`.
+/// logs in to the registry at `host` as `ci` with `password`; the
+/// repository lists the host, so its trusted runs get the login.
 async fn start_logged_in(bare: &std::path::Path, host: &str, password: &str) -> Server {
     start_logged_in_with(bare, host, password, "").await
 }
@@ -470,7 +471,7 @@ pub async fn start_logged_in_with(
     start_with(
         &format!("file://{}", bare.display()),
         &format!(
-            "{repo_lines}{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"{password}\"\n",
+            "registries = [\"{host}\"]\n{repo_lines}{}[[registries]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"{password}\"\n",
             config(host, 0, "")
         ),
     )

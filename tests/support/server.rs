@@ -49,6 +49,33 @@ pub struct Server {
 }
 
 impl Server {
+    /// Where it keeps its data (the store is in `db/` under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
+    /// Stops the server and waits until its store is free for another
+    /// process; returns its data, for [`start_in`] later.
+    pub async fn stop(mut self) -> TempDir {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.stopped(Duration::from_secs(10)).await;
+        }
+        let Server { store, _data, .. } = self;
+        drop(store);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Store::open(&_data.path().join("db")) {
+                Ok(_) => break,
+                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        _data
+    }
+
     /// `http://<addr>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -92,7 +119,13 @@ pub async fn restart(mut server: Server, clone_url: &str, extra: &str) -> Server
 
 /// A server keeping its data in `data` (which may hold a store already).
 pub async fn start_in(data: TempDir, clone_url: &str, extra: &str) -> Server {
-    let config = Config::parse("test.toml", &format!("{}{extra}", repo_config(clone_url))).unwrap();
+    let mut config =
+        Config::parse("test.toml", &format!("{}{extra}", repo_config(clone_url))).unwrap();
+    // Each test's own key, not the user's ~/.config one; tests of the key
+    // itself say where theirs is.
+    if !extra.contains("secrets_key") {
+        config.secrets_key = data.path().join("secrets.key");
+    }
     // After a restart, background tasks of the stopped server may hold the
     // store for a moment longer.
     let deadline = Instant::now() + Duration::from_secs(20);

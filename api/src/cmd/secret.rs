@@ -60,7 +60,9 @@ fn value_from_stdin() -> anyhow::Result<String> {
         .unwrap_or(&value)
         .to_string();
     if value.is_empty() {
-        anyhow::bail!("no value on stdin: pipe it in, e.g. `slipway secret set acme/web NAME < token.txt`");
+        anyhow::bail!(
+            "no value on stdin: pipe it in, e.g. `slipway secret set acme/web NAME < token.txt`"
+        );
     }
     Ok(value)
 }
@@ -98,7 +100,9 @@ pub fn set(server: &str, args: SetArgs<'_>) -> anyhow::Result<ExitCode> {
 
 pub fn ls(server: &str, repo: Option<&str>) -> anyhow::Result<ExitCode> {
     let (rt, client) = super::remote::client(server)?;
-    let q = repo.map(|r| vec![("repo", r.to_string())]).unwrap_or_default();
+    let q = repo
+        .map(|r| vec![("repo", r.to_string())])
+        .unwrap_or_default();
     let list = rt.block_on(client.get(&format!("/api/v1/secrets{}", query(&q))))?;
     let list = list.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
@@ -112,11 +116,20 @@ pub fn ls(server: &str, repo: Option<&str>) -> anyhow::Result<ExitCode> {
     for s in list {
         let words = |k: &str| {
             s[k].as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default()
         };
         let mut only = Vec::new();
-        for (label, key) in [("events", "events"), ("branches", "branches"), ("tags", "tags")] {
+        for (label, key) in [
+            ("events", "events"),
+            ("branches", "branches"),
+            ("tags", "tags"),
+        ] {
             let w = words(key);
             if !w.is_empty() {
                 only.push(format!("{label}={w}"));
@@ -132,18 +145,30 @@ pub fn ls(server: &str, repo: Option<&str>) -> anyhow::Result<ExitCode> {
             s["scope"].as_str().unwrap_or("?"),
             s["source"].as_str().unwrap_or("?"),
             set_by,
-            if only.is_empty() { "-".into() } else { only.join(" ") }
+            if only.is_empty() {
+                "-".into()
+            } else {
+                only.join(" ")
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rm(server: &str, target: &str, name: &str, environment: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn rm(
+    server: &str,
+    target: &str,
+    name: &str,
+    environment: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let (rt, client) = super::remote::client(server)?;
     let mut q = scope_query(target, environment);
     q.push(("name", name.to_string()));
     rt.block_on(client.delete(&format!("/api/v1/secrets{}", query(&q))))?;
-    println!("removed {name} from {target}{}", environment.map(|e| format!(":{e}")).unwrap_or_default());
+    println!(
+        "removed {name} from {target}{}",
+        environment.map(|e| format!(":{e}")).unwrap_or_default()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
