@@ -547,3 +547,98 @@ async fn a_missing_or_wrong_key_stops_the_server_at_start_and_rotation_re_encryp
     assert!(log.contains("the step has the key"), "{log}");
     server.shutdown.cancel();
 }
+
+/// `slipway secret set` reads the value from stdin (never an argument),
+/// `ls` shows names and who set them, never values, and `rm` removes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_sets_lists_and_removes_a_secret_with_the_value_from_stdin() {
+    let repo_dir = TempDir::new("origin-secrets-cli");
+    let (bare, _) = git_repo(&repo_dir, "master", &[(".slipway.yml", "steps: {}\n")]);
+    let server = start_with(&format!("file://{}", bare.display()), &tokens()).await;
+    let url = server.url();
+    let cli = move |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(slipway_bin())
+            .args(args)
+            .env("SLIPWAY_SERVER", &url)
+            .env("SLIPWAY_TOKEN", MAINTAINER)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("slipway");
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().expect("stdin");
+            input.write_all(stdin.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let value = "cli-s3cret-from-stdin";
+    let (ok, said) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || {
+            cli(
+                &["secret", "set", REPO, "CLI_TOKEN", "--events", "push,tag"],
+                &format!("{value}\n"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("set CLI_TOKEN for {REPO}")),
+        "{said}"
+    );
+    let (ok, said) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["secret", "set", REPO, "EMPTY"], "")
+    })
+    .await
+    .unwrap();
+    assert!(!ok && said.contains("no value on stdin"), "{said}");
+    let (ok, listed) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["secret", "ls"], "")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains("CLI_TOKEN")
+            && listed.contains("mo ")
+            && listed.contains("events=push,tag"),
+        "{listed}"
+    );
+    assert!(!listed.contains(value), "{listed}");
+    let stored = server
+        .store
+        .secret(
+            &slipway_api::store::SecretScope::Repo { repo: REPO.into() },
+            "CLI_TOKEN",
+        )
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.filter.events, ["push", "tag"]);
+    let (ok, said) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["secret", "rm", REPO, "CLI_TOKEN"], "")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{said}");
+    let (ok, said) =
+        tokio::task::spawn_blocking(move || cli(&["secret", "rm", REPO, "CLI_TOKEN"], ""))
+            .await
+            .unwrap();
+    assert!(
+        !ok && said.contains("no secret CLI_TOKEN was set"),
+        "{said}"
+    );
+    server.shutdown.cancel();
+}
