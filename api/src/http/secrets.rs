@@ -136,13 +136,7 @@ pub async fn set(
     Writer(token): Writer,
     body: Result<Json<SetSecret>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<SecretView>), ApiError> {
-    // The body's own error could quote the value back: say only where.
-    let Json(body) = body.map_err(|e| {
-        invalid(format!(
-            "the body must be JSON {{\"name\", \"value\", optional \"repo\", \"environment\", \"events\", \"branches\", \"tags\"}}: {}",
-            e.body_text().split(" at line").next().unwrap_or("unreadable")
-        ))
-    })?;
+    let Json(body) = body.map_err(|e| invalid(body_problem(&e.body_text())))?;
     let scope = scope_of(
         &state,
         &token,
@@ -203,6 +197,23 @@ pub async fn set(
         StatusCode::CREATED
     };
     Ok((status, Json(stored_view(&record))))
+}
+
+/// What is wrong with a body that did not parse, without quoting it:
+/// serde's message can carry the value back (`invalid type: integer
+/// `1234``), so only a field's name is repeated, never what was sent.
+fn body_problem(serde_text: &str) -> String {
+    let shape = "the body must be JSON {\"name\", \"value\" (strings), optional \"repo\", \"environment\" (strings), \"events\", \"branches\", \"tags\" (lists of strings)}";
+    for kind in ["unknown field `", "missing field `"] {
+        if let Some(rest) = serde_text.split(kind).nth(1)
+            && let Some(field) = rest.split('`').next()
+            && field.len() <= 64
+            && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return format!("{shape}: {kind}{field}`");
+        }
+    }
+    format!("{shape}: it is not")
 }
 
 fn stored_view(r: &SecretRecord) -> SecretView {
@@ -325,5 +336,22 @@ pub async fn remove(
             "not_found",
             format!("no secret {name} was set for {label}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::body_problem;
+
+    #[test]
+    fn a_body_that_does_not_parse_is_never_quoted_back() {
+        let said = body_problem(
+            "Failed to deserialize the JSON body into the target type: value: invalid type: integer `98765`, expected a string at line 1 column 30",
+        );
+        assert!(!said.contains("98765"), "{said}");
+        assert!(
+            body_problem("unknown field `valu`, expected one of").ends_with("unknown field `valu`")
+        );
+        assert!(body_problem("missing field `name` at line 1").ends_with("missing field `name`"));
     }
 }
