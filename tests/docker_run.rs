@@ -227,6 +227,48 @@ async fn secrets_reach_the_step_but_never_its_log() {
     assert!(!log.iter().any(|l| l.contains("tok-12345")), "{log:?}");
 }
 
+/// Issue 15: a step that prints its secret through a tool that encodes it
+/// (base64 alone, base64 of `user:value` as in an auth header, hex) shows
+/// none of those forms; busybox's own `base64` and `od` do the encoding.
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_forms_of_a_secret_are_masked_too() {
+    let p = pipeline(
+        "steps:
+  leak:
+    image: BUSYBOX
+    secrets: [API_TOKEN]
+    commands:
+      - 'printf %s \"$API_TOKEN\" | base64'
+      - 'printf \"ci:%s\" \"$API_TOKEN\" | base64'
+      - 'printf \"user:%s\" \"$API_TOKEN\" | base64'
+      - 'printf %s \"$API_TOKEN\" | od -A n -t x1 | tr -d \" \\n\"; echo'
+",
+    );
+    let secret = "tok-9f8e7d6c5b4a";
+    let mut opts = options(Workspace::Empty);
+    opts.secrets.insert("API_TOKEN".into(), secret.into());
+    let o = run(&p, opts).await;
+    assert_eq!(o.report.status, RunStatus::Success, "{:?}", o.log("leak"));
+    let log = o.log("leak").join("\n");
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    // The middle of each encoding: what a reader could decode the value from.
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    for (what, text) in [
+        ("base64", b64(secret)),
+        ("base64 of ci:value", b64(&format!("ci:{secret}"))),
+        ("base64 of user:value", b64(&format!("user:{secret}"))),
+    ] {
+        let middle = &text[8..text.len() - 8];
+        assert!(!log.contains(middle), "{what} ({text}) shows: {log}");
+    }
+    assert!(!log.contains(&hex[4..hex.len() - 4]), "hex shows: {log}");
+    assert!(!log.contains(secret), "{log}");
+    assert!(log.matches("********").count() >= 4, "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn services_are_reachable_by_name() {
     let p = pipeline(

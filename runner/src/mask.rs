@@ -11,18 +11,74 @@ pub struct Masker {
 
 pub const MASK: &str = "********";
 
+/// Secrets shorter than this are refused where they enter (config, API,
+/// `slipway run --secret`): masking every such string would make logs
+/// unreadable, and not masking them would show them.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Why `value` cannot be a secret, if it cannot.
+pub fn check_secret_value(value: &str) -> Result<(), String> {
+    let n = value.chars().count();
+    if n < MIN_SECRET_LEN {
+        return Err(format!(
+            "is {n} character(s) long: secrets shorter than {MIN_SECRET_LEN} characters cannot be masked in logs, so they are refused"
+        ));
+    }
+    Ok(())
+}
+
+/// How tools commonly print a value other than as itself: base64
+/// (standard and URL-safe, with and without padding) and hex. Inside a
+/// longer base64 text (`base64("user:" + value)`, a Docker auth) the value
+/// starts at one of three alignments, and its encoding differs only at
+/// the edges, so the part every alignment determines is masked too.
+fn encodings(value: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut out = vec![
+        STANDARD.encode(value),
+        STANDARD_NO_PAD.encode(value),
+        URL_SAFE.encode(value),
+        URL_SAFE_NO_PAD.encode(value),
+        value.iter().map(|b| format!("{b:02x}")).collect(),
+        value.iter().map(|b| format!("{b:02X}")).collect(),
+    ];
+    for k in 0..3usize {
+        let mut shifted = vec![0u8; k];
+        shifted.extend_from_slice(value);
+        let encoded = STANDARD_NO_PAD.encode(&shifted);
+        // Characters whose 6 bits all come from the value: not the first
+        // ones (they hold filler bits), not a last partial one.
+        let start = (8 * k).div_ceil(6);
+        let end = (8 * shifted.len()) / 6;
+        if end > start && end - start >= 6 {
+            let core = &encoded[start..end];
+            out.push(core.to_string());
+            out.push(core.replace('+', "-").replace('/', "_"));
+        }
+    }
+    out
+}
+
 impl Masker {
     /// Each line of a multi-line secret is masked on its own, since output is
     /// matched line by line. Very short values are not masked: masking every
     /// `a` or `1` in a log would make it unreadable and protects nothing.
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Masker {
-        let mut needles: Vec<String> = values
-            .into_iter()
-            .flat_map(|v| v.lines())
-            .map(str::trim)
-            .filter(|v| v.len() >= 3)
-            .map(String::from)
-            .collect();
+        let mut needles: Vec<String> = Vec::new();
+        for value in values {
+            if value.trim().chars().count() < MIN_SECRET_LEN {
+                continue;
+            }
+            needles.extend(
+                value
+                    .lines()
+                    .map(str::trim)
+                    .filter(|v| v.chars().count() >= MIN_SECRET_LEN)
+                    .map(String::from),
+            );
+            needles.extend(encodings(value.as_bytes()));
+        }
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
         Masker { needles }
@@ -115,13 +171,13 @@ mod tests {
 
     #[test]
     fn masks_longest_first_and_each_line_of_multiline_secrets() {
-        let m = Masker::new(["hunter2", "hunter2-extended", "line-one\nline-two", "ab"]);
+        let m = Masker::new(["hunter2", "hunter2-extended", "line-one\nline-two", "abc"]);
         assert_eq!(
             m.mask("pw=hunter2-extended and hunter2"),
             "pw=******** and ********"
         );
         assert_eq!(m.mask("line-two"), "********");
-        assert_eq!(m.mask("ab stays"), "ab stays");
+        assert_eq!(m.mask("abc stays"), "abc stays");
     }
 
     /// Issue 14: a secret split by the 64 KiB cut of a runaway line was
@@ -147,9 +203,69 @@ mod tests {
             &all[all.len() - 40..]
         );
         assert!(
-            pieces.iter().all(|p| p.len() <= MAX_LINE),
+            pieces.iter().all(|p| p.len() < MAX_LINE + masker.overlap()),
             "pieces stay bounded"
         );
+    }
+
+    /// A value printed as base64 alone, or inside a longer base64 text at
+    /// any of the three byte alignments (as in `base64("user:" + value)`),
+    /// URL-safe, or hex, is masked.
+    #[test]
+    fn encodings_of_a_value_are_masked_at_every_alignment() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let value = "p4ss?w0rd>>value~42";
+        let m = Masker::new([value]);
+        let mut printed = vec![STANDARD.encode(value), URL_SAFE.encode(value)];
+        for prefix in ["", "u:", "ci:", "user:", "x"] {
+            printed.push(STANDARD.encode(format!("{prefix}{value}")));
+            printed.push(STANDARD.encode(format!("{prefix}{value}\n")));
+            printed.push(URL_SAFE.encode(format!("{prefix}{value}--tail")));
+        }
+        printed.push(value.bytes().map(|b| format!("{b:02x}")).collect());
+        for p in printed {
+            let line = format!("auth: {p} end");
+            let masked = m.mask(&line);
+            assert!(masked.contains(MASK), "{line} -> {masked}");
+            // What is left of the encoding is at most the edges, which
+            // hold filler bits: never the value's middle.
+            let middle = &STANDARD.encode(value)[4..16];
+            assert!(!masked.contains(middle), "{line} -> {masked}");
+        }
+    }
+
+    #[test]
+    fn values_too_short_to_mask_are_refused_with_the_reason() {
+        let e = check_secret_value("abc").unwrap_err();
+        assert!(
+            e.contains("3 character(s)") && e.contains("cannot be masked"),
+            "{e}"
+        );
+        assert!(check_secret_value("abcd").is_ok());
+        assert!(check_secret_value("äöü").is_err(), "characters, not bytes");
+        let m = Masker::new(["abc"]);
+        assert_eq!(m.mask("abc abc"), "abc abc", "and never masked either");
+    }
+
+    /// The base64 of a secret straddling the 64 KiB cut is still masked.
+    #[test]
+    fn an_encoded_secret_across_the_cut_is_masked() {
+        use base64::Engine;
+        let secret = "s3cr3t-value-0123456789-abcdef";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+        let masker = Masker::new([secret]);
+        let mut s = LineSplitter::masking(masker.clone());
+        let mut line = "x".repeat(MAX_LINE - 10).into_bytes();
+        line.extend_from_slice(encoded.as_bytes());
+        line.extend_from_slice(b" done\n");
+        let mut pieces = Vec::new();
+        for chunk in line.chunks(777) {
+            s.push(chunk, |l| pieces.push(masker.mask(&l).into_owned()));
+        }
+        let all = pieces.concat();
+        assert!(!all.contains(&encoded[4..20]), "{}", &all[all.len() - 60..]);
+        assert!(all.ends_with("******** done"), "{}", &all[all.len() - 60..]);
     }
 
     #[test]

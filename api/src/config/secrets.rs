@@ -87,20 +87,7 @@ impl std::fmt::Debug for ConfiguredSecret {
     }
 }
 
-/// Secrets shorter than this cannot be masked in logs without masking
-/// every such string, so they are refused rather than shown.
-pub const MIN_SECRET_LEN: usize = 4;
-
-/// Why `value` cannot be a secret, if it cannot.
-pub fn check_secret_value(value: &str) -> Result<(), String> {
-    let n = value.chars().count();
-    if n < MIN_SECRET_LEN {
-        return Err(format!(
-            "is {n} character(s) long: secrets shorter than {MIN_SECRET_LEN} characters cannot be masked in logs, so they are refused"
-        ));
-    }
-    Ok(())
-}
+pub use slipway_runner::mask::{MIN_SECRET_LEN, check_secret_value};
 
 /// Whether `name` can be a variable in a step's environment.
 pub fn is_variable_name(name: &str) -> bool {

@@ -146,9 +146,59 @@ pub async fn execute<B: Backend>(
         }
     }
     let span = info_span!("run", run_id = %options.run_id, pipeline = %pipeline.name);
-    Ok(run(backend, pipeline, &plan, options, events, cancel)
+    // Everything the run reports passes one masker on its way out, not only
+    // step output: Slipway's own lines, errors and pull progress can quote
+    // a value too (a failing command line, a registry's answer).
+    let masker = Masker::new(options.secrets.values().map(String::as_str));
+    let (inner, mut outgoing) = mpsc::channel::<RunEvent>(256);
+    let forward = {
+        let masker = masker.clone();
+        tokio::spawn(async move {
+            while let Some(event) = outgoing.recv().await {
+                // A consumer that went away does not stop the run.
+                let _ = events.send(masked(&masker, event)).await;
+            }
+        })
+    };
+    let mut report = run(backend, pipeline, &plan, options, inner, cancel)
         .instrument(span)
-        .await)
+        .await;
+    // `run` has dropped its senders: the forwarder ends once it has
+    // delivered the last event, so nothing arrives after the report.
+    let _ = forward.await;
+    report.error = report.error.map(|e| masker.mask(&e).into_owned());
+    Ok(report)
+}
+
+/// `event` with every secret value in its text masked.
+fn masked(masker: &Masker, event: RunEvent) -> RunEvent {
+    let mask = |s: String| match masker.mask(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(m) => m,
+    };
+    match event {
+        RunEvent::Log { step, stream, line } => RunEvent::Log {
+            step,
+            stream,
+            line: mask(line),
+        },
+        RunEvent::RunError { message } => RunEvent::RunError {
+            message: mask(message),
+        },
+        RunEvent::ImagePull { image, status } => RunEvent::ImagePull {
+            image: mask(image),
+            status: mask(status),
+        },
+        RunEvent::Artifacts { step, files } => RunEvent::Artifacts {
+            step,
+            files: files.into_iter().map(|(f, n)| (mask(f), n)).collect(),
+        },
+        RunEvent::StepOutput { step, image } => RunEvent::StepOutput {
+            step,
+            image: mask(image),
+        },
+        other => other,
+    }
 }
 
 async fn run<B: Backend>(

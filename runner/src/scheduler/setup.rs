@@ -323,6 +323,40 @@ steps:
         );
     }
 
+    /// Slipway's own lines and errors pass the run's masker too: a
+    /// registry's answer that quotes a secret shows up masked in the step's
+    /// log, the run's error event and its report.
+    #[tokio::test(start_paused = true)]
+    async fn slipways_own_lines_and_errors_are_masked() {
+        let src = "services:\n  db: {image: gone}\nsteps:\n  a: {image: gone, commands: [x], secrets: [TOKEN]}\n";
+        let fake = FakeBackend::new();
+        fake.missing_image("gone", "denied for token s3cret-t0ken-value");
+        let mut opts = options(1);
+        opts.secrets
+            .insert("TOKEN".into(), "s3cret-t0ken-value".into());
+        let (report, events) = go(&fake, &pipeline(src), opts, CancellationToken::new()).await;
+        let error = report.error.clone().unwrap_or_default();
+        assert_eq!(
+            error,
+            "service `db`: cannot pull image `gone`: denied for token ********"
+        );
+        let texts: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Log { line, .. } => Some(line.clone()),
+                RunEvent::RunError { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("denied for token ********")),
+            "{texts:?}"
+        );
+        assert!(!texts.iter().any(|t| t.contains("s3cret")), "{texts:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_service_that_cannot_start_fails_the_run_before_any_step() {
         let src = "services:\n  db: {image: gone}\nsteps:\n  a: {image: i, commands: [x]}\n";
