@@ -1173,3 +1173,136 @@ async fn the_previews_page_lists_an_open_preview_and_a_writer_deletes_it() {
     browser.close().await;
     server.shutdown.cancel();
 }
+
+/// Issue 15: the Secrets page sets a secret through a write-only form: the
+/// value goes to the server and nowhere else on the page; the list shows
+/// names and who set them; the API's refusals are shown; Remove removes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secrets_page_sets_a_secret_it_never_shows_and_removes_it() {
+    let repo_dir = TempDir::new("origin-ui-secrets");
+    let (bare, _) = git_repo(&repo_dir, "master", &[(".slipway.yml", "steps: {}\n")]);
+    const MAINTAINER: &str = "maint-token-0123456789";
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!(
+            "{TOKENS}[[tokens]]\nuser = \"mo\"\ntoken = \"{MAINTAINER}\"\nscope = \"write\"\nmaintains = [\"{REPO}\"]\n"
+        ),
+    )
+    .await;
+    let value = "ui-s3cret-value-7f1e";
+    let row = format!("tr[data-secret='{REPO}/DEPLOY_KEY']");
+
+    let browser = Browser::start(1280, 800).await;
+    browser.sign_in(&server.url(), READER).await;
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('nav-secrets').hidden",
+                vec![]
+            )
+            .await,
+        json!(true),
+        "a reader is not offered the page"
+    );
+    browser
+        .switch_user(&server.url(), MAINTAINER, "#/secrets")
+        .await;
+    browser
+        .wait(
+            "the form and the empty list",
+            10,
+            "return document.getElementById('secret-form') && document.getElementById('no-secrets')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('nav-secrets').hidden",
+                vec![]
+            )
+            .await,
+        json!(false)
+    );
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('secret-value').type",
+                vec![]
+            )
+            .await,
+        json!("password")
+    );
+
+    // Too short: the API's reason is shown, nothing is stored.
+    browser.type_into("#secret-name", "DEPLOY_KEY").await;
+    browser.type_into("#secret-value", "abc").await;
+    browser.click("#secret-save").await;
+    browser
+        .wait(
+            "the refusal",
+            10,
+            "return document.getElementById('secret-error')?.textContent.includes('shorter than 4')",
+        )
+        .await;
+    browser
+        .js("document.getElementById('secret-value').value = ''", vec![])
+        .await;
+    browser.type_into("#secret-value", value).await;
+    browser
+        .type_into("#secret-branches", "main, release/*")
+        .await;
+    browser.click("#secret-save").await;
+    let text = browser
+        .wait_text(
+            "the secret's row",
+            10,
+            &format!("return document.querySelector(\"{row}\")?.innerText"),
+        )
+        .await;
+    assert!(text.contains("DEPLOY_KEY") && text.contains("mo"), "{text}");
+    assert!(text.contains("branches: main, release/*"), "{text}");
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('secret-value').value",
+                vec![]
+            )
+            .await,
+        json!(""),
+        "the value leaves the form once sent"
+    );
+    let html = browser
+        .js("return document.documentElement.outerHTML + location.href + JSON.stringify(sessionStorage) + JSON.stringify(localStorage)", vec![])
+        .await;
+    assert!(
+        !html.to_string().contains(value),
+        "the page holds the value"
+    );
+    let (status, list) = server.api("GET", "/api/v1/secrets", MAINTAINER, "").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["name"], "DEPLOY_KEY", "{list}");
+    assert_eq!(list[0]["branches"], json!(["main", "release/*"]));
+    assert!(!list.to_string().contains(value));
+    browser.inspect("secrets").await;
+
+    // Remove: the first click only arms the button.
+    browser.click(&format!("{row} button")).await;
+    assert_eq!(
+        server.store.secrets().unwrap().len(),
+        1,
+        "one click removes nothing"
+    );
+    browser.click(&format!("{row} button")).await;
+    browser
+        .wait(
+            "the row to go",
+            10,
+            &format!(
+                "return !document.querySelector(\"{row}\") && document.getElementById('no-secrets')"
+            ),
+        )
+        .await;
+    assert!(server.store.secrets().unwrap().is_empty());
+    browser.close().await;
+    server.shutdown.cancel();
+}

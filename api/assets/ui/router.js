@@ -6,6 +6,7 @@ import { h } from "./dom.js";
 import { environmentsPage } from "./pages/environments.js";
 import { previewsPage } from "./pages/previews.js";
 import { runsPage } from "./pages/runs.js";
+import { secretsPage } from "./pages/secrets.js";
 import { signInPage } from "./pages/sign-in.js";
 
 let current = null; // { key, cleanup, update }
@@ -27,7 +28,7 @@ export function parseHash(hash) {
   return { parts, query: new URLSearchParams(query) };
 }
 
-const PAGES = { runs: runsPage, environments: environmentsPage, previews: previewsPage };
+const PAGES = { runs: runsPage, environments: environmentsPage, previews: previewsPage, secrets: secretsPage };
 
 /** Shows the page of the current address (or sign-in, saying `why`). */
 export async function route(why) {
@@ -53,6 +54,8 @@ export async function route(why) {
   }
   const me = session.me;
   document.getElementById("who-name").textContent = `${me.user} (${me.scope})`;
+  // Only those who may set secrets see the page in the menu.
+  document.getElementById("nav-secrets").hidden = !(me.scope === "admin" || (me.maintains || []).length);
   const { parts, query } = parseHash(location.hash);
   const section = parts[0] || "runs";
   for (const a of document.querySelectorAll("[data-nav]")) {

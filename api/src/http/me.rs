@@ -19,6 +19,8 @@ pub struct Me {
     /// Environments whose promotions this user may approve or reject
     /// (approving also needs a write token).
     pub approver_of: Vec<ApproverOf>,
+    /// Repositories whose secrets it may manage (an admin's: all).
+    pub maintains: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,7 +48,15 @@ pub async fn me(
                 })
         })
         .collect();
+    let maintains = state
+        .config
+        .repos
+        .iter()
+        .filter(|r| token.scope >= Scope::Admin || token.maintains(&r.name))
+        .map(|r| r.name.clone())
+        .collect();
     Ok(Json(Me {
+        maintains,
         scope: scope_name(token.scope),
         user: token.user,
         approver_of,
