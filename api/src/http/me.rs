@@ -160,6 +160,7 @@ scope = \"read\"
                 "user": "alice",
                 "scope": "write",
                 "approver_of": [{"repo": "Octocoders/Hello-World", "environment": "staging"}],
+                "maintains": [],
             })
         );
         let (_, me) = get(&state, "/api/v1/me", "rita-token-0123456789x").await;
