@@ -120,6 +120,18 @@ impl Vault {
                 });
             }
         };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the secrets key file can be read by other users: chmod 600 it"
+                );
+            }
+        }
         let vault = Vault::from_key(path, &key)?;
         if let Some(expected) = stored_key_ids.iter().find(|id| **id != vault.key_id) {
             let next = rotation_file(path);
