@@ -3,9 +3,8 @@
 //! branch's, and saves only in its own, which the default branch never
 //! reads. Real webhooks, git, Docker and the server's cache on disk.
 
-use serde_json::Value;
 use slipway_tests::{
-    BUSYBOX, Server, TempDir, docker, git_commit, git_repo, leftovers, pr_body, push, send,
+    BUSYBOX, REPO, Server, TempDir, docker, git_commit, git_repo, leftovers, pr_from, push, send,
     start_with, wait_done,
 };
 
@@ -56,11 +55,8 @@ fn commit(repo_dir: &TempDir, git_ref: &str, lock: &str, who: &str) -> String {
 
 /// Pull request #2 (the fixture's) for `head`; from a fork if `fork`.
 async fn pull_request(server: &Server, head: &str, fork: bool, delivery: &str) -> String {
-    let mut body: Value = serde_json::from_str(&pr_body("pull_request.opened.json", head)).unwrap();
-    if fork {
-        body["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
-    }
-    let (status, json) = send(server, "pull_request", delivery, body.to_string()).await;
+    let from = if fork { "mallory/Hello-World" } else { REPO };
+    let (status, json) = send(server, "pull_request", delivery, pr_from(head, from)).await;
     assert_eq!(status, 202, "{json}");
     json["run"].as_str().unwrap().to_string()
 }

@@ -1,9 +1,8 @@
 //! Issue 14: what an untrusted run builds stays inside that run; the step
 //! images of trusted runs are what the operator (or the registry) has.
 
-use serde_json::{Value, json};
 use slipway_tests::{
-    BUSYBOX, TempDir, docker, git_commit, git_repo, image_id, operator_image, pr_body, push,
+    BUSYBOX, TempDir, docker, git_commit, git_repo, image_id, operator_image, pr_from, push,
     remove_images, send, start_with, wait_done,
 };
 
@@ -45,10 +44,8 @@ async fn a_fork_pull_request_cannot_replace_the_image_a_trusted_pipeline_runs() 
     )
     .await;
 
-    let mut body: Value =
-        serde_json::from_str(&pr_body("pull_request.opened.json", &fork_sha)).unwrap();
-    body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
-    let (status, json) = send(&server, "pull_request", "images-fork-pr", body.to_string()).await;
+    let body = pr_from(&fork_sha, "mallory/Hello-World");
+    let (status, json) = send(&server, "pull_request", "images-fork-pr", body).await;
     assert_eq!(status, 202, "{json}");
     let fork_run = json["run"].as_str().unwrap().to_string();
     let fork = wait_done(&server.store, &fork_run).await;

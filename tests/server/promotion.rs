@@ -532,11 +532,8 @@ async fn a_pull_request_from_a_fork_gets_no_registry_login() {
         )],
     );
     let server = start_logged_in(&bare, &host, "s3cret-pass-2").await;
-    let mut body: Value =
-        serde_json::from_str(&slipway_tests::pr_body("pull_request.opened.json", &head)).unwrap();
-    body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
-    let (status, json) =
-        slipway_tests::send(&server, "pull_request", "fork-pr", body.to_string()).await;
+    let body = slipway_tests::pr_from(&head, "mallory/Hello-World");
+    let (status, json) = slipway_tests::send(&server, "pull_request", "fork-pr", body).await;
     assert_eq!(status, 202, "{json}");
     let id = json["run"].as_str().unwrap().to_string();
     let run = wait_done(&server.store, &id).await;
@@ -577,12 +574,8 @@ async fn a_digest_a_forks_pull_request_pushed_is_never_promoted() {
         )],
     );
     let server = start_with(&format!("file://{}", bare.display()), &config(&host, 0, "")).await;
-    let mut body: Value =
-        serde_json::from_str(&slipway_tests::pr_body("pull_request.opened.json", &head)).unwrap();
-    body["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
-    body["pull_request"]["head"]["repo"]["owner"]["login"] = json!("mallory");
-    let (status, json) =
-        slipway_tests::send(&server, "pull_request", "fork-digest", body.to_string()).await;
+    let body = slipway_tests::pr_from(&head, "mallory/Hello-World");
+    let (status, json) = slipway_tests::send(&server, "pull_request", "fork-digest", body).await;
     assert_eq!(status, 202, "{json}");
     let id = json["run"].as_str().unwrap().to_string();
     let run = wait_done(&server.store, &id).await;

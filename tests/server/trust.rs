@@ -6,18 +6,10 @@
 use serde_json::{Value, json};
 use slipway_tests::{
     BUSYBOX, GitHttp, READER, REPO, Server, TOKENS, TempDir, WRITER, docker, git_commit, git_repo,
-    pr_body, push, remove_images, send, start_with, wait_done, wait_for,
+    pr_from, push, remove_images, send, start_with, wait_done, wait_for,
 };
 
 use crate::promotion::{repo_for, start_logged_in_with};
-
-/// The real pull request fixture for `head`, from `head_repo`'s branch
-/// (the fixture's own is the repository itself).
-fn pr_from(head: &str, head_repo: &str) -> String {
-    let mut body: Value = serde_json::from_str(&pr_body("pull_request.opened.json", head)).unwrap();
-    body["pull_request"]["head"]["repo"]["full_name"] = json!(head_repo);
-    body.to_string()
-}
 
 /// The run as the API shows it to a reader.
 async fn view(server: &Server, id: &str) -> Value {

@@ -170,6 +170,19 @@ pub fn pr_body(fixture: &str, sha: &str) -> String {
     github_fixture(fixture).replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", sha)
 }
 
+/// The real `pull_request.opened` fixture for `head`, opened from
+/// `head_repo` (`owner/name`): the fixture's own head is the repository
+/// itself, so another `head_repo` makes it a fork's pull request.
+pub fn pr_from(head: &str, head_repo: &str) -> String {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&pr_body("pull_request.opened.json", head)).expect("fixture");
+    body["pull_request"]["head"]["repo"]["full_name"] = head_repo.into();
+    if let Some((owner, _)) = head_repo.split_once('/') {
+        body["pull_request"]["head"]["repo"]["owner"]["login"] = owner.into();
+    }
+    body.to_string()
+}
+
 /// A repository whose pull request #2 head (the sha returned, also on
 /// `changes`) serves `commit <sha>` on port 8080 as its preview: a step
 /// writes the page, the image is built and pushed to `<host>/<image>`.
