@@ -971,3 +971,180 @@ async fn a_step_past_the_log_cap_is_cut_with_one_line_and_still_succeeds() {
         "{kept} bytes kept"
     );
 }
+
+/// A proxy to the real Docker socket that can be frozen: once frozen it
+/// accepts connections and forwards nothing, in either direction, as a
+/// wedged daemon does (seen: Docker 20.10 after losing shims).
+struct Wedge {
+    path: std::path::PathBuf,
+    frozen: tokio::sync::watch::Sender<bool>,
+    _dir: TempDir,
+}
+
+impl Wedge {
+    fn start() -> Wedge {
+        let dir = TempDir::new("wedge");
+        let path = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind the proxy socket");
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let upstream = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(String::from))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(daemon) = tokio::net::UnixStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (dr, dw) = daemon.into_split();
+                tokio::spawn(Wedge::pipe(cr, dw, watch.clone()));
+                tokio::spawn(Wedge::pipe(dr, cw, watch.clone()));
+            }
+        });
+        Wedge {
+            path,
+            frozen,
+            _dir: dir,
+        }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::unix::OwnedReadHalf,
+        mut to: tokio::net::unix::OwnedWriteHalf,
+        mut frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Frozen: nothing moves until thawed, like a daemon that hangs.
+            if frozen.wait_for(|f| !*f).await.is_err() {
+                return;
+            }
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if frozen.wait_for(|f| !*f).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        let _ = self.frozen.send(frozen);
+    }
+}
+
+/// Issue 16 (a wedged daemon is a normal failure, not a hang): the daemon
+/// stops answering while a step runs. The step fails within seconds
+/// saying "Docker daemon not answering", the backend reports itself
+/// unhealthy, and once the daemon answers again a probe clears that.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_that_stops_answering_fails_the_step_instead_of_hanging() {
+    let d = docker().await;
+    let wedge = Wedge::start();
+    let client = bollard::Docker::connect_with_unix(
+        wedge.path.to_str().expect("utf-8 path"),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .expect("a client of the proxy");
+    let backend = Arc::new(
+        DockerBackend::with_client(client, Duration::from_secs(1), Duration::from_secs(2))
+            .await
+            .expect("connect through the proxy"),
+    );
+    use slipway_runner::Backend;
+    assert_eq!(backend.health(), Ok(()));
+    let p = pipeline(
+        "steps:
+  slow:
+    image: BUSYBOX
+    timeout: 10m
+    commands: ['echo started', 'sleep 600']
+  after:
+    image: BUSYBOX
+    needs: [slow]
+    commands: ['echo never']
+",
+    );
+    let opts = options(Workspace::Empty);
+    let run_id = opts.run_id.clone();
+    let (tx, mut rx) = mpsc::channel(256);
+    let collect = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(e) = rx.recv().await {
+            all.push(e);
+        }
+        all
+    });
+    let run = {
+        let backend = backend.clone();
+        tokio::spawn(async move { execute(backend, &p, opts, tx, CancellationToken::new()).await })
+    };
+    let container = format!("slipway-{run_id}-slow-1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) = d.inspect_container(&container, None).await
+            && c.state.and_then(|s| s.running) == Some(true)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wedge.freeze(true);
+    let frozen_at = std::time::Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the run ends instead of hanging")
+        .unwrap()
+        .expect("run");
+    let took = frozen_at.elapsed();
+    let events = collect.await.unwrap();
+    let log: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Log { step, line, .. } if step == "slow" => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(report.status, RunStatus::Failed, "{log:?}");
+    assert_eq!(
+        report
+            .steps
+            .iter()
+            .find(|s| s.name == "slow")
+            .map(|s| &s.status),
+        Some(&StepStatus::Failed)
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Docker daemon not answering")),
+        "{log:?}"
+    );
+    assert!(took < Duration::from_secs(45), "it took {took:?}");
+    let health = backend.health().expect_err("unhealthy while frozen");
+    assert!(health.contains("Docker daemon not answering"), "{health}");
+
+    wedge.freeze(false);
+    assert_eq!(backend.probe().await, Ok(()));
+    assert_eq!(backend.health(), Ok(()));
+    // The teardown could not reach the daemon: it is done now, once the
+    // calls held while frozen have drained (a removal still in progress
+    // keeps the network busy for a moment).
+    let mut tries = 0;
+    while let Err(e) = backend.teardown_run(&run_id).await {
+        tries += 1;
+        assert!(tries < 20, "teardown: {e}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(leftovers(&d, &run_id).await, Vec::<String>::new());
+}

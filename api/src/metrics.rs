@@ -18,9 +18,28 @@ pub struct Metrics {
     step_count: AtomicU64,
     /// Sum of step durations, in milliseconds.
     step_sum_ms: AtomicU64,
+    /// Why the Docker daemon is not answering, as the last probe found.
+    docker_not_answering: Mutex<Option<String>>,
 }
 
 impl Metrics {
+    /// What the last probe of the Docker daemon found (`Err`: why it is
+    /// not answering).
+    pub fn set_docker(&self, health: Result<(), String>) {
+        *self
+            .docker_not_answering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = health.err();
+    }
+
+    /// Why the Docker daemon is not answering, if it is not.
+    pub fn docker(&self) -> Option<String> {
+        self.docker_not_answering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn webhook(&self, outcome: &'static str) {
         *self
             .webhooks
@@ -72,6 +91,11 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP slipway_runs_running Runs in progress.\n# TYPE slipway_runs_running gauge\nslipway_runs_running {running}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP slipway_docker_healthy Whether the Docker daemon answered its last probe in time.\n# TYPE slipway_docker_healthy gauge\nslipway_docker_healthy {}",
+            u8::from(self.docker().is_none())
         );
         out.push_str("# HELP slipway_step_duration_seconds How long steps took.\n# TYPE slipway_step_duration_seconds histogram\n");
         for (i, bound) in BUCKETS.iter().enumerate() {

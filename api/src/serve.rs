@@ -169,6 +169,30 @@ pub async fn start<B: Backend>(
             followers
         },
     });
+    {
+        // The daemon's health, asked every few seconds: what /healthz and
+        // the metrics say, and what lets the executor take runs again.
+        let (backend, metrics, queued, stop) = (
+            executor.backend.clone(),
+            metrics.clone(),
+            queued.clone(),
+            accepting.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let health = backend.probe().await;
+                let back = health.is_ok() && metrics.docker().is_some();
+                metrics.set_docker(health);
+                if back {
+                    queued.notify_one();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let interrupted = executor.reconcile().await?;
     if let Some(previews) = &previews
         && let Err(e) = previews.reconcile().await

@@ -142,6 +142,10 @@ pub enum BackendError {
         registry: String,
         message: String,
     },
+    /// A call got no answer within the daemon deadline: the daemon is
+    /// wedged or overloaded. The step (or run) fails instead of waiting.
+    #[error("Docker daemon not answering: no answer to `{action}` within the daemon deadline")]
+    NotAnswering { action: String },
     #[error("{0}")]
     Other(String),
 }
@@ -206,4 +210,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Removes every container, network, volume and built image of the run.
     fn teardown_run(&self, run_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Whether the daemon answered its last calls in time (`Err`: why
+    /// not). A server takes no new run while it does not.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Asks the daemon now, within its deadline; the answer becomes
+    /// [`Backend::health`].
+    fn probe(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }

@@ -61,7 +61,12 @@ static IMAGE_NAMES: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock
 
 #[derive(Debug, Clone)]
 pub struct DockerBackend {
+    /// For calls a healthy daemon answers at once: the daemon deadline.
     docker: Docker,
+    /// For transfers: workspace copies, pulls, builds, pushes.
+    bulk: Docker,
+    /// How long a control call may go unanswered.
+    deadline: Duration,
     /// Time a stopped container gets between SIGTERM and SIGKILL.
     grace: Duration,
     /// `<host>:<pid>`, so another process can tell whether we are still alive.
@@ -79,9 +84,58 @@ fn built_image_name(run_id: &str, step: &str) -> String {
     format!("{BUILT_PREFIX}{run_id}/{step}:build")
 }
 
+/// Calls that answer at once on a healthy daemon (inspect, create, start,
+/// remove, list, ping) get this long, unless the backend is made with
+/// another deadline; transfers (workspace copies, pulls, builds, pushes)
+/// keep bollard's two minutes to the first byte of the answer.
+pub const DEFAULT_DAEMON_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How often a running step's wait checks that the daemon still answers.
+const LIVENESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Sleeps until `at`, or for ever when there is no `at`.
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The two minutes bollard gives any call by default: for transfers.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Whether the daemon answers: `Some(why)` from the moment a call went
+/// unanswered past its deadline until a ping is answered again. One per
+/// process, as one process talks to one daemon (as with `IMAGE_NAMES`).
+static NOT_ANSWERING: LazyLock<std::sync::Mutex<Option<String>>> =
+    LazyLock::new(|| std::sync::Mutex::new(None));
+
+fn set_not_answering(why: Option<String>) {
+    let mut state = NOT_ANSWERING.lock().unwrap_or_else(|p| p.into_inner());
+    if why.is_some() && state.is_none() {
+        warn!(
+            reason = why.as_deref().unwrap_or_default(),
+            "the Docker daemon is not answering"
+        );
+    }
+    if why.is_none() && state.is_some() {
+        tracing::info!("the Docker daemon answers again");
+    }
+    *state = why;
+}
+
 fn docker_err(action: impl Into<String>) -> impl FnOnce(DockerError) -> BackendError {
     let action = action.into();
-    move |source| BackendError::Docker { action, source }
+    move |source| match source {
+        DockerError::RequestTimeoutError => not_answering(action),
+        source => BackendError::Docker { action, source },
+    }
+}
+
+/// A call that got no answer in time; the daemon is marked unhealthy.
+fn not_answering(action: String) -> BackendError {
+    set_not_answering(Some(format!("no answer to `{action}` in time")));
+    BackendError::NotAnswering { action }
 }
 
 fn is_status(e: &DockerError, code: u16) -> bool {
@@ -112,11 +166,25 @@ impl DockerBackend {
     /// than the client.
     pub async fn connect(grace: Duration) -> Result<DockerBackend, BackendError> {
         let docker = Docker::connect_with_local_defaults().map_err(BackendError::Connect)?;
+        DockerBackend::with_client(docker, grace, DEFAULT_DAEMON_DEADLINE).await
+    }
+
+    /// A backend over `docker` (any transport bollard speaks), whose
+    /// control calls fail with [`BackendError::NotAnswering`] after
+    /// `deadline`.
+    pub async fn with_client(
+        docker: Docker,
+        grace: Duration,
+        deadline: Duration,
+    ) -> Result<DockerBackend, BackendError> {
+        let deadline = deadline.max(Duration::from_secs(1));
         let docker = docker
+            .with_timeout(deadline)
             .negotiate_version()
             .await
             .map_err(BackendError::Connect)?;
         docker.ping().await.map_err(BackendError::Connect)?;
+        let bulk = docker.clone().with_timeout(TRANSFER_DEADLINE.max(deadline));
         let host_cpus = match docker.info().await {
             Ok(info) => info.ncpu.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
             Err(e) => {
@@ -126,6 +194,8 @@ impl DockerBackend {
         };
         Ok(DockerBackend {
             docker,
+            bulk,
+            deadline,
             grace,
             owner: format!("{}:{}", hostname(), std::process::id()),
             host_cpus,
@@ -262,7 +332,7 @@ impl DockerBackend {
             .path(WORKSPACE_DIR)
             .build();
         let upload = self
-            .docker
+            .bulk
             .upload_to_container(&helper, Some(opts), bollard::body_try_stream(stream))
             .await;
         let packed = packer
@@ -452,6 +522,29 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 impl Backend for DockerBackend {
+    fn health(&self) -> Result<(), String> {
+        match NOT_ANSWERING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(why) => Err(format!("Docker daemon not answering: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        match self.docker.ping().await {
+            Ok(_) => {
+                set_not_answering(None);
+                Ok(())
+            }
+            Err(DockerError::RequestTimeoutError) => Err(not_answering("ping".into()).to_string()),
+            // Refused or gone is not "wedged": the next call says so itself.
+            Err(e) => Err(format!("Docker daemon: {e}")),
+        }
+    }
+
     async fn prepare_image(
         &self,
         image: &str,
@@ -465,7 +558,7 @@ impl Backend for DockerBackend {
         let opts = CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
-        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let mut stream = self.bulk.create_image(Some(opts), None, None);
         // Only changes of a layer's status are reported, not every byte count.
         let mut last: HashMap<String, String> = HashMap::new();
         while let Some(item) = stream.next().await {
@@ -719,6 +812,13 @@ impl DockerBackend {
         };
         let wait = async {
             let mut stopped = false;
+            // Once stopped, the container has its grace period, and the
+            // daemon its deadline, to say so; a wedged daemon never would.
+            let mut stop_by: Option<tokio::time::Instant> = None;
+            // The wait is one long answer, which no deadline covers: a
+            // ping now and then tells a long step from a daemon that died.
+            let mut liveness = tokio::time::interval(LIVENESS_EVERY);
+            liveness.tick().await;
             let mut waiter = self.docker.wait_container(name, None);
             loop {
                 tokio::select! {
@@ -733,12 +833,29 @@ impl DockerBackend {
                     }
                     _ = stop.cancelled(), if !stopped => {
                         stopped = true;
+                        stop_by = Some(tokio::time::Instant::now() + self.grace + self.deadline);
                         let t = i32::try_from(self.grace.as_secs()).unwrap_or(i32::MAX);
                         let opts = StopContainerOptionsBuilder::default().t(t).build();
-                        if let Err(e) = self.docker.stop_container(name, Some(opts)).await
-                            && !is_status(&e, 304) && !is_status(&e, 404)
-                        {
-                            warn!(container = name, error = %e, "cannot stop container");
+                        // Docker answers a stop once the container is gone:
+                        // the grace period on top of the deadline.
+                        let stopper = self.docker.clone().with_timeout(self.grace + self.deadline);
+                        match stopper.stop_container(name, Some(opts)).await {
+                            Ok(()) => {}
+                            Err(DockerError::RequestTimeoutError) => {
+                                return Err(not_answering(format!("stop container {name}")));
+                            }
+                            Err(e) if !is_status(&e, 304) && !is_status(&e, 404) => {
+                                warn!(container = name, error = %e, "cannot stop container");
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    _ = sleep_until_or_never(stop_by) => {
+                        return Err(not_answering(format!("wait for container {name} to stop")));
+                    }
+                    _ = liveness.tick() => {
+                        if let Err(DockerError::RequestTimeoutError) = self.docker.ping().await {
+                            return Err(not_answering(format!("ping, while container {name} runs")));
                         }
                     }
                 }

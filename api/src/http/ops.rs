@@ -6,8 +6,17 @@ use axum::response::IntoResponse;
 
 use crate::http::{ApiError, AppState};
 
-pub(super) async fn healthz() -> &'static str {
-    "ok"
+/// `ok`, or 503 with the reason while the Docker daemon does not answer
+/// (the server then takes no new run).
+pub(super) async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    match state.metrics.docker() {
+        None => "ok".into_response(),
+        Some(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// The API's OpenAPI document, kept beside the code and checked against the
@@ -34,6 +43,37 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
+
+    /// A daemon that stops answering makes the server unhealthy, saying
+    /// why, in /healthz and the metrics; answering again makes it healthy.
+    #[tokio::test]
+    async fn healthz_and_metrics_say_when_the_docker_daemon_does_not_answer() {
+        let (state, dir) = test_state("");
+        let get = |path: &'static str| {
+            let state = state.clone();
+            async move {
+                let req = Request::get(path).body(Body::empty()).unwrap();
+                let resp = app(state).oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        assert_eq!(get("/healthz").await, (StatusCode::OK, "ok".into()));
+        state.metrics.set_docker(Err(
+            "Docker daemon not answering: no answer to `ping` in time".into(),
+        ));
+        let (status, body) = get("/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("no answer to `ping`"), "{body}");
+        let rendered = state.metrics.render(0, 0);
+        assert!(rendered.contains("slipway_docker_healthy 0"), "{rendered}");
+        state.metrics.set_docker(Ok(()));
+        assert_eq!(get("/healthz").await.0, StatusCode::OK);
+        assert!(state.metrics.render(0, 0).contains("slipway_docker_healthy 1"));
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
     use tower::ServiceExt;
 
     fn state() -> (AppState, std::path::PathBuf) {

@@ -147,6 +147,16 @@ impl<B: Backend> Executor<B> {
     pub async fn run(self: Arc<Self>) {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_runs));
         loop {
+            // A daemon that does not answer would hang each new run's first
+            // call; queued runs wait until it answers again.
+            if let Err(why) = self.backend.health() {
+                warn!(reason = %why, "taking no new run");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    _ = self.shutdown.cancelled() => return,
+                }
+                continue;
+            }
             let queued = self.store.queued().unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the queue");
                 Vec::new()

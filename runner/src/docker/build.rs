@@ -259,7 +259,7 @@ impl DockerBackend {
             let opts = DownloadFromContainerOptionsBuilder::default()
                 .path(&source)
                 .build();
-            let mut stream = self.docker.download_from_container(helper, Some(opts));
+            let mut stream = self.bulk.download_from_container(helper, Some(opts));
             let first = match stream.next().await {
                 None => continue,
                 Some(Err(e)) if is_status(&e, 404) => {
@@ -322,7 +322,7 @@ impl DockerBackend {
             .path(WORKSPACE_DIR)
             .build();
         let result = self
-            .docker
+            .bulk
             .upload_to_container(&helper, Some(opts), bollard::body_try_stream(stream))
             .await
             .map_err(docker_err("unpack into the workspace"));
@@ -552,7 +552,7 @@ impl DockerBackend {
                     .from_image(image)
                     .build();
                 let creds = docker_credentials(&build.credentials, registry_of(image));
-                let mut pull = self.docker.create_image(Some(opts), None, creds);
+                let mut pull = self.bulk.create_image(Some(opts), None, creds);
                 while let Some(item) = pull.next().await {
                     if item.is_err() {
                         let _ = log
@@ -573,7 +573,7 @@ impl DockerBackend {
             .map_err(|e| fail(format!("cannot read the packed context: {e}")))?;
         let body =
             bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
-        let mut stream = self.docker.build_image(
+        let mut stream = self.bulk.build_image(
             opts.build(),
             (!creds.is_empty()).then_some(creds),
             Some(body),
@@ -662,7 +662,7 @@ impl DockerBackend {
         let _ = log.send(format!("pushing {image}")).await;
         let opts = PushImageOptionsBuilder::default().tag(tag).build();
         let creds = docker_credentials(credentials, &registry);
-        let mut stream = self.docker.push_image(repo, Some(opts), creds);
+        let mut stream = self.bulk.push_image(repo, Some(opts), creds);
         let mut digest = None;
         let mut last: HashMap<String, String> = HashMap::new();
         while let Some(item) = stream.next().await {

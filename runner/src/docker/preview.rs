@@ -77,7 +77,7 @@ impl DockerBackend {
             let opts = CreateImageOptionsBuilder::default()
                 .from_image(&spec.image)
                 .build();
-            let mut pull = self.docker.create_image(Some(opts), None, creds);
+            let mut pull = self.bulk.create_image(Some(opts), None, creds);
             while let Some(item) = pull.next().await {
                 item.map_err(|e| BackendError::ImagePull {
                     image: spec.image.clone(),
