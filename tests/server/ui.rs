@@ -1306,3 +1306,243 @@ async fn the_secrets_page_sets_a_secret_it_never_shows_and_removes_it() {
     browser.close().await;
     server.shutdown.cancel();
 }
+
+/// Issue 15, an admin's view of the Secrets page: server-wide secrets and
+/// every repository's, those of the config file listed but not removable;
+/// a secret set through the form for a repository's environment shows who
+/// set it and never its value; the API's refusals (a value too short, a
+/// name the config file defines) are shown; the list narrows to one
+/// repository at `#/secrets/owner/name`; Remove removes. A writer who
+/// maintains nothing is not offered the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_sets_an_environment_secret_from_the_secrets_page_and_removes_it() {
+    let repo_dir = TempDir::new("origin-ui-secrets-admin");
+    let (bare, _) = git_repo(&repo_dir, "master", &[(".slipway.yml", "steps: {}\n")]);
+    const ADMIN: &str = "admin-token-0123456789";
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!(
+            "[repos.secrets]\nNPM_TOKEN = \"npm-config-value\"\n\
+             [[repos.environments]]\nname = \"staging\"\nimage = \"registry.invalid/acme/web\"\ntag = \"staging\"\nauto = true\n\
+             [[secrets]]\nname = \"SHARED_TOKEN\"\nvalue = \"shared-config-value\"\n\
+             {TOKENS}[[tokens]]\nuser = \"ada\"\ntoken = \"{ADMIN}\"\nscope = \"admin\"\n"
+        ),
+    )
+    .await;
+    let value = "ui-admin-s3cret-4b2d";
+    let row = format!("tr[data-secret='{REPO}:staging/DEPLOY_KEY']");
+    let server_row = "tr[data-secret='server/SHARED_TOKEN']";
+    let config_row = format!("tr[data-secret='{REPO}/NPM_TOKEN']");
+
+    let browser = Browser::start(1280, 900).await;
+    // wendy writes but maintains nothing: no menu entry, and the page
+    // says why instead of offering a form that could only be refused.
+    browser.sign_in(&server.url(), WRITER).await;
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('nav-secrets').hidden",
+                vec![]
+            )
+            .await,
+        json!(true)
+    );
+    browser.goto(&format!("{}/#/secrets", server.url())).await;
+    browser
+        .wait(
+            "the page to say the token manages nothing",
+            10,
+            "return document.getElementById('no-secret-rights') && !document.getElementById('secret-form')",
+        )
+        .await;
+
+    browser.sign_out().await;
+    browser.sign_in(&server.url(), ADMIN).await;
+    browser.click("#nav-secrets").await;
+    browser
+        .wait(
+            "the config file's secrets",
+            10,
+            &format!(
+                "return document.querySelector(\"{server_row}\") && document.querySelector(\"{config_row}\")"
+            ),
+        )
+        .await;
+    let config_text = browser
+        .wait_text(
+            "the config file's row",
+            10,
+            &format!("return document.querySelector(\"{server_row}\").innerText"),
+        )
+        .await;
+    assert!(config_text.contains("config file"), "{config_text}");
+    assert_eq!(
+        browser
+            .js(
+                &format!(
+                    "return [...document.querySelectorAll(\"{server_row} button, {config_row} button\")].length"
+                ),
+                vec![]
+            )
+            .await,
+        json!(0),
+        "the config file's secrets cannot be removed here"
+    );
+    // An admin may set server-wide secrets, which have no environment.
+    assert_eq!(
+        browser
+            .js(
+                "const r = document.getElementById('secret-repo'); return [r.value, r.options[0].textContent, document.getElementById('secret-environment').disabled]",
+                vec![]
+            )
+            .await,
+        json!(["", "server-wide (every repository)", true])
+    );
+    assert_eq!(
+        browser
+            .js(
+                "const v = document.getElementById('secret-value'); return [v.type, v.getAttribute('autocomplete')]",
+                vec![]
+            )
+            .await,
+        json!(["password", "off"])
+    );
+
+    // The repository, then its environment, as a user picks them.
+    browser
+        .click(&format!("#secret-repo option[value='{REPO}']"))
+        .await;
+    browser
+        .wait(
+            "the repository's environments",
+            5,
+            "const e = document.getElementById('secret-environment'); return !e.disabled && [...e.options].some(o => o.value === 'staging')",
+        )
+        .await;
+    browser
+        .click("#secret-environment option[value='staging']")
+        .await;
+    browser.type_into("#secret-name", "DEPLOY_KEY").await;
+    browser.type_into("#secret-value", "ab1").await;
+    browser.click("#secret-save").await;
+    let refusal = browser
+        .wait_text(
+            "the refusal of a short value",
+            10,
+            "const e = document.querySelector('#secret-error[role=alert]'); return !e.hidden && e.textContent",
+        )
+        .await;
+    assert!(refusal.contains("shorter than 4"), "{refusal}");
+    assert!(server.store.secrets().unwrap().is_empty());
+
+    browser
+        .js("document.getElementById('secret-value').value = ''", vec![])
+        .await;
+    browser.type_into("#secret-value", value).await;
+    browser.type_into("#secret-events", "deploy").await;
+    browser.click("#secret-save").await;
+    let text = browser
+        .wait_text(
+            "the secret's row",
+            10,
+            &format!("return document.querySelector(\"{row}\")?.innerText"),
+        )
+        .await;
+    assert!(text.contains("DEPLOY_KEY"), "{text}");
+    assert!(text.contains("by ada"), "{text}");
+    assert!(text.contains("events: deploy"), "{text}");
+    assert!(text.contains("API"), "{text}");
+    assert_eq!(
+        browser
+            .js(
+                "return [document.getElementById('secret-value').value, document.getElementById('secret-error').hidden]",
+                vec![]
+            )
+            .await,
+        json!(["", true]),
+        "the value leaves the form once sent; the old refusal goes"
+    );
+    let page = browser
+        .js(
+            "return document.documentElement.outerHTML + location.href + JSON.stringify(sessionStorage) + JSON.stringify(localStorage)",
+            vec![],
+        )
+        .await;
+    assert!(
+        !page.to_string().contains(value),
+        "the page holds the value"
+    );
+    let (status, list) = server.api("GET", "/api/v1/secrets", ADMIN, "").await;
+    assert_eq!(status, 200, "{list}");
+    let set = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "DEPLOY_KEY")
+        .unwrap_or_else(|| panic!("no DEPLOY_KEY in {list}"));
+    assert_eq!(set["scope"], format!("{REPO}:staging"), "{set}");
+    assert_eq!(set["set_by"], "ada", "{set}");
+    assert_eq!(set["source"], "api", "{set}");
+    assert_eq!(set["events"], json!(["deploy"]), "{set}");
+    assert!(!list.to_string().contains(value));
+    browser.inspect("secrets-admin").await;
+
+    // A name the config file defines for the repository: the API's 409.
+    browser.click("#secret-environment option[value='']").await;
+    browser
+        .js("document.getElementById('secret-name').value = ''", vec![])
+        .await;
+    browser.type_into("#secret-name", "NPM_TOKEN").await;
+    browser.type_into("#secret-value", "another-value").await;
+    browser.click("#secret-save").await;
+    let refusal = browser
+        .wait_text(
+            "the refusal of a config file's name",
+            10,
+            "const e = document.getElementById('secret-error'); return !e.hidden && e.textContent",
+        )
+        .await;
+    assert!(refusal.contains("config file"), "{refusal}");
+    assert_eq!(server.store.secrets().unwrap().len(), 1);
+
+    // One repository's secrets: the server-wide one is not among them.
+    browser
+        .click(&format!("#secrets-show option[value='{REPO}']"))
+        .await;
+    browser
+        .wait(
+            "the list of the repository's secrets",
+            10,
+            &format!(
+                "return location.hash === '#/secrets/{REPO}' && document.querySelector(\"{row}\") && !document.querySelector(\"{server_row}\")"
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js(
+                "return [document.getElementById('secret-repo').value, document.getElementById('secrets-show').value]",
+                vec![]
+            )
+            .await,
+        json!([REPO, REPO]),
+        "the form sets the shown repository's secrets"
+    );
+
+    // Remove: the first click only arms the button.
+    browser.click(&format!("{row} button")).await;
+    assert_eq!(server.store.secrets().unwrap().len(), 1);
+    browser.click(&format!("{row} button")).await;
+    browser
+        .wait(
+            "the row to go",
+            10,
+            &format!(
+                "return !document.querySelector(\"{row}\") && document.querySelector(\"{config_row}\")"
+            ),
+        )
+        .await;
+    assert!(server.store.secrets().unwrap().is_empty());
+    browser.close().await;
+    server.shutdown.cancel();
+}

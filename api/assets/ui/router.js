@@ -8,6 +8,7 @@ import { previewsPage } from "./pages/previews.js";
 import { runsPage } from "./pages/runs.js";
 import { secretsPage } from "./pages/secrets.js";
 import { signInPage } from "./pages/sign-in.js";
+import { managesSecrets } from "./secret-form.js";
 
 let current = null; // { key, cleanup, update }
 
@@ -55,7 +56,7 @@ export async function route(why) {
   const me = session.me;
   document.getElementById("who-name").textContent = `${me.user} (${me.scope})`;
   // Only those who may set secrets see the page in the menu.
-  document.getElementById("nav-secrets").hidden = !(me.scope === "admin" || (me.maintains || []).length);
+  document.getElementById("nav-secrets").hidden = !managesSecrets(me);
   const { parts, query } = parseHash(location.hash);
   const section = parts[0] || "runs";
   for (const a of document.querySelectorAll("[data-nav]")) {
