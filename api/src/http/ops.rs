@@ -70,7 +70,12 @@ mod tests {
         assert!(rendered.contains("slipway_docker_healthy 0"), "{rendered}");
         state.metrics.set_docker(Ok(()));
         assert_eq!(get("/healthz").await.0, StatusCode::OK);
-        assert!(state.metrics.render(0, 0).contains("slipway_docker_healthy 1"));
+        assert!(
+            state
+                .metrics
+                .render(0, 0)
+                .contains("slipway_docker_healthy 1")
+        );
         drop(state);
         std::fs::remove_dir_all(dir).unwrap();
     }
