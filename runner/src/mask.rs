@@ -27,6 +27,13 @@ pub fn check_secret_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The shortest part of a longer base64 text that is masked as a value's
+/// encoding. The unpadded base64 of a value of `MIN_SECRET_LEN` bytes is
+/// already this long and masked, so the floor adds no new kind of chance
+/// match; a higher one (8) would let `base64("user:" + value)` show 36 of
+/// the 40 bits of a 5-byte value.
+const MIN_CORE_LEN: usize = 6;
+
 /// How tools commonly print a value other than as itself: base64
 /// (standard and URL-safe, with and without padding) and hex. Inside a
 /// longer base64 text (`base64("user:" + value)`, a Docker auth) the value
@@ -51,7 +58,7 @@ fn encodings(value: &[u8]) -> Vec<String> {
         // ones (they hold filler bits), not a last partial one.
         let start = (8 * k).div_ceil(6);
         let end = (8 * shifted.len()) / 6;
-        if end > start && end - start >= 6 {
+        if end > start && end - start >= MIN_CORE_LEN {
             let core = &encoded[start..end];
             out.push(core.to_string());
             out.push(core.replace('+', "-").replace('/', "_"));
@@ -79,7 +86,9 @@ impl Masker {
             );
             needles.extend(encodings(value.as_bytes()));
         }
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        // Longest first; equal needles (a URL-safe form with no `+` or `/`
+        // is the standard one) sort next to each other so dedup drops them.
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
         Masker { needles }
     }
@@ -208,30 +217,72 @@ mod tests {
         );
     }
 
+    /// The characters of `encoded` (the base64 of `prefix_len` bytes, the
+    /// value's `value_len` bytes, then anything) whose bits all come from
+    /// the value: worked out from the prefix, not from the masker's filler.
+    fn value_only(encoded: &str, prefix_len: usize, value_len: usize) -> &str {
+        &encoded[(8 * prefix_len).div_ceil(6)..(8 * (prefix_len + value_len)) / 6]
+    }
+
+    /// Whether any `width` characters in a row of `span` show in `text`.
+    fn shows_part_of(text: &str, span: &str, width: usize) -> bool {
+        span.as_bytes()
+            .windows(width)
+            .filter_map(|w| std::str::from_utf8(w).ok())
+            .any(|w| text.contains(w))
+    }
+
     /// A value printed as base64 alone, or inside a longer base64 text at
     /// any of the three byte alignments (as in `base64("user:" + value)`),
-    /// URL-safe, or hex, is masked.
+    /// standard or URL-safe, padded or not, or hex, is masked: nothing a
+    /// reader could decode the value from is left, only the edge
+    /// characters that mix the value's bits with its neighbours'.
     #[test]
     fn encodings_of_a_value_are_masked_at_every_alignment() {
         use base64::Engine;
-        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+        // `?`, `>` and `~` give `/` and `+` in base64 at two of the three
+        // alignments, so the URL-safe alphabet differs there.
         let value = "p4ss?w0rd>>value~42";
         let m = Masker::new([value]);
-        let mut printed = vec![STANDARD.encode(value), URL_SAFE.encode(value)];
-        for prefix in ["", "u:", "ci:", "user:", "x"] {
-            printed.push(STANDARD.encode(format!("{prefix}{value}")));
-            printed.push(STANDARD.encode(format!("{prefix}{value}\n")));
-            printed.push(URL_SAFE.encode(format!("{prefix}{value}--tail")));
+        let mut checked = std::collections::HashSet::new();
+        for prefix in ["", "x", "x:", "u:", "xy:", "ci:", "bot:", "user:"] {
+            checked.insert(prefix.len() % 3);
+            for suffix in ["", "\n", "--tail"] {
+                let raw = format!("{prefix}{value}{suffix}");
+                for encoded in [
+                    STANDARD.encode(&raw),
+                    STANDARD_NO_PAD.encode(&raw),
+                    URL_SAFE.encode(&raw),
+                ] {
+                    let line = format!("auth: {encoded} end");
+                    let masked = m.mask(&line);
+                    let span = value_only(&encoded, prefix.len(), value.len());
+                    assert!(masked.contains(MASK), "{line} -> {masked}");
+                    assert!(!shows_part_of(&masked, span, 6), "{line} -> {masked}");
+                }
+            }
         }
-        printed.push(value.bytes().map(|b| format!("{b:02x}")).collect());
-        for p in printed {
-            let line = format!("auth: {p} end");
-            let masked = m.mask(&line);
-            assert!(masked.contains(MASK), "{line} -> {masked}");
-            // What is left of the encoding is at most the edges, which
-            // hold filler bits: never the value's middle.
-            let middle = &STANDARD.encode(value)[4..16];
-            assert!(!masked.contains(middle), "{line} -> {masked}");
+        assert_eq!(checked.len(), 3, "every alignment");
+        let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(m.mask(&format!("x={hex};")), "x=********;");
+        assert_eq!(m.mask(&format!("x={};", hex.to_uppercase())), "x=********;");
+    }
+
+    /// The shortest values still have their whole base64 masked, and from
+    /// 5 bytes on their part inside a longer base64 text at every alignment.
+    #[test]
+    fn short_values_encodings_are_masked() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let m = Masker::new(["k3y!", "t0k3n"]);
+        assert_eq!(m.mask(&STANDARD.encode("k3y!")), MASK);
+        assert_eq!(m.mask(&STANDARD_NO_PAD.encode("k3y!")), MASK);
+        for prefix in ["", "a", "ab"] {
+            let encoded = STANDARD.encode(format!("{prefix}t0k3n and more"));
+            let masked = m.mask(&encoded);
+            let span = value_only(&encoded, prefix.len(), 5);
+            assert!(!masked.contains(span), "{prefix}: {encoded} -> {masked}");
         }
     }
 

@@ -160,7 +160,7 @@ pub async fn execute<B: Backend>(
             }
         })
     };
-    let mut report = run(backend, pipeline, &plan, options, inner, cancel)
+    let mut report = run(backend, pipeline, &plan, options, &masker, inner, cancel)
         .instrument(span)
         .await;
     // `run` has dropped its senders: the forwarder ends once it has
@@ -197,7 +197,16 @@ fn masked(masker: &Masker, event: RunEvent) -> RunEvent {
             step,
             image: mask(image),
         },
-        other => other,
+        // Names of steps and services come from the pipeline file, not
+        // from anything run, and consumers key logs and states by them:
+        // masking one that happened to contain a value would break that.
+        // Listed rather than `_` so a new text field must be decided on.
+        e @ (RunEvent::RunStarted { .. }
+        | RunEvent::ServiceStarted { .. }
+        | RunEvent::StepStarted { .. }
+        | RunEvent::StepFinished { .. }
+        | RunEvent::StepSettled { .. }
+        | RunEvent::RunFinished { .. }) => e,
     }
 }
 
@@ -206,6 +215,7 @@ async fn run<B: Backend>(
     pipeline: &Pipeline,
     plan: &Plan,
     options: RunOptions,
+    masker: &Masker,
     events: mpsc::Sender<RunEvent>,
     cancel: CancellationToken,
 ) -> RunReport {
@@ -232,7 +242,7 @@ async fn run<B: Backend>(
         backend: backend.clone(),
         run: spec,
         events: events.clone(),
-        masker: Masker::new(options.secrets.values().map(String::as_str)),
+        masker: masker.clone(),
         files: options.files.clone(),
         cache_scope: options.cache_scope.clone(),
         built: Mutex::new(HashMap::new()),
@@ -509,6 +519,77 @@ mod tests {
     use slipway_engine::SkipReason;
 
     const FOUR: &str = "steps:\n  a: {image: i, commands: [x]}\n  b: {image: i, commands: [x]}\n  c: {image: i, commands: [x]}\n  d: {image: i, commands: [x]}\n";
+
+    /// Issue 15: what Slipway itself says passes the run's masker too, not
+    /// only step output: a pull's progress, a registry's refusal quoting an
+    /// auth header (base64 of `user:value`) and a skip reason, both written
+    /// into a step's log. (The run's error event and report: setup.rs.)
+    /// Every event is delivered, in order, before `execute` returns.
+    #[tokio::test(start_paused = true)]
+    async fn everything_the_run_says_is_masked_and_delivered_before_the_report() {
+        use base64::Engine;
+        let secret = "s3cret-t0ken-value";
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("ci:{secret}"));
+        let src = format!(
+            "steps:\n  a: {{image: reg.example/{secret}, commands: [x]}}\n  b: {{image: i, commands: [x], secrets: [TOKEN]}}\n"
+        );
+        let fake = FakeBackend::new();
+        fake.missing_image(
+            &format!("reg.example/{secret}"),
+            &format!("401: Authorization: Basic {auth} refused"),
+        );
+        let mut opts = options(1);
+        opts.secrets.insert("TOKEN".into(), secret.into());
+        opts.skip
+            .push(("b".into(), format!("token {secret} is revoked")));
+        let (tx, mut rx) = mpsc::channel(1024);
+        let report = execute(
+            fake.clone(),
+            &pipeline(&src),
+            opts,
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+        let mut events = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(e) => events.push(e),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    panic!("execute returned before its events were delivered: {events:?}")
+                }
+            }
+        }
+        assert!(
+            matches!(events.last(), Some(RunEvent::RunFinished { .. })),
+            "in order, the end last: {events:?}"
+        );
+        let all = format!("{events:?} {:?}", report.error);
+        assert!(!all.contains(secret), "{all}");
+        assert!(!all.contains(&auth[4..auth.len() - 4]), "{all}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, RunEvent::ImagePull { status, .. }
+                if status == "pulling reg.example/********")),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(
+                |e| matches!(e, RunEvent::Log { step, stream: LogStream::System, line }
+                if step == "b" && line == "skipped: token ******** is revoked")
+            ),
+            "{events:?}"
+        );
+        // `Y2k6` is `ci:`, which holds no bit of the value.
+        assert!(
+            events.iter().any(|e| matches!(e, RunEvent::Log { step, stream: LogStream::System, line }
+                if step == "a" && line == "cannot pull image `reg.example/********`: 401: Authorization: Basic Y2k6******** refused")),
+            "{events:?}"
+        );
+    }
     #[tokio::test(start_paused = true)]
     async fn runs_at_most_jobs_steps_at_once() {
         let fake = FakeBackend::new();
