@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use slipway_engine::{Pipeline, RunStatus, SkipReason, StepStatus, Trigger, parse};
 use slipway_runner::{DockerBackend, RunEvent, RunOptions, RunReport, Workspace, execute};
-use slipway_tests::{BUSYBOX, TempDir, docker, image_id, leftovers, operator_image};
+use slipway_tests::{BUSYBOX, TempDir, Wedge, docker, image_id, leftovers, operator_image};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -982,73 +982,6 @@ async fn a_step_past_the_log_cap_is_cut_with_one_line_and_still_succeeds() {
         (64 * 1024 - 200..=64 * 1024).contains(&kept),
         "{kept} bytes kept"
     );
-}
-
-/// A proxy to the real Docker socket that can be frozen: once frozen it
-/// accepts connections and forwards nothing, in either direction, as a
-/// wedged daemon does (seen: Docker 20.10 after losing shims).
-struct Wedge {
-    path: std::path::PathBuf,
-    frozen: tokio::sync::watch::Sender<bool>,
-    _dir: TempDir,
-}
-
-impl Wedge {
-    fn start() -> Wedge {
-        let dir = TempDir::new("wedge");
-        let path = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&path).expect("bind the proxy socket");
-        let (frozen, watch) = tokio::sync::watch::channel(false);
-        let upstream = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(String::from))
-            .unwrap_or_else(|| "/var/run/docker.sock".into());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(daemon) = tokio::net::UnixStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (dr, dw) = daemon.into_split();
-                tokio::spawn(Wedge::pipe(cr, dw, watch.clone()));
-                tokio::spawn(Wedge::pipe(dr, cw, watch.clone()));
-            }
-        });
-        Wedge {
-            path,
-            frozen,
-            _dir: dir,
-        }
-    }
-
-    async fn pipe(
-        mut from: tokio::net::unix::OwnedReadHalf,
-        mut to: tokio::net::unix::OwnedWriteHalf,
-        mut frozen: tokio::sync::watch::Receiver<bool>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // Frozen: nothing moves until thawed, like a daemon that hangs.
-            if frozen.wait_for(|f| !*f).await.is_err() {
-                return;
-            }
-            let n = match from.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if frozen.wait_for(|f| !*f).await.is_err() {
-                return;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn freeze(&self, frozen: bool) {
-        let _ = self.frozen.send(frozen);
-    }
 }
 
 /// Issue 16 (a wedged daemon is a normal failure, not a hang): the daemon

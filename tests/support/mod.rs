@@ -6,7 +6,8 @@
 //! - [`server`]: the server under test, in process or as the real binary,
 //!   and signed webhook deliveries (re-exported here);
 //! - [`forge`]: one fake forge API that records what the server sends it;
-//! - [`browser`]: headless Chromium over WebDriver, for the web UI.
+//! - [`browser`]: headless Chromium over WebDriver, for the web UI;
+//! - [`wedge`]: a Docker daemon that stops answering when told to.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,10 @@ use std::sync::OnceLock;
 pub mod browser;
 pub mod forge;
 pub mod server;
+pub mod wedge;
 
 pub use server::*;
+pub use wedge::Wedge;
 
 use bollard::Docker;
 use bollard::models::{ContainerSummary, Network, Volume};

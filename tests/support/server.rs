@@ -143,6 +143,25 @@ pub async fn start_in(data: TempDir, clone_url: &str, extra: &str) -> Server {
             .await
             .unwrap(),
     );
+    start_on(data, config, store, backend).await
+}
+
+/// A server on `backend` (a daemon behind a [`crate::Wedge`], say).
+pub async fn start_with_backend(clone_url: &str, extra: &str, backend: DockerBackend) -> Server {
+    let data = TempDir::new("serve");
+    let mut config =
+        Config::parse("test.toml", &format!("{}{extra}", repo_config(clone_url))).unwrap();
+    config.secrets_key = data.path().join("secrets.key");
+    let store = Store::open(&data.path().join("db")).unwrap();
+    start_on(data, config, store, Arc::new(backend)).await
+}
+
+async fn start_on(
+    data: TempDir,
+    config: Config,
+    store: Store,
+    backend: Arc<DockerBackend>,
+) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = slipway_api::serve::start(config, store.clone(), data.path(), backend, listener)
         .await
