@@ -25,7 +25,15 @@ pub struct Browser {
     pub client: Client,
     driver: Child,
     _profile: TempDir,
+    /// Held while this browser lives (dropped after `Drop` kills it).
+    _turn: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// Browsers alive at once in one test process. Eight Chromiums beside the
+/// rest of a parallel test run on two cores starved page loads: a page
+/// whose modules never ran in 30 s (its icon's request failed), seen in CI.
+static BROWSERS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(2)));
 
 fn find(program: &str, env: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
@@ -46,6 +54,11 @@ impl Browser {
     /// A fresh browser (empty profile, so no session storage carries over)
     /// with a window of `width` x `height`.
     pub async fn start(width: u32, height: u32) -> Browser {
+        let turn = BROWSERS
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -98,6 +111,7 @@ impl Browser {
             client,
             driver,
             _profile: profile,
+            _turn: turn,
         }
     }
 
