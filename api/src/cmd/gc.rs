@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use slipway_api::Store;
-use slipway_api::config::Config;
 use slipway_api::retention::{Places, Policy, sweep};
 use slipway_runner::git::Mirrors;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +16,7 @@ pub fn run(
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
     // The same config and data dir `slipway serve` would use.
-    let config = match config_path {
-        Some(path) => Config::load(path)?,
-        None if Path::new("slipway.toml").exists() => Config::load(Path::new("slipway.toml"))?,
-        None => Config::default(),
-    };
-    let data_dir = data_dir_flag
-        .or_else(|| config.data_dir.clone())
-        .unwrap_or(default_data_dir);
+    let (config, data_dir) = super::server_setup(config_path, data_dir_flag, default_data_dir)?;
     let store = Store::open(&data_dir)?;
     let mirrors = Mirrors::new(data_dir.join("mirrors"));
     let places = Places {

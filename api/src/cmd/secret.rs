@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use slipway_api::config::Config;
 use slipway_api::vault::rotate;
 
 /// Where a secret lives: `server`, or `owner/name` with an environment.
@@ -179,14 +178,7 @@ pub fn rotate_key(
     data_dir_flag: Option<PathBuf>,
     default_data_dir: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    let config = match config_path {
-        Some(path) => Config::load(path)?,
-        None if Path::new("slipway.toml").exists() => Config::load(Path::new("slipway.toml"))?,
-        None => Config::default(),
-    };
-    let data_dir = data_dir_flag
-        .or_else(|| config.data_dir.clone())
-        .unwrap_or(default_data_dir);
+    let (config, data_dir) = super::server_setup(config_path, data_dir_flag, default_data_dir)?;
     let store = slipway_api::Store::open(&data_dir)?;
     let done = rotate(&store, &config.secrets_key)?;
     println!(

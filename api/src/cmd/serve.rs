@@ -15,14 +15,7 @@ pub fn run(
     data_dir_flag: Option<PathBuf>,
     default_data_dir: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    let config = match config_path {
-        Some(path) => Config::load(path)?,
-        None if Path::new("slipway.toml").exists() => Config::load(Path::new("slipway.toml"))?,
-        None => Config::default(),
-    };
-    let data_dir = data_dir_flag
-        .or_else(|| config.data_dir.clone())
-        .unwrap_or(default_data_dir);
+    let (config, data_dir) = super::server_setup(config_path, data_dir_flag, default_data_dir)?;
     let store = Store::open(&data_dir)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(serve(config, store, data_dir))?;
