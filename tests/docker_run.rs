@@ -992,17 +992,7 @@ async fn a_step_past_the_log_cap_is_cut_with_one_line_and_still_succeeds() {
 async fn a_daemon_that_stops_answering_fails_the_step_instead_of_hanging() {
     let d = docker().await;
     let wedge = Wedge::start();
-    let client = bollard::Docker::connect_with_unix(
-        wedge.path.to_str().expect("utf-8 path"),
-        120,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .expect("a client of the proxy");
-    let backend = Arc::new(
-        DockerBackend::with_client(client, Duration::from_secs(1), Duration::from_secs(2))
-            .await
-            .expect("connect through the proxy"),
-    );
+    let backend = Arc::new(wedge.backend(Duration::from_secs(2)).await);
     use slipway_runner::Backend;
     assert_eq!(backend.health(), Ok(()));
     let p = pipeline(
