@@ -38,6 +38,19 @@ async fn set(server: &Server, token: &str, body: Value) -> (u16, Value) {
         .await
 }
 
+/// Pushes `sha` and waits for its run to end: its id and record.
+async fn pushed(
+    server: &Server,
+    sha: &str,
+    delivery: &str,
+) -> (String, slipway_api::store::RunRecord) {
+    let (status, json) = push(server, sha, delivery).await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["run"].as_str().unwrap().to_string();
+    let run = wait_done(&server.store, &id).await;
+    (id, run)
+}
+
 /// Every file under `dir`, as bytes, with its path.
 fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -135,10 +148,7 @@ async fn a_secret_set_through_the_api_reaches_a_push_run_masked_and_is_stored_on
     assert_eq!(status, 200, "{list}");
     assert_eq!(list, json!([]), "wendy may manage none, so sees none");
 
-    let (status, json) = push(&server, &sha, "secrets-api-1").await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["run"].as_str().unwrap().to_string();
-    let run = wait_done(&server.store, &id).await;
+    let (id, run) = pushed(&server, &sha, "secrets-api-1").await;
     let log = server.store.read_log(&id, "call").unwrap_or_default();
     assert_eq!(run.status.as_str(), "success", "{:?} {log}", run.error);
     assert!(log.contains("the step has the key"), "{log}");
@@ -197,10 +207,7 @@ async fn a_secret_set_through_the_api_reaches_a_push_run_masked_and_is_stored_on
     assert_eq!(entries, expected);
 
     // Removed: the step's secret is defined nowhere, and the run says so.
-    let (status, json) = push(&server, &sha, "secrets-api-2").await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["run"].as_str().unwrap().to_string();
-    let run = wait_done(&server.store, &id).await;
+    let (_, run) = pushed(&server, &sha, "secrets-api-2").await;
     assert_eq!(run.status.as_str(), "error");
     assert!(
         run.error
@@ -263,10 +270,7 @@ async fn filters_keep_a_secret_from_runs_outside_its_events_and_branches() {
     .await;
     assert_eq!(status, 409, "defined in the config file: {answer}");
 
-    let (status, json) = push(&server, &sha, "secrets-filters").await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["run"].as_str().unwrap().to_string();
-    let run = wait_done(&server.store, &id).await;
+    let (id, run) = pushed(&server, &sha, "secrets-filters").await;
     assert_eq!(run.status.as_str(), "success", "{:?}", run.error);
     let steps: Vec<(&str, &str)> = run
         .steps
@@ -374,10 +378,7 @@ async fn an_environment_secret_reaches_only_the_deploy_step_of_its_promotion() {
         assert_eq!(answer["scope"], format!("{REPO}:staging"));
     }
 
-    let (status, json) = push(&server, &sha, "secrets-env").await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["run"].as_str().unwrap().to_string();
-    let run = wait_done(&server.store, &id).await;
+    let (id, run) = pushed(&server, &sha, "secrets-env").await;
     assert_eq!(run.status.as_str(), "success", "{:?}", run.error);
     let check = server.store.read_log(&id, "check").unwrap_or_default();
     assert!(check.contains("build has the repository token"), "{check}");
@@ -538,10 +539,7 @@ async fn a_missing_or_wrong_key_stops_the_server_at_start_and_rotation_re_encryp
     std::fs::write(&key, &rotated).unwrap();
 
     let server = start_in(data_dir, &clone_url, &extra).await;
-    let (status, json) = push(&server, &sha, "secrets-rotated").await;
-    assert_eq!(status, 202, "{json}");
-    let id = json["run"].as_str().unwrap().to_string();
-    let run = wait_done(&server.store, &id).await;
+    let (id, run) = pushed(&server, &sha, "secrets-rotated").await;
     let log = server.store.read_log(&id, "call").unwrap_or_default();
     assert_eq!(run.status.as_str(), "success", "{:?} {log}", run.error);
     assert!(log.contains("the step has the key"), "{log}");
