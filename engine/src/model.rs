@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::pattern::glob_match;
 
 /// A validated pipeline: steps in file order, every `needs` resolvable, no cycle.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pipeline {
     pub name: String,
     /// Variables for every step, in file order (a step's own `env` wins).
@@ -17,10 +17,14 @@ pub struct Pipeline {
     pub on: Option<On>,
     /// What a pull request's green build is deployed as, on the server.
     pub preview: Option<Preview>,
+    /// Labels a runner must have to take a run of this pipeline
+    /// (`runs_on: [linux, large]`); empty: any runner.
+    #[serde(default)]
+    pub runs_on: Vec<String>,
 }
 
 /// `preview:`: the image a build step pushed, run per pull request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preview {
     /// The build step whose pushed digest is deployed.
     pub step: String,
@@ -32,7 +36,7 @@ pub struct Preview {
 }
 
 /// `on:` — the events (and refs) that start a pipeline on the server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct On {
     /// `None`: pushes do not start the pipeline.
     pub push: Option<RefFilter>,
@@ -43,13 +47,13 @@ pub struct On {
 
 /// Branch and tag patterns. As on GitHub, naming only branches means tag
 /// pushes do not run, and the other way round; naming neither runs both.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RefFilter {
     pub branches: Vec<String>,
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     pub name: String,
     pub image: String,
@@ -59,7 +63,7 @@ pub struct Service {
     pub line: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub name: String,
     /// Empty for a build step.
@@ -94,7 +98,7 @@ pub struct Step {
 
 /// `resources:` of a step, or a server's defaults or maximums. `None`
 /// sets no limit of its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Bytes of memory, swap included: a step over it is killed rather
     /// than slowing the machine down by swapping.
@@ -153,7 +157,7 @@ pub fn format_cpus(millicpus: u64) -> String {
 }
 
 /// `build:` of a step: an image built by the daemon from the workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Build {
     /// Directory of the workspace sent as the build context.
     pub context: String,
@@ -173,7 +177,7 @@ pub struct Build {
 }
 
 /// One `cache:` entry of a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cache {
     pub key: crate::template::KeyTemplate,
     /// Workspace-relative directories or files.
@@ -183,14 +187,14 @@ pub struct Cache {
 }
 
 /// Conditions under which a step runs; an empty list places no condition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct When {
     pub event: Vec<String>,
     pub branch: Vec<String>,
 }
 
 /// What started a run: the facts `when:` conditions are checked against.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Trigger {
     pub event: String,
     pub branch: Option<String>,

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::dag::Plan;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StepStatus {
     Pending,
     Running,
@@ -17,7 +17,7 @@ pub enum StepStatus {
     TimedOut,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SkipReason {
     /// The step's `when:` does not match this run.
     Condition,
@@ -34,7 +34,7 @@ pub enum StepOutcome {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RunStatus {
     Running,
     Success,

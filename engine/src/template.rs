@@ -7,7 +7,7 @@
 //! before anything runs); the runner only fills in what needs the disk.
 
 /// One piece of a cache key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyPart {
     Text(String),
     /// The hash of these workspace files' contents, in this order.
@@ -15,7 +15,7 @@ pub enum KeyPart {
 }
 
 /// A parsed cache key template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyTemplate {
     pub source: String,
     pub parts: Vec<KeyPart>,

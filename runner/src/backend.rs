@@ -75,7 +75,7 @@ pub enum StepExit {
 pub type LogChunk = (LogStream, Bytes);
 
 /// A registry login.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegistryAuth {
     pub username: String,
     pub password: String,

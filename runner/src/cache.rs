@@ -69,7 +69,7 @@ pub enum RunRef<'a> {
 }
 
 /// Which scopes a run's caches are read from, and the one they are saved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheScope {
     /// Where the run's saves go; `None`: it saves nothing.
     pub write: Option<String>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use slipway_engine::{RunStatus, StepStatus};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LogStream {
     Stdout,
     Stderr,
@@ -13,7 +13,8 @@ pub enum LogStream {
     System,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
     RunStarted {
         run_id: String,

@@ -30,7 +30,7 @@ pub enum GitError {
 /// A login for a repository's git server. Git gets it through its
 /// credential helper protocol from the child's environment, so it appears
 /// in no URL, argument list (`/proc/*/cmdline`), log or error.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GitLogin {
     pub username: String,
     pub password: String,
@@ -46,7 +46,7 @@ impl std::fmt::Debug for GitLogin {
 }
 
 /// Where a repository is fetched from, and the login for it, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Remote {
     pub url: String,
     pub login: Option<GitLogin>,

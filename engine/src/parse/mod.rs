@@ -56,7 +56,9 @@ impl Parsed {
     }
 }
 
-const TOP_KEYS: &[&str] = &["name", "env", "services", "steps", "on", "preview"];
+const TOP_KEYS: &[&str] = &[
+    "name", "env", "services", "steps", "on", "preview", "runs_on",
+];
 
 /// Parses a pipeline file. `file` is only used to label diagnostics.
 pub fn parse(file: &str, source: &str) -> Parsed {
@@ -162,6 +164,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
     let mut steps = None;
     let mut on = None;
     let mut preview = None;
+    let mut runs_on = Vec::new();
     for f in &fields {
         let v = f.value;
         match f.key.as_str() {
@@ -171,6 +174,7 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
             "steps" => steps = Some((parse_steps(cx, v), v)),
             "on" => on = Some(parse_on(cx, v)),
             "preview" => preview = parse_preview(cx, v).map(|p| (p, f.key_node)),
+            "runs_on" => runs_on = parse_runs_on(cx, v),
             // `walk` returns only the keys in TOP_KEYS.
             _ => {}
         }
@@ -198,8 +202,36 @@ fn parse_document(cx: &mut Cx, source: &str) -> Option<Pipeline> {
         steps,
         on,
         preview,
+        runs_on,
     };
     Some(pipeline)
+}
+
+/// Runner labels: words a runner is started with (`--labels`), so the
+/// same characters are allowed here as there.
+fn parse_runs_on(cx: &mut Cx, node: &MarkedYaml) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for (label, at) in value::expect_string_list(cx, node, "runs_on") {
+        if !is_runner_label(&label) {
+            cx.error(
+                &at,
+                format!("runner label `{}` is not a plain word", label.escape_debug()),
+                Some("labels are letters, digits, `-`, `_`, `.` and `/`, e.g. `runs_on: [linux, large]`".into()),
+            );
+        } else if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    labels
+}
+
+/// What a runner label may be: short and unambiguous in a comma list.
+pub fn is_runner_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 /// The errors `parse` reports for `src`, as the CLI prints them.
@@ -217,6 +249,26 @@ fn errors(src: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn runs_on_takes_plain_labels_and_names_a_bad_one() {
+        let ok = parse(
+            "p.yml",
+            "runs_on: [linux, large, linux]\nsteps:\n  a: { image: x, commands: [true] }\n",
+        );
+        assert_eq!(ok.pipeline.unwrap().runs_on, ["linux", "large"]);
+        let one = parse(
+            "p.yml",
+            "runs_on: gpu\nsteps:\n  a: { image: x, commands: [true] }\n",
+        );
+        assert_eq!(one.pipeline.unwrap().runs_on, ["gpu"]);
+        assert_eq!(
+            errors("runs_on: [linux, \"a b\"]\nsteps:\n  a: { image: x, commands: [true] }\n"),
+            [
+                "p.yml:1:18: error: runner label `a b` is not a plain word\n  hint: labels are letters, digits, `-`, `_`, `.` and `/`, e.g. `runs_on: [linux, large]`"
+            ]
+        );
+    }
 
     #[test]
     fn parses_the_documented_example() {

@@ -65,7 +65,7 @@ pub struct RunOptions {
 
 /// Bounds on what a run's code may use, so one pull request cannot starve
 /// the machine (or fill the store) for every other run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// For what a step's `resources:` leaves unset, and for services.
     pub defaults: slipway_engine::Resources,
