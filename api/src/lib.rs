@@ -26,14 +26,18 @@
 //! - [`metrics`]: Prometheus counters, gauges and the step duration histogram.
 //! - [`client`]: a client of `/api/v1`, for the CLI's remote commands.
 //! - [`ids`]: run ids and timestamps.
+//! - [`protocol`]: the runner protocol's wire types (claim, heartbeat, events), shared by the server and `slipway runner`.
+//! - [`agent`]: `slipway runner`: takes runs from a server and runs them on this machine's Docker.
 //! - [`vault`]: the key file secrets set at run time are sealed with, kept outside the data dir.
 
+pub mod agent;
 pub mod client;
 pub mod config;
 pub mod forge;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod protocol;
 pub mod release;
 pub mod retention;
 pub mod runs;

@@ -139,6 +139,14 @@ enum Command {
         #[command(subcommand)]
         action: SecretAction,
     },
+    /// Take runs from a server and run them on this machine's Docker
+    /// (token from SLIPWAY_RUNNER_TOKEN or --token-file).
+    Runner(cmd::runner::RunnerArgs),
+    /// Remote runners of a server (with --server, admin): add prints a token once; ls; rm.
+    Runners {
+        #[command(subcommand)]
+        action: RunnersAction,
+    },
     /// Start a run of what a branch, tag or ref points at now (with --server).
     Trigger {
         /// owner/name
@@ -146,6 +154,16 @@ enum Command {
         #[arg(name = "REF")]
         git_ref: String,
     },
+}
+
+#[derive(Subcommand)]
+enum RunnersAction {
+    /// Register a runner; its token is printed once.
+    Add { name: String },
+    /// Every runner: state, labels, busy slots, last seen, current runs.
+    Ls,
+    /// Remove a runner; its token stops working.
+    Rm { name: String },
 }
 
 #[derive(Subcommand)]
@@ -212,7 +230,13 @@ enum CacheAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    // A runner is a daemon: what it takes, loses and is told is its
+    // operator's only view of it.
+    let default_log = match cli.command {
+        Command::Runner(_) => "warn,slipway_api=info,slipway_runner=info",
+        _ => "warn",
+    };
+    init_tracing(cli.log_json, default_log);
     let data_dir_flag = cli.data_dir.clone();
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let result = match cli.command {
@@ -269,6 +293,18 @@ fn main() -> ExitCode {
         } => match cli.server.as_deref() {
             Some(s) => cmd::remote::artifacts(s, &run, artifact.as_deref(), output.as_deref()),
             None => cmd::artifacts::local(&data_dir, &run, artifact.as_deref(), output.as_deref()),
+        },
+        Command::Runner(args) => with_server(cli.server.as_deref(), "runner", |s| {
+            cmd::runner::agent(args, s, data_dir)
+        }),
+        Command::Runners { action } => match action {
+            RunnersAction::Add { name } => with_server(cli.server.as_deref(), "runners add", |s| {
+                cmd::runner::add(s, &name)
+            }),
+            RunnersAction::Ls => with_server(cli.server.as_deref(), "runners ls", cmd::runner::ls),
+            RunnersAction::Rm { name } => with_server(cli.server.as_deref(), "runners rm", |s| {
+                cmd::runner::rm(s, &name)
+            }),
         },
         Command::Secret { action } => match action {
             SecretAction::Set {
@@ -331,10 +367,10 @@ fn with_server(
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default: &str) {
     use tracing_subscriber::EnvFilter;
     // Quiet by default: the CLI's own output is what users read.
-    let filter = EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -135,6 +135,10 @@ pub async fn start<B: Backend>(
     // One instance for the executor and the retention sweep, so a sweep
     // never removes a mirror a run is fetching into.
     let mirrors = Arc::new(Mirrors::new(data_dir.join("mirrors")));
+    let dispatch = Arc::new(crate::runs::dispatch::Dispatch::new(
+        config.runner_lease,
+        queued.clone(),
+    ));
     let executor = Arc::new(Executor {
         config: config.clone(),
         store: store.clone(),
@@ -168,8 +172,10 @@ pub async fn start<B: Backend>(
             }
             followers
         },
+        dispatch: dispatch.clone(),
+        adopted: Default::default(),
     });
-    {
+    if config.local_runner {
         // The daemon's health, asked every few seconds: what /healthz and
         // the metrics say, and what lets the executor take runs again.
         let (backend, metrics, queued, stop) = (
@@ -227,6 +233,7 @@ pub async fn start<B: Backend>(
         promoter,
         previews: previews.clone(),
         vault,
+        dispatch,
     };
     let preview_addr = preview_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let (Some(previews), Some(listener)) = (previews, preview_listener) {

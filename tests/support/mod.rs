@@ -7,7 +7,8 @@
 //!   and signed webhook deliveries (re-exported here);
 //! - [`forge`]: one fake forge API that records what the server sends it;
 //! - [`browser`]: headless Chromium over WebDriver, for the web UI;
-//! - [`wedge`]: a Docker daemon that stops answering when told to.
+//! - [`wedge`]: a Docker daemon that stops answering when told to;
+//! - [`netns`]: network namespaces as machines of their own, with links to cut.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::sync::OnceLock;
 
 pub mod browser;
 pub mod forge;
+pub mod netns;
 pub mod server;
 pub mod wedge;
 

@@ -1,7 +1,8 @@
 //! One module per subcommand, a thin shell over the library:
 //! [`validate`], [`graph`], [`run`] (a local run), [`runs`] and [`logs`]
 //! (the local store), [`cache`], [`artifacts`] (local or remote), [`serve`],
-//! [`gc`] (retention), [`secret`] (secrets on a server, key rotation), and
+//! [`gc`] (retention), [`runner`] (a remote build runner, and runner
+//! registration on a server), [`secret`] (secrets on a server, key rotation), and
 //! [`remote`] (every command that talks to a server).
 
 pub mod artifacts;
@@ -11,6 +12,7 @@ pub mod graph;
 pub mod logs;
 pub mod remote;
 pub mod run;
+pub mod runner;
 pub mod runs;
 pub mod secret;
 pub mod serve;

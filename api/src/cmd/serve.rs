@@ -91,7 +91,7 @@ async fn serve(config: Config, store: Store, data_dir: PathBuf) -> anyhow::Resul
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         return std::future::pending().await;

@@ -159,6 +159,9 @@ struct RawServer {
     max_step_cpus: Option<toml::Spanned<limits::Number>>,
     max_step_pids: Option<toml::Spanned<i64>>,
     log_max_size: Option<toml::Spanned<String>>,
+    local_runner: Option<bool>,
+    local_runner_labels: Option<Vec<toml::Spanned<String>>>,
+    runner_lease: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,7 +307,19 @@ pub struct Config {
     pub limits: slipway_runner::Limits,
     /// A step whose `resources:` asks for more than this is refused; `None`: no maximum.
     pub max_resources: slipway_engine::Resources,
+    /// Runs execute on this server's own Docker daemon (the built-in
+    /// runner); off, only `slipway runner`s take them.
+    pub local_runner: bool,
+    /// What `runs_on:` labels the built-in runner satisfies.
+    pub local_runner_labels: Vec<String>,
+    /// A remote runner that has not been heard from for this long has
+    /// lost its runs: they are interrupted (and queued again with
+    /// `requeue_interrupted`), and it is fenced when it comes back.
+    pub runner_lease: std::time::Duration,
 }
+
+/// Ten seconds of silence (twenty missed heartbeats) lose a runner's lease.
+pub const DEFAULT_RUNNER_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A step with no `timeout:` of its own is stopped after an hour, unless configured.
 pub const DEFAULT_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -529,6 +544,9 @@ impl Default for Config {
             keep_mirrors: Some(DEFAULT_KEEP_MIRRORS),
             limits: DEFAULT_LIMITS,
             max_resources: Default::default(),
+            local_runner: true,
+            local_runner_labels: Vec::new(),
+            runner_lease: DEFAULT_RUNNER_LEASE,
         }
     }
 }
@@ -584,6 +602,18 @@ impl Config {
         }
         config.cancel_superseded = raw.server.cancel_superseded.unwrap_or(true);
         config.requeue_interrupted = raw.server.requeue_interrupted.unwrap_or(false);
+        config.local_runner = raw.server.local_runner.unwrap_or(true);
+        for label in raw.server.local_runner_labels.iter().flatten() {
+            if slipway_engine::parse::is_runner_label(label.get_ref()) {
+                config.local_runner_labels.push(label.get_ref().clone());
+            } else {
+                let (line, col) = line_col(text, label.span().start);
+                problems.push(format!(
+                    "{file}:{line}:{col}: server.local_runner_labels: `{}` is not a plain word (letters, digits, `-`, `_`, `.`, `/`)",
+                    label.get_ref().escape_debug()
+                ));
+            }
+        }
         if let Some(listen) = &raw.server.preview_listen {
             match listen.parse() {
                 Ok(addr) => config.preview_listen = addr,
@@ -631,6 +661,11 @@ impl Config {
                 "run_timeout",
                 &raw.server.run_timeout,
                 &mut config.run_timeout,
+            ),
+            (
+                "runner_lease",
+                &raw.server.runner_lease,
+                &mut config.runner_lease,
             ),
         ] {
             if let Some(t) = given {

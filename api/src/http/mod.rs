@@ -8,6 +8,7 @@
 //! - [`me`]: who a token is, and the configured repositories.
 //! - [`promotions`]: environments, promotion requests, approvals, the audit log.
 //! - [`previews`]: previews per pull request.
+//! - [`runner`]: remote runners: the claim, heartbeat and events protocol, and their registration.
 //! - [`secrets`]: secrets set at run time: set, list (never values), remove.
 //! - [`events`]: Server-Sent Event streams of runs, the audit log and previews.
 //! - [`ui`]: the web page's static files.
@@ -35,6 +36,7 @@ pub mod me;
 pub mod ops;
 pub mod previews;
 pub mod promotions;
+pub mod runner;
 pub mod runs;
 pub mod secrets;
 pub mod ui;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub previews: Option<Arc<crate::release::preview::Previews>>,
     /// Seals secrets set through the API.
     pub vault: Arc<crate::vault::Vault>,
+    /// Remote runners: claims, heartbeats, leases.
+    pub dispatch: Arc<crate::runs::dispatch::Dispatch>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -107,6 +111,14 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/runs/{id}/artifacts/{step}/{*path}",
             get(runs::get_artifact),
         )
+        .route("/api/v1/runner/claim", post(runner::claim))
+        .route("/api/v1/runner/heartbeat", post(runner::heartbeat))
+        .route("/api/v1/runner/events", post(runner::events))
+        .route("/api/v1/runners", get(runner::list).post(runner::add))
+        .route(
+            "/api/v1/runners/{name}",
+            axum::routing::delete(runner::remove),
+        )
         .merge(ui::routes())
         .with_state(state)
 }
@@ -130,6 +142,10 @@ impl AppState {
             shutdown: Default::default(),
             artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
             previews: None,
+            dispatch: Arc::new(crate::runs::dispatch::Dispatch::new(
+                std::time::Duration::from_secs(10),
+                Arc::default(),
+            )),
             vault: Arc::new(
                 crate::vault::Vault::open(
                     &std::env::temp_dir()

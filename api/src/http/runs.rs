@@ -51,6 +51,14 @@ pub struct RunView {
     pub trusted: bool,
     /// Why it is (not) trusted.
     pub trust: String,
+    /// Which runner ran it: a remote runner's name, `built-in` for the
+    /// server's own; `None` before it started.
+    pub runner: Option<String>,
+    /// The runner labels its pipeline asks for (`runs_on:`), once read.
+    pub runs_on: Option<Vec<String>>,
+    /// Why a queued run has not started yet ("no online runner has label
+    /// `large`", "all 3 matching runners busy").
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,7 +92,16 @@ impl RunView {
             .flat_map(|s| s.needs.iter().map(|n| [s.name.clone(), n.clone()]))
             .collect();
         let trust = crate::runs::trust::of_run(&r, config);
+        let runner = match (&r.lease, r.status) {
+            (Some(lease), _) => Some(lease.runner.clone()),
+            (None, RunStatus::Queued) => None,
+            (None, _) if r.source.is_some() && !r.steps.is_empty() => Some("built-in".into()),
+            (None, _) => None,
+        };
         RunView {
+            runner,
+            runs_on: r.runs_on.clone(),
+            waiting: None,
             trusted: trust.trusted,
             trust: trust.why,
             duration_ms: r.finished_ms.map(|f| f.saturating_sub(r.created_ms)),
@@ -128,6 +145,16 @@ impl RunView {
     }
 }
 
+impl RunView {
+    /// Adds why a queued run waits, as the executor last found it.
+    pub fn waiting(mut self, dispatch: &crate::runs::dispatch::Dispatch) -> RunView {
+        if self.status == RunStatus::Queued {
+            self.waiting = dispatch.pending(&self.id);
+        }
+        self
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RunsQuery {
     repo: Option<String>,
@@ -167,7 +194,7 @@ pub async fn list_runs(
     Ok(Json(RunsPage {
         runs: runs
             .into_iter()
-            .map(|r| RunView::new(r, &state.config))
+            .map(|r| RunView::new(r, &state.config).waiting(&state.dispatch))
             .collect(),
         next,
     }))
@@ -179,10 +206,9 @@ pub async fn get_run(
     _: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    Ok(Json(RunView::new(
-        state.store.find_run(&id)?,
-        &state.config,
-    )))
+    Ok(Json(
+        RunView::new(state.store.find_run(&id)?, &state.config).waiting(&state.dispatch),
+    ))
 }
 
 /// `POST /api/v1/runs/{id}/cancel` (write scope): a queued run is cancelled

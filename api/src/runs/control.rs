@@ -88,6 +88,12 @@ impl RunControl {
             .and_then(|r| r.reason.clone())
     }
 
+    /// Whether the server is stopping (everything was cancelled with
+    /// [`RunControl::cancel_all`]).
+    pub fn closing(&self) -> bool {
+        self.running.lock().expect("run control").closing.is_some()
+    }
+
     pub fn running(&self) -> usize {
         self.running.lock().expect("run control").runs.len()
     }

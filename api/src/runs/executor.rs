@@ -83,12 +83,47 @@ pub struct Executor<B> {
     pub vault: Arc<crate::vault::Vault>,
     /// Hear of every run that ended (automatic promotion, previews).
     pub followers: Vec<Arc<dyn crate::runs::RunFollower>>,
+    /// Remote runners, their claims and leases.
+    pub dispatch: Arc<crate::runs::dispatch::Dispatch>,
+    /// Remote runs found running at start, followed once `run` starts.
+    pub adopted: std::sync::Mutex<Vec<RunRecord>>,
+}
+
+/// Where a claimed run executes.
+enum Slot {
+    /// On this server's own Docker daemon; the permit is its share of
+    /// `max_concurrent_runs`.
+    Local(tokio::sync::OwnedSemaphorePermit),
+    /// On the remote runner waiting for it.
+    Remote(crate::runs::dispatch::Waiter),
+}
+
+/// How a run task ended.
+enum Ran {
+    /// The run ended; the pipeline that ran, if it got that far.
+    Ended(Option<Box<slipway_engine::Pipeline>>),
+    /// It never started: back on the queue (its runner went away before
+    /// hearing of it, or the built-in runner lacks a label it asks for).
+    Unclaimed,
+    /// The server is stopping; a remote runner goes on with it, and the
+    /// next server start follows it again.
+    Detached,
+}
+
+/// How following a remote run ended.
+enum Followed {
+    Finished,
+    /// The runner stopped renewing its lease.
+    Expired,
+    Detached,
 }
 
 impl<B: Backend> Executor<B> {
     /// Runs left `running` by a process that died are `interrupted`, and
     /// their containers removed (and, with `requeue_interrupted`, queued
-    /// again as new runs); queued runs stay queued and start.
+    /// again as new runs); queued runs stay queued and start. A run a
+    /// remote runner holds is not: the runner goes on with it, and is
+    /// followed again (returned here) under the lease it had.
     pub async fn reconcile(&self) -> Result<Vec<String>, StoreError> {
         let mut interrupted = Vec::new();
         // Checkouts of runs a dead process left behind; none is in use yet.
@@ -97,70 +132,109 @@ impl<B: Backend> Executor<B> {
         {
             warn!(dir = %self.work_root.display(), error = %e, "cannot remove stale checkouts");
         }
+        let mut adopted = Vec::new();
         for run in self.store.list_runs(usize::MAX)? {
-            if run.status == RunStatus::Running {
-                if let Err(e) = self.backend.teardown_run(&run.id).await {
-                    warn!(run_id = %run.id, error = %e, "cannot remove the containers of an interrupted run");
-                }
-                self.store.update_run(&run.id, |r| {
-                    r.status = RunStatus::Interrupted;
-                    r.finished_ms = Some(now_ms());
-                    r.error = Some("the server stopped while this run was running".into());
-                    for s in &mut r.steps {
-                        if s.status == StepStatus::Running || s.status == StepStatus::Pending {
-                            s.status = StepStatus::Cancelled;
-                        }
-                    }
-                })?;
-                self.store.dequeue(&run)?;
-                if self.config.requeue_interrupted
-                    && let Some(source) = run.source.clone()
-                {
-                    let mut again = crate::runs::queued_run(
-                        &source.repo.clone(),
-                        &run.file,
-                        &run.event,
-                        run.branch.clone(),
-                        source,
-                    );
-                    again.rerun = Some(crate::store::Rerun {
-                        of: run.id.clone(),
-                        failed_only: false,
-                    });
-                    self.queue.submit(&again, &crate::runs::Submit::default())?;
-                    let again_id = again.id.clone();
-                    self.store.update_run(&run.id, |r| {
-                        r.notes.push(format!("queued again as run {again_id}"));
-                    })?;
-                    info!(run_id = %run.id, again = %again_id, "interrupted run queued again");
-                }
-                interrupted.push(run.id);
+            if run.status != RunStatus::Running {
+                continue;
             }
+            if let Some(lease) = &run.lease {
+                info!(run_id = %run.id, runner = %lease.runner, epoch = lease.epoch, "following a remote run again");
+                adopted.push(run);
+                continue;
+            }
+            if let Err(e) = self.backend.teardown_run(&run.id).await {
+                warn!(run_id = %run.id, error = %e, "cannot remove the containers of an interrupted run");
+            }
+            self.interrupt(&run, "the server stopped while this run was running")?;
+            interrupted.push(run.id);
         }
+        *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) = adopted;
         self.store.flush()?;
         Ok(interrupted)
     }
 
-    /// Starts queued runs until shutdown: oldest first, at most
-    /// `max_concurrent_runs` at once, and at most a repository's own limit
-    /// for each repository (a run over it waits, later runs of others go).
+    /// Marks a run that stopped without ending `interrupted`, and with
+    /// `requeue_interrupted` queues its commit again as a new run.
+    fn interrupt(&self, run: &RunRecord, reason: &str) -> Result<(), StoreError> {
+        self.store.update_run(&run.id, |r| {
+            r.status = RunStatus::Interrupted;
+            r.finished_ms = Some(now_ms());
+            r.error = Some(reason.to_string());
+            for s in &mut r.steps {
+                if s.status == StepStatus::Running || s.status == StepStatus::Pending {
+                    s.status = StepStatus::Cancelled;
+                }
+            }
+        })?;
+        self.store.dequeue(run)?;
+        if self.config.requeue_interrupted
+            && let Some(source) = run.source.clone()
+        {
+            let mut again = crate::runs::queued_run(
+                &source.repo.clone(),
+                &run.file,
+                &run.event,
+                run.branch.clone(),
+                source,
+            );
+            again.rerun = Some(crate::store::Rerun {
+                of: run.id.clone(),
+                failed_only: false,
+            });
+            again.deploy = run.deploy.clone();
+            self.queue.submit(&again, &crate::runs::Submit::default())?;
+            let again_id = again.id.clone();
+            self.store.update_run(&run.id, |r| {
+                r.notes.push(format!("queued again as run {again_id}"));
+            })?;
+            info!(run_id = %run.id, again = %again_id, "interrupted run queued again");
+        }
+        self.store.flush()
+    }
+
+    /// Starts queued runs until shutdown, oldest first: on the built-in
+    /// runner (at most `max_concurrent_runs` at once) or on a remote runner
+    /// waiting for work whose labels and free slots allow it, and at most
+    /// a repository's own limit for each repository (a run over it waits,
+    /// later runs of others go). A run nobody can take now is told why.
     pub async fn run(self: Arc<Self>) {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_runs));
+        let adopted = std::mem::take(&mut *self.adopted.lock().unwrap_or_else(|p| p.into_inner()));
+        for run in adopted {
+            self.clone().follow_adopted(run);
+        }
+        let expiry = {
+            let (dispatch, shutdown) = (self.dispatch.clone(), self.shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    for (run, runner) in dispatch.expire() {
+                        warn!(run_id = %run, %runner, "the runner's lease expired");
+                    }
+                }
+            })
+        };
+        let planning: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
         loop {
             // A daemon that does not answer would hang each new run's first
-            // call; queued runs wait until it answers again.
-            if let Err(why) = self.backend.health() {
-                warn!(reason = %why, "taking no new run");
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                    _ = self.shutdown.cancelled() => return,
-                }
-                continue;
+            // call; runs wait for it (or go to a remote runner).
+            let local_unhealthy = if self.config.local_runner {
+                self.backend.health().err()
+            } else {
+                None
+            };
+            if let Some(why) = &local_unhealthy {
+                warn!(reason = %why, "the built-in runner takes no new run");
             }
             let queued = self.store.queued().unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the queue");
                 Vec::new()
             });
+            self.dispatch
+                .keep_pending(&queued.iter().cloned().collect());
             for id in queued {
                 let Ok(Some(run)) = self.store.get_run(&id) else {
                     continue;
@@ -173,16 +247,92 @@ impl<B: Backend> Executor<B> {
                     .repo(&source.repo)
                     .and_then(|r| r.max_concurrent_runs);
                 if limit.is_some_and(|l| self.control.running_in(&source.repo) >= l) {
+                    self.dispatch.set_pending(
+                        &id,
+                        format!(
+                            "`{}` already has its most runs at once running",
+                            source.repo
+                        ),
+                    );
                     continue;
                 }
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                    _ = self.shutdown.cancelled() => return,
+                // Labels are known once the pipeline was read. With no
+                // remote runner around, the built-in runner reads it as it
+                // starts (no extra fetch on the one-machine path).
+                let runs_on = match &run.runs_on {
+                    Some(labels) => labels.clone(),
+                    None if !self.dispatch.any_online() && self.config.local_runner => Vec::new(),
+                    None => {
+                        if planning
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id.clone())
+                        {
+                            self.dispatch
+                                .set_pending(&id, "reading its pipeline for `runs_on`".into());
+                            let (this, planning) = (self.clone(), planning.clone());
+                            tokio::spawn(async move {
+                                this.plan(&run).await;
+                                planning
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&run.id);
+                                this.queued.notify_one();
+                            });
+                        }
+                        continue;
+                    }
+                };
+                let local_fits = self.config.local_runner
+                    && local_unhealthy.is_none()
+                    && runs_on
+                        .iter()
+                        .all(|l| self.config.local_runner_labels.contains(l));
+                let slot = match local_fits
+                    .then(|| permits.clone().try_acquire_owned().ok())
+                    .flatten()
+                {
+                    Some(permit) => Slot::Local(permit),
+                    None => match self.dispatch.take_waiter(&runs_on) {
+                        Some(waiter) => Slot::Remote(waiter),
+                        None => {
+                            let local =
+                                self.config
+                                    .local_runner
+                                    .then(|| crate::runs::dispatch::Local {
+                                        labels: &self.config.local_runner_labels,
+                                        unhealthy: local_unhealthy.clone(),
+                                        busy: self.config.max_concurrent_runs
+                                            - permits.available_permits(),
+                                        capacity: self.config.max_concurrent_runs,
+                                    });
+                            self.dispatch.set_pending(
+                                &id,
+                                self.dispatch.why_waiting(&runs_on, local.as_ref()),
+                            );
+                            continue;
+                        }
+                    },
+                };
+                let lease = match &slot {
+                    Slot::Local(_) => None,
+                    Slot::Remote(waiter) => match self.store.next_epoch() {
+                        Ok(epoch) => Some(crate::store::Lease {
+                            runner: waiter.runner.clone(),
+                            epoch,
+                            acked: 0,
+                        }),
+                        Err(e) => {
+                            warn!(error = %e, "cannot number a lease");
+                            continue;
+                        }
+                    },
                 };
                 // Claimed atomically: a cancel that got there first wins.
-                let claimed = self
-                    .store
-                    .transition(&id, &[RunStatus::Queued], |r| r.status = RunStatus::Running);
+                let claimed = self.store.transition(&id, &[RunStatus::Queued], |r| {
+                    r.status = RunStatus::Running;
+                    r.lease = lease.clone();
+                });
                 let run = match claimed {
                     Ok(Some(run)) => run,
                     Ok(None) => continue,
@@ -191,9 +341,10 @@ impl<B: Backend> Executor<B> {
                         continue;
                     }
                 };
+                self.dispatch.clear_pending(&id);
                 // Durable before any container starts: after a crash the run
-                // must read `running` (and be reconciled as interrupted), not
-                // `queued` (and silently start over).
+                // must read `running` (and be reconciled as interrupted, or
+                // followed on its runner), not `queued` (and silently start over).
                 if let Err(e) = self.store.flush_async().await {
                     warn!(run_id = %id, error = %e, "cannot flush the claim of a run");
                 }
@@ -204,21 +355,17 @@ impl<B: Backend> Executor<B> {
                 let span = info_span!("run", run_id = %id);
                 self.runs.spawn(
                     async move {
-                        let pipeline = match this.run_one(run, cancel).await {
-                            Ok(pipeline) => pipeline,
+                        let ran = match this.run_one(run, cancel, slot).await {
+                            Ok(ran) => ran,
                             Err(e) => {
                                 warn!(error = %e, "run failed to record");
-                                None
+                                Ran::Ended(None)
                             }
                         };
-                        if let Ok(Some(done)) = this.store.get_run(&id) {
-                            this.metrics.run_finished(done.status);
-                            for follower in &this.followers {
-                                follower.clone().run_finished(&done, pipeline.as_ref());
-                            }
+                        match ran {
+                            Ran::Ended(pipeline) => this.ended(&id, pipeline.as_deref()).await,
+                            Ran::Unclaimed | Ran::Detached => {}
                         }
-                        let _ = this.reports.send(id).await;
-                        drop(permit);
                         this.queued.notify_one();
                     }
                     .instrument(span),
@@ -226,17 +373,152 @@ impl<B: Backend> Executor<B> {
             }
             tokio::select! {
                 _ = self.queued.notified() => {}
-                _ = self.shutdown.cancelled() => return,
+                // Pending reasons follow runners coming and going.
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = self.shutdown.cancelled() => break,
             }
+        }
+        expiry.abort();
+    }
+
+    /// What follows every run that ended: metrics, followers (promotion,
+    /// previews), the commit status.
+    async fn ended(&self, id: &str, pipeline: Option<&slipway_engine::Pipeline>) {
+        if let Ok(Some(done)) = self.store.get_run(id) {
+            self.metrics.run_finished(done.status);
+            for follower in &self.followers {
+                follower.clone().run_finished(&done, pipeline);
+            }
+        }
+        let _ = self.reports.send(id.to_string()).await;
+    }
+
+    /// Reads a queued run's pipeline for the labels it asks for; one that
+    /// cannot be read asks for none (its start then says what is wrong).
+    async fn plan(&self, run: &RunRecord) {
+        let labels = match (
+            &run.source,
+            run.source.as_ref().and_then(|s| self.config.repo(&s.repo)),
+        ) {
+            (Some(source), Some(repo)) => {
+                let text = match self
+                    .mirrors
+                    .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
+                    .await
+                {
+                    Ok(_) => self
+                        .mirrors
+                        .read_file(&repo.name, &source.sha, &repo.pipeline)
+                        .await
+                        .ok()
+                        .flatten(),
+                    Err(_) => None,
+                };
+                text.and_then(|t| parse(&repo.pipeline, &t).pipeline)
+                    .map(|p| p.runs_on)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.store.set_runs_on(&run.id, labels) {
+            warn!(run_id = %run.id, error = %e, "cannot record a run's labels");
         }
     }
 
-    /// Runs one claimed run to its end; returns the pipeline that ran.
+    /// Follows a remote run that a runner held when the server stopped.
+    fn follow_adopted(self: Arc<Self>, run: RunRecord) {
+        let Some(lease) = run.lease.clone() else {
+            return;
+        };
+        let cancel = self.cancel_runs.child_token();
+        let (repo, git_ref) = run
+            .source
+            .as_ref()
+            .map(|s| (s.repo.clone(), s.git_ref.clone()))
+            .unwrap_or_default();
+        self.control.start(&run.id, &repo, &git_ref, cancel.clone());
+        let ended = self.dispatch.hold(
+            &run.id,
+            &lease.runner,
+            lease.epoch,
+            crate::runs::dispatch::Recording {
+                recorder: Recorder::new(self.store.clone(), &run.id),
+                acked: lease.acked,
+            },
+        );
+        let span = info_span!("run", run_id = %run.id);
+        let this = self.clone();
+        self.runs.spawn(
+            async move {
+                let followed = this.follow_remote(&run.id, ended, cancel).await;
+                if this.settle_remote(&run, &lease.runner, followed) {
+                    this.ended(&run.id, None).await;
+                }
+                this.queued.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits for a remote run to end, passing a cancel on to its runner.
+    async fn follow_remote(
+        &self,
+        id: &str,
+        ended: Arc<Notify>,
+        cancel: CancellationToken,
+    ) -> Followed {
+        let mut asked = false;
+        loop {
+            tokio::select! {
+                _ = ended.notified() => break,
+                _ = cancel.cancelled(), if !asked => {
+                    if self.control.closing() {
+                        return Followed::Detached;
+                    }
+                    self.dispatch.cancel(id);
+                    asked = true;
+                }
+            }
+        }
+        match self.store.get_run(id) {
+            Ok(Some(run)) if run.status == RunStatus::Running => Followed::Expired,
+            _ => Followed::Finished,
+        }
+    }
+
+    /// Records how a remote run ended; `false` when it did not (detached).
+    fn settle_remote(&self, run: &RunRecord, runner: &str, followed: Followed) -> bool {
+        match followed {
+            Followed::Detached => return false,
+            Followed::Finished => {}
+            Followed::Expired => {
+                let reason = format!(
+                    "runner `{runner}` stopped answering: its lease expired after {}",
+                    slipway_engine::duration::format_duration(self.dispatch.lease_time())
+                );
+                if let Err(e) = self.interrupt(run, &reason) {
+                    warn!(run_id = %run.id, error = %e, "cannot record an interrupted run");
+                }
+            }
+        }
+        if let Some(reason) = self.control.finish(&run.id)
+            && let Ok(Some(r)) = self.store.get_run(&run.id)
+            && r.error.is_none()
+            && r.status == RunStatus::Cancelled
+        {
+            let _ = self.store.update_run(&run.id, |r| r.error = Some(reason));
+            let _ = self.store.flush();
+        }
+        true
+    }
+
+    /// Runs one claimed run to its end.
     async fn run_one(
         &self,
         run: RunRecord,
         cancel: CancellationToken,
-    ) -> Result<Option<slipway_engine::Pipeline>, StoreError> {
+        slot: Slot,
+    ) -> Result<Ran, StoreError> {
         let id = run.id.clone();
         let source = run
             .source
@@ -249,23 +531,33 @@ impl<B: Backend> Executor<B> {
             )),
             Some(repo) => {
                 let checkout = self.work_root.join(&id);
-                let result = self.prepare_and_run(&run, &repo, &checkout, cancel).await;
+                let result = self
+                    .prepare_and_run(&run, &repo, &checkout, cancel, slot)
+                    .await;
                 let _ = tokio::fs::remove_dir_all(&checkout).await;
                 result
             }
         };
+        match result {
+            Ok(Ran::Unclaimed) => {
+                self.control.finish(&id);
+                return Ok(Ran::Unclaimed);
+            }
+            Ok(Ran::Detached) => return Ok(Ran::Detached),
+            _ => {}
+        }
         let cancelled_because = self.control.finish(&id);
         match (result, cancelled_because) {
             (Err((status, message)), _) => {
                 self.finish_with_error(&run, status, message)?;
-                Ok(None)
+                Ok(Ran::Ended(None))
             }
-            (Ok(pipeline), Some(reason)) => {
+            (Ok(ran), Some(reason)) => {
                 self.store.update_run(&id, |r| r.error = Some(reason))?;
                 self.store.flush()?;
-                Ok(Some(pipeline))
+                Ok(ran)
             }
-            (Ok(pipeline), None) => Ok(Some(pipeline)),
+            (Ok(ran), None) => Ok(ran),
         }
     }
 
@@ -276,7 +568,8 @@ impl<B: Backend> Executor<B> {
         repo: &crate::config::Repo,
         checkout: &std::path::Path,
         cancel: CancellationToken,
-    ) -> Result<slipway_engine::Pipeline, (RunStatus, String)> {
+        slot: Slot,
+    ) -> Result<Ran, (RunStatus, String)> {
         let source = run.source.as_ref().expect("server runs have a source");
         // Decided once, with the config the run starts under, and kept
         // with the run: what it gets follows from this.
@@ -308,6 +601,19 @@ impl<B: Backend> Executor<B> {
             let all: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
             return Err((RunStatus::Error, all.join("\n")));
         };
+        // Taken before its labels were known: the built-in runner may not
+        // be the one it asks for.
+        if matches!(slot, Slot::Local(_))
+            && !pipeline
+                .runs_on
+                .iter()
+                .all(|l| self.config.local_runner_labels.contains(l))
+        {
+            self.store
+                .unclaim(&run.id, Some(pipeline.runs_on.clone()))
+                .map_err(|e| (RunStatus::Error, e.to_string()))?;
+            return Ok(Ran::Unclaimed);
+        }
         let trigger = Trigger {
             event: run.event.clone(),
             branch: run.branch.clone(),
@@ -366,10 +672,12 @@ impl<B: Backend> Executor<B> {
         if !too_big.is_empty() {
             return Err((RunStatus::Error, too_big.join("\n")));
         }
-        self.mirrors
-            .checkout(&repo.name, &source.sha, checkout)
-            .await
-            .map_err(|e| (RunStatus::Failed, e.to_string()))?;
+        if matches!(slot, Slot::Local(_)) {
+            self.mirrors
+                .checkout(&repo.name, &source.sha, checkout)
+                .await
+                .map_err(|e| (RunStatus::Failed, e.to_string()))?;
+        }
         let steps = step_records(&pipeline);
         let name = pipeline.name.clone();
         self.store
@@ -438,6 +746,39 @@ impl<B: Backend> Executor<B> {
         let mut skip = skip;
         skip.extend(granted.skip);
         let pipeline = crate::runs::trust::without_unneeded_secrets(pipeline, &trigger, &skip);
+        let cache_scope = cache_scope(source, repo, trust.trusted);
+        let waiter = match slot {
+            Slot::Local(permit) => permit,
+            Slot::Remote(waiter) => {
+                let lease = run.lease.clone().ok_or_else(|| {
+                    (
+                        RunStatus::Error,
+                        "a remote run was claimed without a lease".to_string(),
+                    )
+                })?;
+                let job = crate::protocol::Job {
+                    run_id: run.id.clone(),
+                    epoch: lease.epoch,
+                    repo: repo.name.clone(),
+                    remote: repo.remote(),
+                    git_ref: source.git_ref.clone(),
+                    sha: source.sha.clone(),
+                    pipeline: pipeline.clone(),
+                    trigger,
+                    secrets: granted.secrets,
+                    env,
+                    skip,
+                    cache_scope,
+                    credentials: granted.credentials,
+                    limits: self.config.limits,
+                    jobs: 4,
+                };
+                return self
+                    .run_remote(run, &lease.runner, job, waiter, cancel, pipeline)
+                    .await;
+            }
+        };
+        let _permit = waiter;
         let options = RunOptions {
             run_id: run.id.clone(),
             jobs: 4,
@@ -450,7 +791,7 @@ impl<B: Backend> Executor<B> {
                 cache: self.cache.clone(),
                 artifacts: Some(self.artifacts_root.join(&run.id)),
             },
-            cache_scope: cache_scope(source, repo, trust.trusted),
+            cache_scope,
             credentials: granted.credentials,
             limits: self.config.limits,
         };
@@ -487,10 +828,63 @@ impl<B: Backend> Executor<B> {
         match result {
             Ok(report) => {
                 info!(status = %report.status, "run finished");
-                Ok(pipeline)
+                Ok(Ran::Ended(Some(Box::new(pipeline))))
             }
             Err(e) => Err((RunStatus::Error, e.to_string())),
         }
+    }
+
+    /// Hands a prepared run to the remote runner waiting for it and
+    /// follows it to its end; its events arrive through `http::runner`.
+    async fn run_remote(
+        &self,
+        run: &RunRecord,
+        runner: &str,
+        job: crate::protocol::Job,
+        waiter: crate::runs::dispatch::Waiter,
+        cancel: CancellationToken,
+        pipeline: slipway_engine::Pipeline,
+    ) -> Result<Ran, (RunStatus, String)> {
+        let epoch = job.epoch;
+        let ended = self.dispatch.hold(
+            &run.id,
+            runner,
+            epoch,
+            crate::runs::dispatch::Recording {
+                recorder: Recorder::new(self.store.clone(), &run.id),
+                acked: 0,
+            },
+        );
+        if waiter.job.send(job).is_err() {
+            // Its claim ended (timed out, connection gone) before the run
+            // was ready: nothing ran; another runner may take it.
+            self.dispatch.finished(&run.id);
+            self.store
+                .unclaim(&run.id, None)
+                .map_err(|e| (RunStatus::Error, e.to_string()))?;
+            return Ok(Ran::Unclaimed);
+        }
+        info!(%runner, epoch, "handed to a remote runner");
+        let limit = self.config.run_timeout;
+        let (control, store, run_id) = (self.control.clone(), self.store.clone(), run.id.clone());
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let reason = format!(
+                "cancelled: the run took longer than {} (the server's run_timeout)",
+                slipway_engine::duration::format_duration(limit)
+            );
+            let _ =
+                tokio::task::spawn_blocking(move || control.cancel(&store, &run_id, &reason)).await;
+        });
+        let followed = self.follow_remote(&run.id, ended, cancel).await;
+        watchdog.abort();
+        if matches!(followed, Followed::Detached) {
+            return Ok(Ran::Detached);
+        }
+        // `settle_remote` finishes the control entry; `run_one` must not
+        // find a cancel reason to record twice.
+        let _ = self.settle_remote(run, runner, followed);
+        Ok(Ran::Ended(Some(Box::new(pipeline))))
     }
 
     /// Every secret and login a run of `repo` could get: nothing for an

@@ -5,10 +5,12 @@
 //! - [`queue`]: the one way a run is queued (supersede, report, wake the executor).
 //! - [`executor`]: starts queued runs from their commit; reconciles after a crash.
 //! - [`control`]: runs in progress and how to cancel them.
+//! - [`dispatch`]: remote runners: who is online, who waits for work, leases and fencing.
 //! - [`record`]: turns runner events into stored runs, step states and log chunks.
 //! - [`trust`]: whether a run's code is the repository's own, and what it may have.
 
 pub mod control;
+pub mod dispatch;
 pub mod executor;
 pub mod queue;
 pub mod record;

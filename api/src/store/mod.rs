@@ -13,6 +13,7 @@
 //! - `queue`: created_ms (big endian) ++ run id -> ()   (accepted, not started yet)
 //! - previews: see [`previews`]
 //! - secrets set at run time, sealed: see [`secrets`]
+//! - registered remote runners: see [`runners`]
 //!
 //! Statuses are the enums of [`status`], stored as their snake_case words.
 //!
@@ -29,10 +30,12 @@ use tokio::sync::broadcast;
 
 mod previews;
 mod promotions;
+mod runners;
 mod secrets;
 mod status;
 pub use previews::{PreviewChange, PreviewRecord};
 pub use promotions::{AuditEntry, Decision, EnvState, Promotion, Refused};
+pub use runners::{Lease, RunnerRecord, token_hash};
 pub use secrets::{SECRET_EVENTS, SecretFilter, SecretRecord, SecretScope};
 pub use status::{PromotionStatus, RunStatus, StepStatus};
 
@@ -104,6 +107,13 @@ pub struct RunRecord {
     /// once, so the API shows what the run had even if the config changed.
     #[serde(default)]
     pub trust: Option<Trust>,
+    /// The runner labels its pipeline asks for, once the server has read
+    /// it (`None`: not read yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_on: Option<Vec<String>>,
+    /// The remote runner holding this run while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
 }
 
 /// Whether a run's code is the repository's own (`runs::trust` decides).
@@ -140,6 +150,8 @@ impl RunRecord {
             rerun: None,
             deploy: None,
             trust: None,
+            runs_on: None,
+            lease: None,
         }
     }
 }
@@ -323,6 +335,7 @@ pub struct Store {
     audit: sled::Tree,
     previews: sled::Tree,
     secrets: sled::Tree,
+    runners: sled::Tree,
     live: broadcast::Sender<Arc<Event>>,
     /// Audit entries as they are written: every change to a promotion or
     /// an environment writes one, so this is what a board follows.
@@ -379,6 +392,7 @@ impl Store {
             audit,
             previews: db.open_tree("previews")?,
             secrets: db.open_tree("secrets")?,
+            runners: db.open_tree("runners")?,
             live: broadcast::channel(LIVE_EVENTS).0,
             audit_live: broadcast::channel(LIVE_EVENTS).0,
             audit_order: Arc::default(),

@@ -1,0 +1,384 @@
+//! Remote runners over the server's own listener: the protocol
+//! (`/api/v1/runner/*`, runner tokens; wire types in `protocol`) and
+//! their registration (`/api/v1/runners`, API tokens).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use slipway_runner::RunEvent;
+
+use crate::http::auth::{Admin, Reader};
+use crate::http::{ApiError, AppState};
+use crate::protocol::{EventBatch, EventsReply, Heartbeat, Hello};
+use crate::store::RunnerRecord;
+
+/// A registered runner, known by its token.
+pub struct RunnerAuth(pub RunnerRecord);
+
+impl FromRequestParts<AppState> for RunnerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send `Authorization: Bearer <runner token>`",
+                )
+            })?;
+        match state.store.runner_by_token(presented.trim()) {
+            Ok(Some(runner)) => Ok(RunnerAuth(runner)),
+            Ok(None) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown runner token (see `slipway runners add`)",
+            )),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ClaimQuery {
+    /// How long to wait for a run, at most [`crate::protocol::CLAIM_WAIT`].
+    wait_ms: Option<u64>,
+}
+
+/// `POST /api/v1/runner/claim`: waits for a run this runner can take.
+pub async fn claim(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    Query(query): Query<ClaimQuery>,
+    body: Result<Json<Hello>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let hello = json_body(body)?;
+    check_hello(&runner, &hello)?;
+    state.dispatch.seen(&runner.name, &hello);
+    let wait = query
+        .wait_ms
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(crate::protocol::CLAIM_WAIT)
+        .min(crate::protocol::CLAIM_WAIT);
+    if hello.unhealthy.is_some() || hello.capacity == 0 {
+        // Nothing for it; it asks again after a while.
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(std::time::Duration::from_secs(2))) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let (id, mut rx) = state.dispatch.wait_for_job(&runner.name, &hello.labels);
+    let got = tokio::select! {
+        job = &mut rx => job.ok(),
+        _ = tokio::time::sleep(wait) => None,
+        _ = state.shutdown.cancelled() => None,
+    };
+    state.dispatch.stop_waiting(id);
+    // A run handed over while the wait was ending is still this runner's.
+    let got = got.or_else(|| rx.try_recv().ok());
+    Ok(match got {
+        Some(job) => Json(job).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// A runner started with `--name` must use its own token: two runners
+/// sharing one would hold each other's leases.
+fn check_hello(runner: &RunnerRecord, hello: &Hello) -> Result<(), ApiError> {
+    if let Some(name) = &hello.name
+        && name != &runner.name
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_runner",
+            format!(
+                "this token is runner `{}`'s, not `{}`'s",
+                runner.name,
+                name.escape_debug()
+            ),
+        ));
+    }
+    check_labels(&hello.labels)
+}
+
+fn check_labels(labels: &[String]) -> Result<(), ApiError> {
+    match labels
+        .iter()
+        .find(|l| !slipway_engine::parse::is_runner_label(l))
+    {
+        Some(bad) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_label",
+            format!(
+                "runner label `{}` is not a plain word (letters, digits, `-`, `_`, `.`, `/`)",
+                bad.escape_debug()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `POST /api/v1/runner/heartbeat`: renews leases; says what to cancel
+/// and what is fenced.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    body: Result<Json<Heartbeat>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let beat = json_body(body)?;
+    check_hello(&runner, &beat.hello)?;
+    let reply = state
+        .dispatch
+        .heartbeat(&runner.name, &beat.hello, &beat.runs);
+    Ok(Json(reply).into_response())
+}
+
+fn fenced(run_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "fenced",
+        format!("this runner no longer holds run {run_id}: stop it and send nothing more"),
+    )
+}
+
+/// `POST /api/v1/runner/events`: stores a batch of a run's events once,
+/// then answers how many are stored.
+pub async fn events(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    body: Result<Json<EventBatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<EventsReply>, ApiError> {
+    let batch = json_body(body)?;
+    let recording = state
+        .dispatch
+        .recording(&batch.run_id, &runner.name, batch.epoch)
+        .ok_or_else(|| fenced(&batch.run_id))?;
+    let mut recording = recording.lock_owned().await;
+    // The lease may have expired while an earlier batch was being stored.
+    if state
+        .dispatch
+        .recording(&batch.run_id, &runner.name, batch.epoch)
+        .is_none()
+    {
+        return Err(fenced(&batch.run_id));
+    }
+    let acked = recording.acked;
+    let end = batch.first + batch.events.len() as u64;
+    if batch.first > acked || end <= acked {
+        // A gap (send from `acked`) or a batch already stored.
+        return Ok(Json(EventsReply { acked }));
+    }
+    let fresh: Vec<RunEvent> = batch.events[(acked - batch.first) as usize..].to_vec();
+    let (store, control, metrics, dispatch) = (
+        state.store.clone(),
+        state.control.clone(),
+        state.metrics.clone(),
+        state.dispatch.clone(),
+    );
+    let (run_id, epoch) = (batch.run_id.clone(), batch.epoch);
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut finished = false;
+        for event in &fresh {
+            match event {
+                RunEvent::StepFinished { duration, .. } => metrics.step_finished(*duration),
+                RunEvent::RunFinished { .. } => {
+                    recording.recorder.set_final_error(control.reason(&run_id));
+                    finished = true;
+                }
+                _ => {}
+            }
+            recording.recorder.apply(event)?;
+        }
+        recording.recorder.flush_logs()?;
+        store.update_run(&run_id, |r| {
+            if let Some(lease) = r.lease.as_mut().filter(|l| l.epoch == epoch) {
+                lease.acked = end;
+            }
+        })?;
+        store.flush()?;
+        recording.acked = end;
+        if finished {
+            dispatch.finished(&run_id);
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    stored.map_err(ApiError::internal)?;
+    Ok(Json(EventsReply { acked: end }))
+}
+
+/// A runner as `GET /api/v1/runners` lists it.
+#[derive(Debug, Serialize)]
+pub struct RunnerView {
+    pub name: String,
+    /// The server's own runner (`[server] local_runner`).
+    pub builtin: bool,
+    pub created_ms: Option<u64>,
+    pub created_by: Option<String>,
+    #[serde(flatten)]
+    pub state: crate::runs::dispatch::RunnerState,
+}
+
+/// `GET /api/v1/runners`
+pub async fn list(
+    State(state): State<AppState>,
+    _reader: Reader,
+) -> Result<Json<Vec<RunnerView>>, ApiError> {
+    let mut out = Vec::new();
+    if state.config.local_runner {
+        let remote: usize = state
+            .store
+            .runners()
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|r| state.dispatch.runs_of(&r.name).len())
+            .sum();
+        let busy = state.control.running().saturating_sub(remote);
+        out.push(RunnerView {
+            name: "built-in".into(),
+            builtin: true,
+            created_ms: None,
+            created_by: None,
+            state: crate::runs::dispatch::RunnerState {
+                online: true,
+                labels: state.config.local_runner_labels.clone(),
+                capacity: state.config.max_concurrent_runs,
+                busy,
+                version: env!("CARGO_PKG_VERSION").into(),
+                unhealthy: state.metrics.docker(),
+                last_seen_ms: Some(crate::ids::now_ms()),
+                runs: Vec::new(),
+            },
+        });
+    }
+    for r in state.store.runners().map_err(ApiError::internal)? {
+        out.push(RunnerView {
+            state: state.dispatch.runner_state(&r.name),
+            name: r.name,
+            builtin: false,
+            created_ms: Some(r.created_ms),
+            created_by: Some(r.created_by),
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRunner {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddedRunner {
+    pub name: String,
+    /// Shown once: only its hash is kept.
+    pub token: String,
+}
+
+/// Runner names: what `--name` and the API path carry.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok && name != "built-in" {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            format!(
+                "runner name `{}`: use letters, digits, `-`, `_` and `.` (at most 64; `built-in` is taken)",
+                name.escape_debug()
+            ),
+        ))
+    }
+}
+
+/// `POST /api/v1/runners` (admin): registers a runner and answers its
+/// token, the only time it is shown.
+pub async fn add(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    body: Result<Json<AddRunner>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<AddedRunner>), ApiError> {
+    let body = json_body(body)?;
+    check_name(&body.name)?;
+    use chacha20poly1305::aead::{KeyInit, OsRng};
+    let token = format!(
+        "slrt_{}",
+        hex::encode(chacha20poly1305::XChaCha20Poly1305::generate_key(
+            &mut OsRng
+        ))
+    );
+    let record = RunnerRecord {
+        name: body.name.clone(),
+        token_sha256: crate::store::token_hash(&token),
+        created_ms: crate::ids::now_ms(),
+        created_by: admin.user.clone(),
+    };
+    let store = state.store.clone();
+    let added = tokio::task::spawn_blocking(move || store.add_runner(&record))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if !added {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!(
+                "a runner named `{}` exists; remove it first to issue a new token",
+                body.name
+            ),
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(AddedRunner {
+            name: body.name,
+            token,
+        }),
+    ))
+}
+
+/// `DELETE /api/v1/runners/{name}` (admin): its token stops working; runs
+/// it holds are interrupted when their lease runs out.
+pub async fn remove(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.store.clone();
+    let n = name.clone();
+    let removed = tokio::task::spawn_blocking(move || store.remove_runner(&n))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if !removed {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no runner is named `{name}` (see `slipway runners ls`)"),
+        ));
+    }
+    state.dispatch.forget(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
