@@ -164,6 +164,7 @@ async fn dirs_section(backend: &Arc<DockerBackend>) {
     let files = || StepFiles {
         cache: Some(store.clone()),
         artifacts: None,
+        shared: None,
     };
     let (cold, _) = timed(
         backend,

@@ -531,6 +531,7 @@ async fn directory_caches_restore_by_exact_key_then_by_prefix_and_artifacts_are_
         o.files = slipway_runner::StepFiles {
             cache: Some(store.clone()),
             artifacts: Some(data.path().join("artifacts").join(&o.run_id)),
+            shared: None,
         };
         o
     };

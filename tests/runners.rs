@@ -375,6 +375,16 @@ fn thirty_runs_over_three_runners_run_once_each_and_labels_route_them() {
         b"",
     );
     assert_eq!(status, 200);
+    let (_, metrics) = http("GET", &c.api_addr(), "/metrics", &[], b"");
+    for name in ["a", "b", "c"] {
+        for line in [
+            format!("slipway_runner_online{{runner=\"{name}\"}} 1"),
+            format!("slipway_runner_healthy{{runner=\"{name}\"}} 1"),
+            format!("slipway_runner_capacity{{runner=\"{name}\"}} 2"),
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+    }
     // `slipway runners ls` shows them all, with the runs they ran gone.
     let out = Command::new(slipway_bin())
         .args(["runners", "ls"])
@@ -564,5 +574,69 @@ fn a_killed_runner_removes_its_orphans_on_restart_and_a_cancel_reaches_it_within
     assert!(
         stopped < Duration::from_secs(1),
         "a cancel reaches a remote run within a second: {stopped:?}"
+    );
+}
+
+fn cached_pipeline(label: &str) -> String {
+    format!(
+        r#"runs_on: [{label}]
+steps:
+  main:
+    image: {BUSYBOX}
+    cache:
+      - key: deps-v1
+        paths: [deps]
+    artifacts: [out/report.txt]
+    commands:
+      - |
+        if [ -f deps/made ]; then echo "deps restored: $(cat deps/made)"
+        else mkdir -p deps; echo "$SLIPWAY_COMMIT_SHA" > deps/made; echo "deps made"; fi
+      - mkdir -p out
+      - echo "report of $SLIPWAY_COMMIT_SHA" > out/report.txt
+"#
+    )
+}
+
+#[test]
+fn caches_and_artifacts_follow_runs_from_one_runner_to_another_through_the_server() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let (c, repo_dir, first_sha) = cluster(
+        "runners-cache",
+        &[(".slipway.yml", &cached_pipeline("one"))],
+        &[("a", "one", 1), ("b", "two", 1)],
+    );
+    let first = c.push(&first_sha, "cache-0");
+    let view = c.wait_ended(&first, 60);
+    assert_eq!(view["status"], "success", "{view}\n{}", c.logs());
+    assert_eq!(view["runner"], "a");
+    let log = c.log_of(&first, "main");
+    assert!(log.contains("deps made"), "{log}");
+    assert!(log.contains("shared with the server"), "{log}");
+    // The artifact was made on `a`; the server serves it.
+    let (status, report) = http(
+        "GET",
+        &c.api_addr(),
+        &format!("/api/v1/runs/{first}/artifacts/main/out/report.txt"),
+        &[("Authorization", &format!("Bearer {READER}"))],
+        b"",
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report.trim(), format!("report of {first_sha}"));
+
+    // The same cache key on the other runner: restored from what `a` made.
+    let second_sha = git_commit(
+        &repo_dir,
+        &["refs/heads/master"],
+        &[(".slipway.yml", &cached_pipeline("two"))],
+    );
+    let second = c.push(&second_sha, "cache-1");
+    let view = c.wait_ended(&second, 60);
+    assert_eq!(view["status"], "success", "{view}\n{}", c.logs());
+    assert_eq!(view["runner"], "b");
+    let log = c.log_of(&second, "main");
+    assert!(log.contains("fetched from the server"), "{log}");
+    assert!(
+        log.contains(&format!("deps restored: {first_sha}")),
+        "b restored a's cache: {log}"
     );
 }

@@ -349,6 +349,13 @@ impl<B: Backend> Agent<B> {
                     files: slipway_runner::StepFiles {
                         cache: self.cache.clone(),
                         artifacts: Some(self.config.data_dir.join("artifacts").join(&job.run_id)),
+                        shared: Some(Arc::new(ServerCache {
+                            http: self.http.clone(),
+                            server: self.config.server.trim_end_matches('/').to_string(),
+                            token: self.config.token.clone(),
+                            run_id: job.run_id.clone(),
+                            epoch: job.epoch,
+                        })),
                     },
                     cache_scope: job.cache_scope,
                     credentials: job.credentials,
@@ -394,10 +401,68 @@ impl<B: Backend> Agent<B> {
         info!(took = ?started.elapsed(), "run done");
     }
 
+    /// Sends one step's artifacts as a tar, with its sha256.
+    async fn upload_artifacts(&self, run_id: &str, epoch: u64, step: &str) -> Result<(), String> {
+        let dir = self
+            .config
+            .data_dir
+            .join("artifacts")
+            .join(run_id)
+            .join(step);
+        let tar_path = self
+            .config
+            .data_dir
+            .join("artifacts")
+            .join(format!(".{run_id}-{step}.tar"));
+        let packed = {
+            let (dir, tar_path) = (dir.clone(), tar_path.clone());
+            tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+                let file = std::fs::File::create(&tar_path)?;
+                let mut writer = slipway_runner::cache::HashingWriter::new(file);
+                {
+                    let mut tar = tar::Builder::new(&mut writer);
+                    tar.append_dir_all(".", &dir)?;
+                    tar.finish()?;
+                }
+                let (_, digest) = writer.finish();
+                Ok(digest)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot pack the artifacts of `{step}`: {e}"))?
+        };
+        let file = tokio::fs::File::open(&tar_path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sent = self
+            .http
+            .put(self.url(&format!("/api/v1/runner/artifacts/{step}")))
+            .query(&[("run_id", run_id), ("epoch", &epoch.to_string())])
+            .bearer_auth(&self.config.token)
+            .header(crate::protocol::SHA256_HEADER, &packed)
+            .timeout(Duration::from_secs(600))
+            .body(reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::new(file),
+            ))
+            .send()
+            .await;
+        let _ = tokio::fs::remove_file(&tar_path).await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!(
+                "artifacts answered {}: {}",
+                r.status().as_u16(),
+                r.text().await.unwrap_or_default()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Sends a run's events in order until the server has stored the last
     /// one, retrying with backoff; returns early when the run is fenced.
     async fn upload(self: Arc<Self>, run_id: String, epoch: u64, mut rx: mpsc::Receiver<RunEvent>) {
         let mut pending = Pending::default();
+        let mut uploaded = std::collections::HashSet::new();
         let mut open = true;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -426,6 +491,41 @@ impl<B: Backend> Agent<B> {
                 return;
             }
             let take = pending.events.len().min(BATCH);
+            // A step's artifacts reach the server before the event that
+            // lists them, so whoever reads the event can download them.
+            let steps: Vec<String> = pending
+                .events
+                .iter()
+                .take(take)
+                .filter_map(|e| match e {
+                    RunEvent::Artifacts { step, .. } if !uploaded.contains(step) => {
+                        Some(step.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut artifacts_failed = None;
+            for step in steps {
+                match self.upload_artifacts(&run_id, epoch, &step).await {
+                    Ok(()) => {
+                        uploaded.insert(step);
+                    }
+                    Err(e) => {
+                        artifacts_failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = artifacts_failed {
+                if e.contains("409") {
+                    self.fence(&run_id);
+                    return;
+                }
+                warn!(error = %e, retry_in = ?backoff, "cannot send artifacts; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
             let batch = EventBatch {
                 run_id: run_id.clone(),
                 epoch,
@@ -475,6 +575,130 @@ impl<B: Backend> Agent<B> {
     }
 }
 
+/// The server's directory caches, as one run may use them: the server
+/// decides which scopes it reads and the one it writes.
+#[derive(Debug)]
+struct ServerCache {
+    http: reqwest::Client,
+    server: String,
+    token: String,
+    run_id: String,
+    epoch: u64,
+}
+
+impl slipway_runner::step_files::SharedCache for ServerCache {
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        prefixes: &'a [String],
+        dest: &'a std::path::Path,
+    ) -> slipway_runner::step_files::BoxFuture<
+        'a,
+        Result<Option<slipway_runner::cache::Entry>, String>,
+    > {
+        Box::pin(async move {
+            let found = self
+                .http
+                .post(format!("{}/api/v1/runner/cache/lookup", self.server))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(30))
+                .json(&crate::protocol::CacheLookup {
+                    run_id: self.run_id.clone(),
+                    epoch: self.epoch,
+                    key: key.to_string(),
+                    prefixes: prefixes.to_vec(),
+                })
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let entry: slipway_runner::cache::Entry = match found.status().as_u16() {
+                204 => return Ok(None),
+                200 => found.json().await.map_err(|e| e.to_string())?,
+                s => {
+                    return Err(format!(
+                        "lookup answered {s}: {}",
+                        found.text().await.unwrap_or_default()
+                    ));
+                }
+            };
+            let mut blob = self
+                .http
+                .get(format!(
+                    "{}/api/v1/runner/cache/blob/{}",
+                    self.server, entry.blob
+                ))
+                .query(&[
+                    ("run_id", self.run_id.as_str()),
+                    ("epoch", &self.epoch.to_string()),
+                ])
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(600))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !blob.status().is_success() {
+                return Err(format!("blob answered {}", blob.status().as_u16()));
+            }
+            use sha2::Digest;
+            use tokio::io::AsyncWriteExt;
+            let mut file = tokio::fs::File::create(dest)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut hasher = sha2::Sha256::new();
+            while let Some(chunk) = blob.chunk().await.map_err(|e| e.to_string())? {
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            file.flush().await.map_err(|e| e.to_string())?;
+            let got = hex::encode(hasher.finalize());
+            if got != entry.blob {
+                let _ = tokio::fs::remove_file(dest).await;
+                return Err(format!("the blob's sha256 is {got}, not {}", entry.blob));
+            }
+            Ok(Some(entry))
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        key: &'a str,
+        archive: &'a std::path::Path,
+        blob: &'a str,
+    ) -> slipway_runner::step_files::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let file = tokio::fs::File::open(archive)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sent = self
+                .http
+                .put(format!("{}/api/v1/runner/cache/entry", self.server))
+                .query(&[
+                    ("run_id", self.run_id.as_str()),
+                    ("epoch", &self.epoch.to_string()),
+                    ("key", key),
+                ])
+                .bearer_auth(&self.token)
+                .header(crate::protocol::SHA256_HEADER, blob)
+                .timeout(Duration::from_secs(600))
+                .body(reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::new(file),
+                ))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if sent.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the server answered {}: {}",
+                    sent.status().as_u16(),
+                    sent.text().await.unwrap_or_default()
+                ))
+            }
+        })
+    }
+}
+
 /// A run's events not yet stored by the server, `acked..` in order.
 #[derive(Default)]
 struct Pending {
@@ -520,24 +744,25 @@ impl Pending {
         else {
             return;
         };
+        // The line after the first one (or after the marker) goes.
+        let Some(next) = self
+            .events
+            .iter()
+            .skip(first + 1)
+            .position(is_log)
+            .map(|i| i + first + 1)
+        else {
+            return;
+        };
+        self.events.remove(next);
         if is_marker(&self.events[first]) {
-            let Some(next) = self
-                .events
-                .iter()
-                .skip(first + 1)
-                .position(is_log)
-                .map(|i| i + first + 1)
-            else {
-                return;
-            };
-            self.events.remove(next);
             self.marked += 1;
-            if let RunEvent::Log { step, .. } = &self.events[first] {
-                self.events[first] = marker(step.clone(), self.marked);
-            }
-        } else if let RunEvent::Log { step, .. } = &self.events[first] {
-            self.marked = 1;
-            self.events[first] = marker(step.clone(), 1);
+        } else {
+            // The first one becomes the marker: two lines gone.
+            self.marked = 2;
+        }
+        if let RunEvent::Log { step, .. } = &self.events[first] {
+            self.events[first] = marker(step.clone(), self.marked);
         }
     }
 
@@ -583,11 +808,11 @@ mod tests {
             "never dropped"
         );
         assert_eq!(p.events[1], line(0), "in flight: kept");
-        assert_eq!(p.events[2], marker("s".into(), 11));
+        assert_eq!(p.events[2], marker("s".into(), 12));
         assert_eq!(
             p.events[3],
-            line(12),
-            "lines 1..=11 went: the marker says 11"
+            line(13),
+            "lines 1..=12 went: the marker says 12"
         );
         assert_eq!(p.events.back(), Some(&line(MAX_BUFFERED + 9)));
         p.ack(2);

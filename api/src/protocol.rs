@@ -116,3 +116,30 @@ pub struct EventsReply {
     /// Events `0..acked` are stored: send from there.
     pub acked: u64,
 }
+
+/// `POST /api/v1/runner/cache/lookup`: a local miss, asked of the
+/// server's cache in the scopes the server allows the run. Answered with
+/// the entry (`slipway_runner::cache::Entry`, its blob then fetched from
+/// `GET /api/v1/runner/cache/blob/{blob}?run_id=&epoch=`) or 204.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheLookup {
+    pub run_id: String,
+    pub epoch: u64,
+    pub key: String,
+    pub prefixes: Vec<String>,
+}
+
+/// Which run an upload or download is for (query string): `PUT
+/// /api/v1/runner/cache/entry?run_id=&epoch=&key=` (an archive) and `PUT
+/// /api/v1/runner/artifacts/{step}?run_id=&epoch=` (a tar of the step's
+/// artifacts), each with [`SHA256_HEADER`]; checked before it is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunFile {
+    pub run_id: String,
+    pub epoch: u64,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The hex sha256 of an upload's body.
+pub const SHA256_HEADER: &str = "x-slipway-sha256";

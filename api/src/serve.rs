@@ -135,6 +135,17 @@ pub async fn start<B: Backend>(
     // One instance for the executor and the retention sweep, so a sweep
     // never removes a mirror a run is fetching into.
     let mirrors = Arc::new(Mirrors::new(data_dir.join("mirrors")));
+    // One store for the built-in runner's runs and remote runners' shares.
+    let cache = match slipway_runner::cache::CacheStore::open(
+        &data_dir.join("cache"),
+        config.cache_max_bytes,
+    ) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "directory caches are off");
+            None
+        }
+    };
     let dispatch = Arc::new(crate::runs::dispatch::Dispatch::new(
         config.runner_lease,
         queued.clone(),
@@ -153,16 +164,7 @@ pub async fn start<B: Backend>(
         shutdown: accepting.clone(),
         cancel_runs: shutdown.clone(),
         runs: runs.clone(),
-        cache: match slipway_runner::cache::CacheStore::open(
-            &data_dir.join("cache"),
-            config.cache_max_bytes,
-        ) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                tracing::warn!(error = %e, "directory caches are off");
-                None
-            }
-        },
+        cache: cache.clone(),
         artifacts_root: data_dir.join("artifacts"),
         vault: vault.clone(),
         followers: {
@@ -234,6 +236,7 @@ pub async fn start<B: Backend>(
         previews: previews.clone(),
         vault,
         dispatch,
+        cache,
     };
     let preview_addr = preview_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let (Some(previews), Some(listener)) = (previews, preview_listener) {

@@ -18,6 +18,38 @@ pub struct StepFiles {
     pub cache: Option<Arc<CacheStore>>,
     /// Artifacts of this run: `<dir>/<step>/<path>`.
     pub artifacts: Option<PathBuf>,
+    /// Caches shared beyond this machine (a remote runner's server): read
+    /// on a local miss, written after each local save.
+    pub shared: Option<Arc<dyn SharedCache>>,
+}
+
+/// This machine's cache store, and the shared one if there is one.
+pub type Stores<'a> = (&'a Arc<CacheStore>, Option<&'a Arc<dyn SharedCache>>);
+
+/// A boxed future, for the object-safe [`SharedCache`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A cache store beyond this machine, bound to one run: whoever
+/// implements it decides which scopes that run may read and the one it
+/// writes (the run's [`CacheScope`] on the server), not the runner.
+pub trait SharedCache: Send + Sync + std::fmt::Debug {
+    /// Finds `key` (else the newest entry under one of `prefixes`) and
+    /// writes its archive to `dest`, checked against its sha256; `None`
+    /// on a miss.
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        prefixes: &'a [String],
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<crate::cache::Entry>, String>>;
+
+    /// Publishes an archive saved here (sha256 `blob`) under `key`.
+    fn publish<'a>(
+        &'a self,
+        key: &'a str,
+        archive: &'a Path,
+        blob: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 fn mb(bytes: u64) -> f64 {
@@ -92,7 +124,7 @@ async fn render_key<B: Backend>(
 pub async fn restore_caches<B: Backend>(
     backend: &B,
     run: &RunSpec,
-    store: &Arc<CacheStore>,
+    (store, shared): Stores<'_>,
     scope: &CacheScope,
     caches: &[Cache],
     log: &mut Vec<String>,
@@ -129,6 +161,12 @@ pub async fn restore_caches<B: Backend>(
             Err(e) => (Err(e.to_string()), Vec::new()),
         };
         log.extend(warnings);
+        let hit = match (hit, shared) {
+            (Ok(None), Some(shared)) => {
+                fetch_shared(shared.as_ref(), store, &key, &cache.restore_keys, log).await
+            }
+            (hit, _) => hit,
+        };
         let exact = match hit {
             Ok(Some(hit)) => {
                 let entry = hit.entry().clone();
@@ -172,12 +210,51 @@ pub async fn restore_caches<B: Backend>(
     out
 }
 
+/// A local miss looked up in the shared store; a hit there is kept here
+/// (under the scope it came from) before it is restored.
+async fn fetch_shared(
+    shared: &dyn SharedCache,
+    store: &Arc<CacheStore>,
+    key: &str,
+    prefixes: &[String],
+    log: &mut Vec<String>,
+) -> Result<Option<Hit>, String> {
+    let started = Instant::now();
+    let dest = store.temp_path("fetch");
+    let fetched = shared.fetch(key, prefixes, &dest).await;
+    let entry = match fetched {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            let _ = std::fs::remove_file(&dest);
+            log.push(format!("cache `{key}`: the shared cache failed: {e}"));
+            return Ok(None);
+        }
+    };
+    log.push(format!(
+        "cache `{}` fetched from the server (scope `{}`): {}",
+        entry.key,
+        entry.scope,
+        rate(entry.size, started)
+    ));
+    let kept = {
+        let (store, scope, found) = (store.clone(), entry.scope.clone(), entry.key.clone());
+        tokio::task::spawn_blocking(move || store.save(&scope, &found, &dest)).await
+    };
+    match kept {
+        Ok(Ok(local)) if local.key == key => Ok(Some(Hit::Exact(local))),
+        Ok(Ok(local)) => Ok(Some(Hit::Prefix(local))),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Saves the caches whose key was not found exactly, after a success, in
-/// the run's own scope.
+/// the run's own scope (and shares them, where a shared store is set).
 pub async fn save_caches<B: Backend>(
     backend: &B,
     run: &RunSpec,
-    store: &Arc<CacheStore>,
+    (store, shared): Stores<'_>,
     scope: &CacheScope,
     caches: &[Cache],
     prepared: &[Option<Prepared>],
@@ -221,10 +298,25 @@ pub async fn save_caches<B: Backend>(
             tokio::task::spawn_blocking(move || store.save(&write, &key, &archive)).await
         };
         match saved {
-            Ok(Ok(entry)) => log.push(format!(
-                "cache `{key}` saved in scope `{write}`: {}",
-                rate(entry.size, started)
-            )),
+            Ok(Ok(entry)) => {
+                log.push(format!(
+                    "cache `{key}` saved in scope `{write}`: {}",
+                    rate(entry.size, started)
+                ));
+                if let Some(shared) = shared {
+                    let started = Instant::now();
+                    match shared
+                        .publish(key, &store.blob_path(&entry.blob), &entry.blob)
+                        .await
+                    {
+                        Ok(()) => log.push(format!(
+                            "cache `{key}` shared with the server: {}",
+                            rate(entry.size, started)
+                        )),
+                        Err(e) => log.push(format!("cache `{key}` not shared: {e}")),
+                    }
+                }
+            }
             Ok(Err(e)) => log.push(format!("cache `{key}` not saved: {e}")),
             Err(e) => log.push(format!("cache `{key}` not saved: {e}")),
         }

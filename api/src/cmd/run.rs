@@ -133,6 +133,7 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             .map_err(|e| eprintln!("slipway: directory caches are off: {e}"))
             .ok(),
             artifacts: Some(data_dir.join("artifacts").join(&run_id)),
+            shared: None,
         },
         // The user's own code on the user's machine: one scope, which no
         // server run reads even if it shares the data dir.

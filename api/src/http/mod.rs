@@ -64,6 +64,8 @@ pub struct AppState {
     pub vault: Arc<crate::vault::Vault>,
     /// Remote runners: claims, heartbeats, leases.
     pub dispatch: Arc<crate::runs::dispatch::Dispatch>,
+    /// Directory caches remote runners share through the server.
+    pub cache: Option<Arc<slipway_runner::cache::CacheStore>>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -114,6 +116,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runner/claim", post(runner::claim))
         .route("/api/v1/runner/heartbeat", post(runner::heartbeat))
         .route("/api/v1/runner/events", post(runner::events))
+        .route("/api/v1/runner/cache/lookup", post(runner::cache_lookup))
+        .route("/api/v1/runner/cache/blob/{blob}", get(runner::cache_blob))
+        .route(
+            "/api/v1/runner/cache/entry",
+            axum::routing::put(runner::cache_put),
+        )
+        .route(
+            "/api/v1/runner/artifacts/{step}",
+            axum::routing::put(runner::artifacts_put),
+        )
         .route("/api/v1/runners", get(runner::list).post(runner::add))
         .route(
             "/api/v1/runners/{name}",
@@ -142,6 +154,7 @@ impl AppState {
             shutdown: Default::default(),
             artifacts_root: std::env::temp_dir().join("slipway-no-artifacts"),
             previews: None,
+            cache: None,
             dispatch: Arc::new(crate::runs::dispatch::Dispatch::new(
                 std::time::Duration::from_secs(10),
                 Arc::default(),

@@ -32,7 +32,50 @@ pub(super) async fn openapi() -> impl IntoResponse {
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     let queued = state.store.queued().map_err(ApiError::internal)?.len();
-    Ok(state.metrics.render(queued, state.control.running()))
+    let mut out = state.metrics.render(queued, state.control.running());
+    let runners = state.store.runners().map_err(ApiError::internal)?;
+    if !runners.is_empty() {
+        out.push_str(&runner_metrics(
+            runners
+                .iter()
+                .map(|r| (r.name.as_str(), state.dispatch.runner_state(&r.name))),
+        ));
+    }
+    Ok(out)
+}
+
+/// Per remote runner: online, healthy, capacity, busy, seconds since last seen.
+fn runner_metrics<'a>(
+    runners: impl Iterator<Item = (&'a str, crate::runs::dispatch::RunnerState)>,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP slipway_runner_online Whether a remote runner was heard from within its lease.\n# TYPE slipway_runner_online gauge\n\
+         # HELP slipway_runner_healthy Whether a remote runner's Docker daemon answers.\n# TYPE slipway_runner_healthy gauge\n\
+         # HELP slipway_runner_capacity Runs a remote runner takes at once.\n# TYPE slipway_runner_capacity gauge\n\
+         # HELP slipway_runner_busy Runs a remote runner holds.\n# TYPE slipway_runner_busy gauge\n\
+         # HELP slipway_runner_last_seen_seconds Seconds since a remote runner was last heard from.\n# TYPE slipway_runner_last_seen_seconds gauge\n",
+    );
+    let now = crate::ids::now_ms();
+    for (name, s) in runners {
+        let label = format!("{{runner=\"{name}\"}}");
+        let _ = writeln!(out, "slipway_runner_online{label} {}", u8::from(s.online));
+        let _ = writeln!(
+            out,
+            "slipway_runner_healthy{label} {}",
+            u8::from(s.unhealthy.is_none())
+        );
+        let _ = writeln!(out, "slipway_runner_capacity{label} {}", s.capacity);
+        let _ = writeln!(out, "slipway_runner_busy{label} {}", s.busy);
+        if let Some(seen) = s.last_seen_ms {
+            let _ = writeln!(
+                out,
+                "slipway_runner_last_seen_seconds{label} {:.1}",
+                now.saturating_sub(seen) as f64 / 1000.0
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -382,3 +382,242 @@ pub async fn remove(
     state.dispatch.forget(&name);
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The run's cache scope, if this runner holds it under this epoch.
+fn scope_of(
+    state: &AppState,
+    runner: &RunnerRecord,
+    run_id: &str,
+    epoch: u64,
+) -> Result<slipway_runner::cache::CacheScope, ApiError> {
+    match state.dispatch.cache_scope(run_id, &runner.name, epoch) {
+        None => Err(fenced(run_id)),
+        Some(None) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_scope",
+            "this run's cache scope is not known since the server restarted: caches stay on the runner",
+        )),
+        Some(Some(scope)) => Ok(scope),
+    }
+}
+
+fn cache_store(
+    state: &AppState,
+) -> Result<std::sync::Arc<slipway_runner::cache::CacheStore>, ApiError> {
+    state.cache.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_cache",
+            "directory caches are off on this server",
+        )
+    })
+}
+
+/// `POST /api/v1/runner/cache/lookup`
+pub async fn cache_lookup(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    body: Result<Json<crate::protocol::CacheLookup>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let ask = json_body(body)?;
+    let scope = scope_of(&state, &runner, &ask.run_id, ask.epoch)?;
+    let store = cache_store(&state)?;
+    let hit = tokio::task::spawn_blocking(move || {
+        store.lookup(
+            &scope.read,
+            &ask.key,
+            &ask.prefixes,
+            |w| tracing::warn!(warning = %w, "shared cache"),
+        )
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(match hit {
+        Some(hit) => Json(hit.entry().clone()).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// `GET /api/v1/runner/cache/blob/{blob}`: only a blob an entry of a
+/// scope the run may read points at.
+pub async fn cache_blob(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    Path(blob): Path<String>,
+    Query(run): Query<crate::protocol::RunFile>,
+) -> Result<Response, ApiError> {
+    let scope = scope_of(&state, &runner, &run.run_id, run.epoch)?;
+    let store = cache_store(&state)?;
+    let wanted = blob.clone();
+    let readable = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.list().map(|all| {
+                all.iter()
+                    .any(|e| e.blob == wanted && scope.read.contains(&e.scope))
+            })
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+    };
+    if !readable {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no cache entry this run may read has that blob",
+        ));
+    }
+    let file = tokio::fs::File::open(store.blob_path(&blob))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "blob gone"))?;
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok(axum::body::Body::from_stream(stream).into_response())
+}
+
+/// Streams a request body into `dest`, hashing it; refuses it unless
+/// its sha256 is the one the header announced.
+async fn receive(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    dest: &std::path::Path,
+) -> Result<String, ApiError> {
+    use futures_util::StreamExt;
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let announced = headers
+        .get(crate::protocol::SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no_digest",
+                format!(
+                    "send the body's sha256 in `{}`",
+                    crate::protocol::SHA256_HEADER
+                ),
+            )
+        })?;
+    if let Some(dir) = dest.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "body", format!("upload cut: {e}"))
+        })?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    let got = hex::encode(hasher.finalize());
+    if got != announced {
+        let _ = tokio::fs::remove_file(dest).await;
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "digest_mismatch",
+            format!("the body's sha256 is {got}, not the announced {announced}"),
+        ));
+    }
+    Ok(got)
+}
+
+/// `PUT /api/v1/runner/cache/entry?run_id=&epoch=&key=`: a cache a
+/// remote run saved, kept in that run's write scope (an untrusted run has
+/// none and shares nothing).
+pub async fn cache_put(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    Query(run): Query<crate::protocol::RunFile>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let scope = scope_of(&state, &runner, &run.run_id, run.epoch)?;
+    let Some(write) = scope.write else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "untrusted",
+            "this run is untrusted: it saves no cache another run could read",
+        ));
+    };
+    let key = run
+        .key
+        .filter(|k| !k.is_empty() && k.len() <= 512)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no_key", "pass `key`"))?;
+    let store = cache_store(&state)?;
+    let temp = store.temp_path("upload");
+    receive(&headers, body, &temp).await?;
+    tokio::task::spawn_blocking(move || store.save(&write, &key, &temp))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `PUT /api/v1/runner/artifacts/{step}?run_id=&epoch=`: a step's
+/// artifacts as a tar, unpacked where the server keeps the run's artifacts.
+pub async fn artifacts_put(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    Path(step): Path<String>,
+    Query(run): Query<crate::protocol::RunFile>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    // Artifacts need the lease only, not a cache scope.
+    if state
+        .dispatch
+        .cache_scope(&run.run_id, &runner.name, run.epoch)
+        .is_none()
+    {
+        return Err(fenced(&run.run_id));
+    }
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !plain(&step) || !plain(&run.run_id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_step",
+            "step and run are plain names",
+        ));
+    }
+    let dir = state.artifacts_root.join(&run.run_id).join(&step);
+    let temp = state.artifacts_root.join(format!(
+        ".upload-{}-{step}-{}",
+        run.run_id,
+        crate::ids::new_run_id()
+    ));
+    receive(&headers, body, &temp).await?;
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let result = std::fs::create_dir_all(&dir).and_then(|()| {
+            let file = std::fs::File::open(&temp)?;
+            // `unpack` keeps every entry inside `dir` (no `..`, no absolute paths).
+            tar::Archive::new(file).unpack(&dir)
+        });
+        let _ = std::fs::remove_file(&temp);
+        result
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    unpacked.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_archive",
+            format!("cannot unpack the artifacts: {e}"),
+        )
+    })?;
+    Ok(StatusCode::CREATED)
+}

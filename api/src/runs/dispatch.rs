@@ -42,6 +42,9 @@ pub struct Lease {
     /// Held while a batch is stored, so batches of one run are applied
     /// one at a time and in order; also holds the stored count.
     pub record: Arc<tokio::sync::Mutex<Recording>>,
+    /// Which caches the run may read and the scope it writes, as the
+    /// server decided (`None` after a restart: caches go unshared).
+    pub cache_scope: Option<slipway_runner::cache::CacheScope>,
 }
 
 /// What of a run's event stream is stored.
@@ -264,6 +267,7 @@ impl Dispatch {
         runner: &str,
         epoch: u64,
         recording: Recording,
+        cache_scope: Option<slipway_runner::cache::CacheScope>,
     ) -> Arc<Notify> {
         let ended = Arc::new(Notify::new());
         self.state().leases.insert(
@@ -276,6 +280,7 @@ impl Dispatch {
                 ended: ended.clone(),
                 finished: false,
                 record: Arc::new(tokio::sync::Mutex::new(recording)),
+                cache_scope,
             },
         );
         ended
@@ -293,6 +298,19 @@ impl Dispatch {
         let lease = state.leases.get(run_id)?;
         (lease.runner == runner && lease.epoch == epoch && !lease.finished)
             .then(|| lease.record.clone())
+    }
+
+    /// The cache scope of `run_id` if `runner` holds it under `epoch`
+    /// (outer `None`: fenced; inner `None`: no scope known).
+    pub fn cache_scope(
+        &self,
+        run_id: &str,
+        runner: &str,
+        epoch: u64,
+    ) -> Option<Option<slipway_runner::cache::CacheScope>> {
+        let state = self.state();
+        let lease = state.leases.get(run_id)?;
+        (lease.runner == runner && lease.epoch == epoch).then(|| lease.cache_scope.clone())
     }
 
     /// The run's final event is stored: the lease ends with it.
@@ -467,7 +485,7 @@ mod tests {
         let w = d.take_waiter(&labels(&["linux"])).expect("matches");
         assert_eq!(w.runner, "small");
         // Busy: its one slot is taken by a lease.
-        d.hold("r1", "small", 7, recording());
+        d.hold("r1", "small", 7, recording(), None);
         let (_id2, _rx2) = d.wait_for_job("small", &labels(&["linux"]));
         assert!(d.take_waiter(&[]).is_none(), "capacity 1, one run held");
     }
@@ -475,7 +493,7 @@ mod tests {
     #[test]
     fn a_lease_is_renewed_by_heartbeats_and_another_epoch_is_fenced() {
         let d = Dispatch::new(Duration::from_millis(50), Arc::default());
-        d.hold("r1", "a", 3, recording());
+        d.hold("r1", "a", 3, recording(), None);
         let held = |epoch| {
             vec![Held {
                 run_id: "r1".into(),

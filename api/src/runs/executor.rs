@@ -445,6 +445,7 @@ impl<B: Backend> Executor<B> {
                 recorder: Recorder::new(self.store.clone(), &run.id),
                 acked: lease.acked,
             },
+            None,
         );
         let span = info_span!("run", run_id = %run.id);
         let this = self.clone();
@@ -790,6 +791,7 @@ impl<B: Backend> Executor<B> {
             files: slipway_runner::StepFiles {
                 cache: self.cache.clone(),
                 artifacts: Some(self.artifacts_root.join(&run.id)),
+                shared: None,
             },
             cache_scope,
             credentials: granted.credentials,
@@ -854,6 +856,7 @@ impl<B: Backend> Executor<B> {
                 recorder: Recorder::new(self.store.clone(), &run.id),
                 acked: 0,
             },
+            Some(job.cache_scope.clone()),
         );
         if waiter.job.send(job).is_err() {
             // Its claim ended (timed out, connection gone) before the run

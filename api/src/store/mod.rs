@@ -1218,7 +1218,16 @@ mod tests {
         store.append_log("r", "build", "two\n").unwrap();
         store.flush().unwrap();
         drop(store);
-        let store = Store::open(&dir).unwrap();
+        // sled's flusher thread lets go of the lock a moment after the drop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let store = loop {
+            match Store::open(&dir) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(store.read_log("r", "build").unwrap(), "one\ntwo\n");
         assert_eq!(store.read_log("r", "build-2").unwrap(), "other\n");
         drop(store);

@@ -223,7 +223,7 @@ impl StepTask {
         let prepared = restore_caches(
             shared.backend.as_ref(),
             &shared.run,
-            store,
+            (store, shared.files.shared.as_ref()),
             &shared.cache_scope,
             &self.caches,
             &mut lines,
@@ -242,7 +242,7 @@ impl StepTask {
             save_caches(
                 shared.backend.as_ref(),
                 &shared.run,
-                store,
+                (store, shared.files.shared.as_ref()),
                 &shared.cache_scope,
                 &self.caches,
                 prepared,
