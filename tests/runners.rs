@@ -364,6 +364,17 @@ fn thirty_runs_over_three_runners_run_once_each_and_labels_route_them() {
         c.view(&id)["waiting"] == "no online runner has label `gpu`"
     });
     assert_eq!(c.view(&id)["status"], "queued");
+    let out = Command::new(slipway_bin())
+        .args(["runs", "--limit", "3"])
+        .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
+        .env("SLIPWAY_TOKEN", READER)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("waiting: no online runner has label `gpu`"),
+        "`slipway runs` says why: {listed}"
+    );
     let (status, _) = http(
         "POST",
         &c.api_addr(),
@@ -638,5 +649,123 @@ fn caches_and_artifacts_follow_runs_from_one_runner_to_another_through_the_serve
     assert!(
         log.contains(&format!("deps restored: {first_sha}")),
         "b restored a's cache: {log}"
+    );
+}
+
+/// A TLS front on `0.0.0.0:<port>` for `backend` (plain HTTP), with a
+/// certificate for `ip` signed by a CA of its own; returns the port and
+/// the CA's PEM path.
+fn tls_front(dir: &TempDir, ip: &str, backend: String) -> (u16, PathBuf) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let d = dir.path();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=slipway-test-ca 2>/dev/null",
+    );
+    sh(&format!(
+        "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN={ip} 2>/dev/null && printf 'subjectAltName=IP:{ip}\\nbasicConstraints=CA:FALSE\\n' > ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile ext 2>/dev/null"
+    ));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(d.join("srv.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(d.join("srv.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    (port, d.join("ca.pem"))
+}
+
+#[test]
+fn a_runner_takes_runs_from_an_https_server_with_a_private_ca() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let text = pipeline("      - echo over-tls\n");
+    let (mut c, _repo, sha) = cluster("runners-tls", &[(".slipway.yml", &text)], &[]);
+    let net = Netns::create();
+    let tls_dir = TempDir::new("runners-tls-ca");
+    let (tls_port, ca) = tls_front(&tls_dir, &net.host_ip, c.api_addr());
+    let token = {
+        let out = Command::new(slipway_bin())
+            .args(["runners", "add", "secure"])
+            .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
+            .env("SLIPWAY_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let data = c.dir.path().join("runner-secure");
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let child = net
+        .command(slipway_bin())
+        .args(["runner", "--name", "secure", "--ca-cert"])
+        .arg(&ca)
+        .arg("--server")
+        .arg(format!("https://{}:{tls_port}", net.host_ip))
+        .env("SLIPWAY_RUNNER_TOKEN", &token)
+        .env("SLIPWAY_DATA_DIR", &data)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    c.runners.push(Runner {
+        name: "secure".into(),
+        token,
+        labels: String::new(),
+        capacity: 1,
+        net,
+        data,
+        child: Some(child),
+    });
+    let id = c.push(&sha, "tls-0");
+    let view = c.wait_ended(&id, 60);
+    assert_eq!(view["status"], "success", "{view}\n{}", c.logs());
+    assert_eq!(view["runner"], "secure");
+    assert!(
+        c.log_of(&id, "main").contains("\nover-tls"),
+        "{}",
+        c.log_of(&id, "main")
     );
 }

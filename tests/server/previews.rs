@@ -67,6 +67,21 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
     .await;
     let proxy = server.preview_addr();
     let site = SITE;
+    // A network of the preview's name that is not this server's (another
+    // server's, or one a crash left): Docker would find the name
+    // ambiguous, so the preview joins its own network by id.
+    let _ = std::process::Command::new("docker")
+        .args([
+            "network",
+            "rm",
+            "slipway-preview-codertocat--hello-world-pr-2",
+        ])
+        .output();
+    let stranger = slipway_tests::docker_cli(&[
+        "network",
+        "create",
+        "slipway-preview-codertocat--hello-world-pr-2",
+    ]);
 
     // Opened: the preview serves the head commit at its own host name.
     let (status, body) = pr_event(&server, "pull_request.opened.json", &first, "pr-opened").await;
@@ -252,6 +267,7 @@ async fn a_pull_request_gets_a_live_preview_updated_without_errors_and_removed_o
     assert_eq!(statuses[2], (deployments[1].0, "inactive ".to_string()));
     remove_images(&[first, second].map(|sha| format!("{host}/acme/preview:{sha}"))).await;
     server.shutdown.cancel();
+    slipway_tests::docker_cli(&["network", "rm", stranger.trim()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

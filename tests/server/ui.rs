@@ -1546,3 +1546,80 @@ async fn an_admin_sets_an_environment_secret_from_the_secrets_page_and_removes_i
     browser.close().await;
     server.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runners_page_lists_every_runner_and_a_waiting_run_says_why() {
+    let dir = TempDir::new("ui-runners");
+    let (bare, sha) = git_repo(
+        &dir,
+        "master",
+        &[(
+            ".slipway.yml",
+            &format!(
+                "runs_on: [gpu]\nsteps:\n  a:\n    image: {BUSYBOX}\n    commands: ['true']\n"
+            ),
+        )],
+    );
+    let admin =
+        "[[tokens]]\nuser = \"ada\"\ntoken = \"admin-token-0123456789\"\nscope = \"admin\"\n";
+    let server = start_with(
+        &format!("file://{}", bare.display()),
+        &format!("{TOKENS}{admin}"),
+    )
+    .await;
+    let (status, added) = server
+        .api(
+            "POST",
+            "/api/v1/runners",
+            "admin-token-0123456789",
+            r#"{"name":"gpu-1"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let (_, queued) = push(&server, &sha, "ui-runners-0").await;
+    let id = queued["run"].as_str().unwrap().to_string();
+
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&server.url(), READER).await;
+    browser.goto(&format!("{}/#/runners", server.url())).await;
+    let rows = browser
+        .wait(
+            "both runners listed",
+            15,
+            "const r = [...document.querySelectorAll('#runners tr[data-runner]')]; return r.length === 2 && r.map(t => t.innerText)",
+        )
+        .await;
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert!(
+        rows[0].contains("built-in (this server)") && rows[0].contains("online"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].contains("gpu-1") && rows[1].contains("offline") && rows[1].contains("never"),
+        "{rows:?}"
+    );
+    browser.inspect("runners").await;
+
+    // Only `gpu` runners may take it, and none is online: the run page says so.
+    browser.goto(&format!("{}/#/runs/{id}", server.url())).await;
+    let waiting = browser
+        .wait(
+            "the reason the run waits",
+            15,
+            "const w = document.getElementById('run-waiting'); return w && w.innerText",
+        )
+        .await;
+    assert_eq!(waiting, json!("Waiting: no online runner has label `gpu`"));
+    let runner = browser
+        .js(
+            "return document.getElementById('run-runner').innerText",
+            vec![],
+        )
+        .await;
+    assert_eq!(runner, json!("any with gpu"));
+    browser.inspect("waiting-run").await;
+    let (status, _) = server
+        .api("POST", &format!("/api/v1/runs/{id}/cancel"), WRITER, "")
+        .await;
+    assert_eq!(status, 200);
+}

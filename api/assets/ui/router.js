@@ -5,6 +5,7 @@ import { api, session } from "./api.js";
 import { h } from "./dom.js";
 import { environmentsPage } from "./pages/environments.js";
 import { previewsPage } from "./pages/previews.js";
+import { runnersPage } from "./pages/runners.js";
 import { runsPage } from "./pages/runs.js";
 import { secretsPage } from "./pages/secrets.js";
 import { signInPage } from "./pages/sign-in.js";
@@ -29,7 +30,7 @@ export function parseHash(hash) {
   return { parts, query: new URLSearchParams(query) };
 }
 
-const PAGES = { runs: runsPage, environments: environmentsPage, previews: previewsPage, secrets: secretsPage };
+const PAGES = { runs: runsPage, environments: environmentsPage, previews: previewsPage, runners: runnersPage, secrets: secretsPage };
 
 /** Shows the page of the current address (or sign-in, saying `why`). */
 export async function route(why) {

@@ -62,6 +62,14 @@ pub fn runs(server: &str, limit: usize) -> anyhow::Result<ExitCode> {
             git_ref.as_deref().unwrap_or("-"),
             duration
         );
+        // A queued run says why it has not started.
+        if let Some(why) = r["waiting"].as_str() {
+            println!("{:<12}  waiting: {why}", "");
+        } else if let Some(runner) = r["runner"].as_str()
+            && r["status"] == "running"
+        {
+            println!("{:<12}  on runner {runner}", "");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

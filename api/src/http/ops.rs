@@ -44,35 +44,52 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<String, Api
     Ok(out)
 }
 
-/// Per remote runner: online, healthy, capacity, busy, seconds since last seen.
+/// Per remote runner: online, healthy, capacity, busy, seconds since
+/// last seen; each family's samples together, as the text format wants.
 fn runner_metrics<'a>(
     runners: impl Iterator<Item = (&'a str, crate::runs::dispatch::RunnerState)>,
 ) -> String {
     use std::fmt::Write;
-    let mut out = String::from(
-        "# HELP slipway_runner_online Whether a remote runner was heard from within its lease.\n# TYPE slipway_runner_online gauge\n\
-         # HELP slipway_runner_healthy Whether a remote runner's Docker daemon answers.\n# TYPE slipway_runner_healthy gauge\n\
-         # HELP slipway_runner_capacity Runs a remote runner takes at once.\n# TYPE slipway_runner_capacity gauge\n\
-         # HELP slipway_runner_busy Runs a remote runner holds.\n# TYPE slipway_runner_busy gauge\n\
-         # HELP slipway_runner_last_seen_seconds Seconds since a remote runner was last heard from.\n# TYPE slipway_runner_last_seen_seconds gauge\n",
-    );
+    let runners: Vec<(&str, crate::runs::dispatch::RunnerState)> = runners.collect();
     let now = crate::ids::now_ms();
-    for (name, s) in runners {
-        let label = format!("{{runner=\"{name}\"}}");
-        let _ = writeln!(out, "slipway_runner_online{label} {}", u8::from(s.online));
-        let _ = writeln!(
-            out,
-            "slipway_runner_healthy{label} {}",
-            u8::from(s.unhealthy.is_none())
-        );
-        let _ = writeln!(out, "slipway_runner_capacity{label} {}", s.capacity);
-        let _ = writeln!(out, "slipway_runner_busy{label} {}", s.busy);
-        if let Some(seen) = s.last_seen_ms {
-            let _ = writeln!(
-                out,
-                "slipway_runner_last_seen_seconds{label} {:.1}",
-                now.saturating_sub(seen) as f64 / 1000.0
-            );
+    type Sample = fn(&crate::runs::dispatch::RunnerState, u64) -> Option<String>;
+    let families: [(&str, &str, Sample); 5] = [
+        (
+            "slipway_runner_online",
+            "Whether a remote runner was heard from within its lease.",
+            |s, _| Some(u8::from(s.online).to_string()),
+        ),
+        (
+            "slipway_runner_healthy",
+            "Whether a remote runner's Docker daemon answers.",
+            |s, _| Some(u8::from(s.unhealthy.is_none()).to_string()),
+        ),
+        (
+            "slipway_runner_capacity",
+            "Runs a remote runner takes at once.",
+            |s, _| Some(s.capacity.to_string()),
+        ),
+        (
+            "slipway_runner_busy",
+            "Runs a remote runner holds.",
+            |s, _| Some(s.busy.to_string()),
+        ),
+        (
+            "slipway_runner_last_seen_seconds",
+            "Seconds since a remote runner was last heard from.",
+            |s, now| {
+                s.last_seen_ms
+                    .map(|seen| format!("{:.1}", now.saturating_sub(seen) as f64 / 1000.0))
+            },
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, sample) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (runner, state) in &runners {
+            if let Some(value) = sample(state, now) {
+                let _ = writeln!(out, "{name}{{runner=\"{runner}\"}} {value}");
+            }
         }
     }
     out

@@ -621,3 +621,131 @@ pub async fn artifacts_put(
     })?;
     Ok(StatusCode::CREATED)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::app;
+    use crate::http::tests::test_state;
+    use crate::store::{Lease, RunRecord, RunStatus};
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn post(
+        state: &AppState,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let req = Request::post(path)
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app(state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn line(text: &str) -> serde_json::Value {
+        serde_json::json!({ "event": "log", "step": "s", "stream": "Stdout", "line": text })
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_stored_once_and_another_epoch_is_fenced() {
+        let (state, dir) = test_state("");
+        let token = "slrt_test-token";
+        state
+            .store
+            .add_runner(&RunnerRecord {
+                name: "r1".into(),
+                token_sha256: crate::store::token_hash(token),
+                created_ms: 0,
+                created_by: "ada".into(),
+            })
+            .unwrap();
+        let mut run = RunRecord::new(
+            "run1",
+            "p",
+            ".slipway.yml",
+            "push",
+            None,
+            RunStatus::Running,
+        );
+        run.lease = Some(Lease {
+            runner: "r1".into(),
+            epoch: 5,
+            acked: 0,
+        });
+        state.store.put_run(&run).unwrap();
+        state.dispatch.hold(
+            "run1",
+            "r1",
+            5,
+            crate::runs::dispatch::Recording {
+                recorder: crate::runs::record::Recorder::new(state.store.clone(), "run1"),
+                acked: 0,
+            },
+            None,
+        );
+        let batch = |first: u64, lines: &[&str], epoch: u64| {
+            serde_json::json!({
+                "run_id": "run1", "epoch": epoch, "first": first,
+                "events": lines.iter().map(|l| line(l)).collect::<Vec<_>>()
+            })
+        };
+        let events = "/api/v1/runner/events";
+        let (status, body) = post(&state, events, token, batch(0, &["one", "two"], 5)).await;
+        assert_eq!((status, body["acked"].as_u64()), (StatusCode::OK, Some(2)));
+        // The same batch again (its answer was lost): nothing new stored.
+        let (_, body) = post(&state, events, token, batch(0, &["one", "two"], 5)).await;
+        assert_eq!(body["acked"], 2);
+        // Overlapping: only the new tail is stored.
+        let (_, body) = post(&state, events, token, batch(1, &["two", "three"], 5)).await;
+        assert_eq!(body["acked"], 3);
+        // A gap: nothing stored, told where to resume.
+        let (_, body) = post(&state, events, token, batch(7, &["eight"], 5)).await;
+        assert_eq!(body["acked"], 3);
+        assert_eq!(
+            state.store.read_log("run1", "s").unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        assert_eq!(
+            state
+                .store
+                .get_run("run1")
+                .unwrap()
+                .unwrap()
+                .lease
+                .unwrap()
+                .acked,
+            3
+        );
+        // An old epoch is fenced, and stores nothing.
+        let (status, body) = post(&state, events, token, batch(3, &["stale"], 4)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (_, reply) = post(
+            &state,
+            "/api/v1/runner/heartbeat",
+            token,
+            serde_json::json!({ "labels": [], "capacity": 1, "version": "t", "runs": [{ "run_id": "run1", "epoch": 4 }] }),
+        )
+        .await;
+        assert_eq!(reply["fenced"], serde_json::json!(["run1"]));
+        // An unknown token gets nothing.
+        let (status, _) = post(&state, events, "slrt_nope", batch(3, &["x"], 5)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            state.store.read_log("run1", "s").unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

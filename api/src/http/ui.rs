@@ -69,6 +69,7 @@ const ASSETS: &[Asset] = &[
     ui_file!("pages/environments.js", JS),
     ui_file!("pages/previews.js", JS),
     ui_file!("pages/secrets.js", JS),
+    ui_file!("pages/runners.js", JS),
     ui_file!("secret-form.js", JS),
 ];
 

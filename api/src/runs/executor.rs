@@ -87,6 +87,8 @@ pub struct Executor<B> {
     pub dispatch: Arc<crate::runs::dispatch::Dispatch>,
     /// Remote runs found running at start, followed once `run` starts.
     pub adopted: std::sync::Mutex<Vec<RunRecord>>,
+    /// Pipeline files by (repository, commit, path), as read from mirrors.
+    pub texts: std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<str>>>,
 }
 
 /// Where a claimed run executes.
@@ -401,19 +403,7 @@ impl<B: Backend> Executor<B> {
             run.source.as_ref().and_then(|s| self.config.repo(&s.repo)),
         ) {
             (Some(source), Some(repo)) => {
-                let text = match self
-                    .mirrors
-                    .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
-                    .await
-                {
-                    Ok(_) => self
-                        .mirrors
-                        .read_file(&repo.name, &source.sha, &repo.pipeline)
-                        .await
-                        .ok()
-                        .flatten(),
-                    Err(_) => None,
-                };
+                let text = self.pipeline_text(repo, source).await.ok().flatten();
                 text.and_then(|t| parse(&repo.pipeline, &t).pipeline)
                     .map(|p| p.runs_on)
                     .unwrap_or_default()
@@ -423,6 +413,43 @@ impl<B: Backend> Executor<B> {
         if let Err(e) = self.store.set_runs_on(&run.id, labels) {
             warn!(run_id = %run.id, error = %e, "cannot record a run's labels");
         }
+    }
+
+    /// The pipeline file of a commit: fetched into the mirror and read
+    /// once, then remembered, as the labels' read and the run's start
+    /// (and every rerun of the commit) want the same text.
+    async fn pipeline_text(
+        &self,
+        repo: &crate::config::Repo,
+        source: &SourceRecord,
+    ) -> Result<Option<Arc<str>>, slipway_runner::git::GitError> {
+        let key = (repo.name.clone(), source.sha.clone(), repo.pipeline.clone());
+        if let Some(text) = self
+            .texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(text.clone()));
+        }
+        self.mirrors
+            .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
+            .await?;
+        let Some(text) = self
+            .mirrors
+            .read_file(&repo.name, &source.sha, &repo.pipeline)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let text: Arc<str> = text.into();
+        let mut texts = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+        // A commit's file never changes; the bound only caps memory.
+        if texts.len() >= 256 {
+            texts.clear();
+        }
+        texts.insert(key, text.clone());
+        Ok(Some(text))
     }
 
     /// Follows a remote run that a runner held when the server stopped.
@@ -579,13 +606,16 @@ impl<B: Backend> Executor<B> {
         self.store
             .update_run(&run.id, |r| r.trust = Some(kept))
             .map_err(|e| (RunStatus::Failed, e.to_string()))?;
-        self.mirrors
-            .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
-            .await
-            .map_err(|e| (RunStatus::Failed, e.to_string()))?;
+        // The built-in runner checks the commit out of the mirror: it must
+        // be there even when the pipeline's text is known.
+        if matches!(slot, Slot::Local(_)) {
+            self.mirrors
+                .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
+                .await
+                .map_err(|e| (RunStatus::Failed, e.to_string()))?;
+        }
         let text = self
-            .mirrors
-            .read_file(&repo.name, &source.sha, &repo.pipeline)
+            .pipeline_text(repo, source)
             .await
             .map_err(|e| (RunStatus::Failed, e.to_string()))?
             .ok_or_else(|| {

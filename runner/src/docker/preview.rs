@@ -101,40 +101,18 @@ impl DockerBackend {
             ])),
             ..Default::default()
         };
-        // Docker allows two networks of one name; reuse the preview's own.
-        let filter = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_PREVIEW}={}", spec.key),
-                format!("{LABEL_SERVER}={}", spec.server),
-            ],
-        )]);
-        let existing = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(docker_err("list preview networks"))?;
-        if !existing
-            .iter()
-            .any(|n| n.name.as_deref() == Some(network.as_str()))
-        {
-            match self.docker.create_network(req).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) => {}
-                Err(e) => return Err(docker_err("create the preview's network")(e)),
-            }
-        }
+        // Docker allows two networks of one name, and then refuses to start
+        // a container on either ("ambiguous"), even by id: the preview
+        // reuses the one of its name (its own, or one a crash or another
+        // server left), and clears duplicates nobody uses.
+        let network_id = self.preview_network(&network, req).await?;
         let name = format!("slipway-preview-{}-{}", spec.slug, spec.generation);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             host_config: Some(HostConfig {
-                network_mode: Some(network.clone()),
+                network_mode: Some(network_id.clone()),
                 init: Some(true),
                 ..Default::default()
             }),
@@ -151,6 +129,55 @@ impl DockerBackend {
             .map_err(docker_err(format!("start preview container {name}")))?;
         let ip = self.preview_ip(&name, &network).await?;
         Ok(PreviewContainer { name, network, ip })
+    }
+
+    /// The id of the one network named `name`, made from `req` if none is.
+    async fn preview_network(
+        &self,
+        name: &str,
+        req: bollard::models::NetworkCreateRequest,
+    ) -> Result<String, BackendError> {
+        let by_name = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let named = |docker: bollard::Docker| {
+            let filter = by_name.clone();
+            async move {
+                docker
+                    .list_networks(Some(
+                        ListNetworksOptionsBuilder::default()
+                            .filters(&filter)
+                            .build(),
+                    ))
+                    .await
+                    .map(|all| {
+                        all.into_iter()
+                            .filter(|n| n.name.as_deref() == Some(name))
+                            .filter_map(|n| n.id)
+                            .collect::<Vec<String>>()
+                    })
+                    .map_err(docker_err("list preview networks"))
+            }
+        };
+        let mut ids = named(self.docker.clone()).await?;
+        if ids.len() > 1 {
+            // Those in use refuse to go; the unused ones go.
+            for id in &ids {
+                let _ = self.docker.remove_network(id).await;
+            }
+            ids = named(self.docker.clone()).await?;
+        }
+        match ids.as_slice() {
+            [id] => Ok(id.clone()),
+            [] => self
+                .docker
+                .create_network(req)
+                .await
+                .map(|created| created.id)
+                .map_err(docker_err("create the preview's network")),
+            _ => Err(BackendError::Other(format!(
+                "{} networks named {name} are in use; remove all but one (`docker network ls --filter name={name}`)",
+                ids.len()
+            ))),
+        }
     }
 
     /// The container's address on the network (it changes when Docker
@@ -222,8 +249,8 @@ impl DockerBackend {
             .filters(&filter)
             .build();
         if let Ok(networks) = self.docker.list_networks(Some(opts)).await {
-            for n in networks.into_iter().filter_map(|n| n.name) {
-                let _ = self.docker.remove_network(&n).await;
+            for id in networks.into_iter().filter_map(|n| n.id) {
+                let _ = self.docker.remove_network(&id).await;
             }
         }
         // Only the reference the preview pulled (by digest), never forced:

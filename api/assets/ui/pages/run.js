@@ -24,7 +24,7 @@ export function runPage(parts, query, signal, ctx) {
   const renderHead = () => {
     // Replayed events repeat what is shown; redrawing would swap a button
     // out from under a pointer.
-    const key = JSON.stringify([run.status, run.error, run.notes, run.finished_ms]);
+    const key = JSON.stringify([run.status, run.error, run.notes, run.finished_ms, run.runner, run.waiting]);
     if (key === shownHead) return;
     shownHead = key;
     const focusedId = head.contains(document.activeElement) ? document.activeElement.id : null;
@@ -53,10 +53,12 @@ export function runPage(parts, query, signal, ctx) {
             ["Trigger", run.event],
             ["Started", timeEl(run.created_ms)],
             ["Duration", h("span", { id: "run-duration" }, duration(dur))],
+            ["Runner", h("span", { id: "run-runner" }, run.runner || (run.runs_on && run.runs_on.length ? `any with ${run.runs_on.join(", ")}` : "—"))],
           ].map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))),
         ),
       ),
       run.error ? h("p", { class: "error" }, run.error) : null,
+      run.status === "queued" && run.waiting ? h("p", { class: "waiting", id: "run-waiting", role: "status" }, `Waiting: ${run.waiting}`) : null,
       run.notes && run.notes.length ? h("ul", { class: "notes", "aria-label": "Notes" }, run.notes.map((n) => h("li", {}, n))) : null,
       buttons.length ? h("div", { class: "actions" }, buttons) : null,
       ].filter(Boolean),
@@ -315,10 +317,22 @@ export function runPage(parts, query, signal, ctx) {
     .catch((e) => {
       if (!signal.aborted) el.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
     });
+  let polled = 0;
   const tick = setInterval(() => {
     if (run && !runEnded(run.status)) {
       const d = document.getElementById("run-duration");
       if (d) d.textContent = duration(Date.now() - run.created_ms);
+      // Why a run waits, and which runner took it, come with no event:
+      // asked every two seconds until it has a runner.
+      if ((run.status === "queued" || !run.runner) && ++polled % 2 === 0) {
+        api(`/runs/${encodeURIComponent(run.id)}`, { signal })
+          .then((fresh) => {
+            if (signal.aborted || !run || fresh.id !== run.id) return;
+            Object.assign(run, { waiting: fresh.waiting, runner: fresh.runner, runs_on: fresh.runs_on });
+            renderHead();
+          })
+          .catch(() => {});
+      }
     }
   }, 1000);
   signal.addEventListener("abort", () => clearInterval(tick));
