@@ -148,10 +148,17 @@ fn push(addr: &str, sha: &str, delivery: &str) -> String {
         .to_string()
 }
 
-/// Webhook -> first container start for `PUSHES` pushes, one at a time.
-async fn webhook_to_container(d: &bollard::Docker, addr: &str, sha: &str, tag: &str) -> Vec<f64> {
+/// Webhook -> first container start for `PUSHES` pushes, one at a time;
+/// also each run's phases (name, ms), as the run reports them.
+async fn webhook_to_container(
+    d: &bollard::Docker,
+    addr: &str,
+    sha: &str,
+    tag: &str,
+) -> (Vec<f64>, Vec<Vec<(String, f64)>>) {
     let mut starts = watch_starts(d.clone(), "slipway.run");
     let mut out = Vec::new();
+    let mut phases = Vec::new();
     for i in 0..=PUSHES {
         let sent = now_ns();
         let id = push(addr, sha, &format!("{tag}-{i}"));
@@ -164,19 +171,66 @@ async fn webhook_to_container(d: &bollard::Docker, addr: &str, sha: &str, tag: &
                 break at;
             }
         };
-        if i > 0 {
-            out.push((started - sent) as f64 / 1e6);
-        }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ["queued", "running", ""]
-            .contains(&run_view(addr, &id)["status"].as_str().unwrap_or(""))
-        {
+        let view = loop {
+            let view = run_view(addr, &id);
+            if !["queued", "running", ""].contains(&view["status"].as_str().unwrap_or("")) {
+                break view;
+            }
             assert!(Instant::now() < deadline, "run {id} did not end");
             tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // The first push fills the mirror: a warm-up.
+        if i > 0 {
+            out.push((started - sent) as f64 / 1e6);
+            phases.push(
+                view["phases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            p["phase"].as_str().unwrap_or("?").to_string(),
+                            p["micros"].as_u64().unwrap_or(0) as f64 / 1e3,
+                        )
+                    })
+                    .collect(),
+            );
         }
     }
     out.sort_by(f64::total_cmp);
-    out
+    (out, phases)
+}
+
+/// Each phase's p50, in the order runs report them, and what is left of
+/// the p50 total: the first container's create and start, and handovers.
+fn print_phases(label: &str, total: &[f64], runs: &[Vec<(String, f64)>]) {
+    let mut names: Vec<String> = Vec::new();
+    for run in runs {
+        for (name, _) in run {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let mut line = format!("   {label:<9}");
+    let mut sum = 0.0;
+    for name in &names {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let p50 = percentile(&v, 0.5);
+        sum += p50;
+        line.push_str(&format!(" {name} {p50:.1} |"));
+    }
+    line.push_str(&format!(
+        " rest (first container create+start, handovers) {:.1} | total {:.1}",
+        percentile(total, 0.5) - sum,
+        percentile(total, 0.5)
+    ));
+    println!("{line}");
 }
 
 async fn bare_starts(d: &bollard::Docker) -> Vec<f64> {
@@ -285,7 +339,7 @@ async fn main() {
 
     // 1. Webhook -> first container: built-in, remote, bare.
     let (mut builtin, sha) = server("bench-runners-local", "", &pipeline);
-    let local = webhook_to_container(&d, &builtin.addr, &sha, "local").await;
+    let (local, local_phases) = webhook_to_container(&d, &builtin.addr, &sha, "local").await;
     signal(&builtin.child, "TERM");
     let _ = builtin.child.wait();
 
@@ -302,7 +356,8 @@ async fn main() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let remote = webhook_to_container(&d, &remote_server.addr, &sha, "remote").await;
+    let (remote, remote_phases) =
+        webhook_to_container(&d, &remote_server.addr, &sha, "remote").await;
     signal(&runner, "TERM");
     let _ = runner.wait();
     signal(&remote_server.child, "TERM");
@@ -383,6 +438,9 @@ async fn main() {
         p(&bare, 0.5),
         p(&bare, 0.95)
     );
+    println!("== where the time goes (p50 ms per phase, as each run reports it)");
+    print_phases("built-in", &local, &local_phases);
+    print_phases("remote", &remote, &remote_phases);
     let over_bare = p(&local, 0.5) - p(&bare, 0.5);
     let over_local = p(&remote, 0.5) - p(&local, 0.5);
     println!(

@@ -202,6 +202,16 @@ fn cluster(
     files: &[(&str, &str)],
     runners: &[(&str, &str, usize)],
 ) -> (Cluster, TempDir, String) {
+    cluster_with(tag, files, runners, "")
+}
+
+/// [`cluster`] with `repo_extra` appended to the repository's table.
+fn cluster_with(
+    tag: &str,
+    files: &[(&str, &str)],
+    runners: &[(&str, &str, usize)],
+    repo_extra: &str,
+) -> (Cluster, TempDir, String) {
     let repo_dir = TempDir::new(&format!("{tag}-repo"));
     let (bare, sha) = git_repo(&repo_dir, "master", files);
     let dir = TempDir::new(tag);
@@ -216,7 +226,7 @@ fn cluster(
             "[server]\nlisten = \"0.0.0.0:{port}\"\nlocal_runner = false\nrunner_lease = \"3s\"\ncancel_superseded = false\nrequeue_interrupted = true\nsecrets_key = \"{}\"\n{TOKENS}[[tokens]]\nuser = \"ada\"\ntoken = \"{ADMIN}\"\nscope = \"admin\"\n{}",
             dir.path().join("secrets.key").display(),
             repo_config(&format!("file://{}", bare.display()))
-        ),
+        ) + repo_extra,
     );
     let data = dir.path().join("data");
     let mut c = Cluster {
@@ -598,7 +608,9 @@ steps:
       - key: deps-v1
         paths: [deps]
     artifacts: [out/report.txt]
+    secrets: [DEPLOY_TOKEN]
     commands:
+      - test "${{#DEPLOY_TOKEN}}" -eq 18 && echo "the secret arrived"
       - |
         if [ -f deps/made ]; then echo "deps restored: $(cat deps/made)"
         else mkdir -p deps; echo "$SLIPWAY_COMMIT_SHA" > deps/made; echo "deps made"; fi
@@ -611,10 +623,11 @@ steps:
 #[test]
 fn caches_and_artifacts_follow_runs_from_one_runner_to_another_through_the_server() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
-    let (c, repo_dir, first_sha) = cluster(
+    let (c, repo_dir, first_sha) = cluster_with(
         "runners-cache",
         &[(".slipway.yml", &cached_pipeline("one"))],
         &[("a", "one", 1), ("b", "two", 1)],
+        "[repos.secrets]\nDEPLOY_TOKEN = \"runner-secret-4b1d\"\n",
     );
     let first = c.push(&first_sha, "cache-0");
     let view = c.wait_ended(&first, 60);
@@ -650,6 +663,22 @@ fn caches_and_artifacts_follow_runs_from_one_runner_to_another_through_the_serve
         log.contains(&format!("deps restored: {first_sha}")),
         "b restored a's cache: {log}"
     );
+    assert!(log.contains("\nthe secret arrived"), "{log}");
+    // The secret reached the step, and nothing the runners keep holds it.
+    for r in &c.runners {
+        let found = Command::new("grep")
+            .args(["-r", "-l", "runner-secret-4b1d"])
+            .arg(&r.data)
+            .output()
+            .unwrap();
+        assert!(
+            found.stdout.is_empty(),
+            "runner {} wrote the secret to {}",
+            r.name,
+            String::from_utf8_lossy(&found.stdout)
+        );
+        assert!(!r.log().contains("runner-secret-4b1d"));
+    }
 }
 
 /// A TLS front on `0.0.0.0:<port>` for `backend` (plain HTTP), with a

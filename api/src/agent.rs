@@ -315,6 +315,7 @@ impl<B: Backend> Agent<B> {
         let (tx, rx) = mpsc::channel::<RunEvent>(1024);
         let upload = tokio::spawn(self.clone().upload(job.run_id.clone(), job.epoch, rx));
         let checkout = self.config.data_dir.join("work").join(&job.run_id);
+        let checking_out = Instant::now();
         let prepared = async {
             self.mirrors
                 .fetch(&job.repo, &job.remote, &job.git_ref, &job.sha)
@@ -338,6 +339,12 @@ impl<B: Backend> Agent<B> {
                     .await;
             }
             Ok(()) => {
+                let _ = tx
+                    .send(RunEvent::Phase {
+                        phase: "checkout".into(),
+                        took: checking_out.elapsed(),
+                    })
+                    .await;
                 let options = RunOptions {
                     run_id: job.run_id.clone(),
                     jobs: job.jobs.max(1),

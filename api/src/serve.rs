@@ -177,6 +177,7 @@ pub async fn start<B: Backend>(
         dispatch: dispatch.clone(),
         adopted: Default::default(),
         texts: Default::default(),
+        reading: Default::default(),
     });
     if config.local_runner {
         // The daemon's health, asked every few seconds: what /healthz and

@@ -68,4 +68,11 @@ pub enum RunEvent {
         status: RunStatus,
         duration: Duration,
     },
+    /// How long one phase of getting the run going took (`images`,
+    /// `network+workspace`, `first container`; a runner adds `checkout`):
+    /// where the time between a push and the first step goes.
+    Phase {
+        phase: String,
+        took: Duration,
+    },
 }

@@ -357,7 +357,8 @@ impl Printer {
                 self.line(step, true, &format!("output {image}"))
             }
             RunEvent::Artifacts { .. } => {}
-            RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
+            RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } | RunEvent::Phase { .. } => {
+            }
         }
     }
 }

@@ -59,6 +59,10 @@ pub struct RunView {
     /// Why a queued run has not started yet ("no online runner has label
     /// `large`", "all 3 matching runners busy").
     pub waiting: Option<String>,
+    /// Where the time before the first step went: `queued` (accepted to
+    /// claimed), `prepare` (the pipeline read, trust and secrets decided),
+    /// `checkout`, `images`, `network+workspace`.
+    pub phases: Vec<crate::store::Phase>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +106,7 @@ impl RunView {
             runner,
             runs_on: r.runs_on.clone(),
             waiting: None,
+            phases: r.phases.clone(),
             trusted: trust.trusted,
             trust: trust.why,
             duration_ms: r.finished_ms.map(|f| f.saturating_sub(r.created_ms)),

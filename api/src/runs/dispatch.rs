@@ -148,6 +148,11 @@ impl Dispatch {
         (id, rx)
     }
 
+    /// Whether some runner waits for work.
+    pub fn has_waiters(&self) -> bool {
+        self.state().waiting.iter().any(|w| !w.job.is_closed())
+    }
+
     pub fn stop_waiting(&self, id: u64) {
         self.state().waiting.retain(|w| w.id != id);
     }

@@ -89,6 +89,10 @@ pub struct Executor<B> {
     pub adopted: std::sync::Mutex<Vec<RunRecord>>,
     /// Pipeline files by (repository, commit, path), as read from mirrors.
     pub texts: std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<str>>>,
+    /// Reads of pipeline files in flight, by the same key.
+    pub reading: std::sync::Mutex<
+        std::collections::HashMap<(String, String, String), Arc<tokio::sync::Mutex<()>>>,
+    >,
 }
 
 /// Where a claimed run executes.
@@ -220,7 +224,14 @@ impl<B: Backend> Executor<B> {
             })
         };
         let planning: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let mut reasons_told = std::time::Instant::now();
         loop {
+            // With no free slot, a pass only says why runs wait, once a
+            // second: a long queue is not read again for every claim.
+            let reasons_due = reasons_told.elapsed() >= std::time::Duration::from_secs(1);
+            if reasons_due {
+                reasons_told = std::time::Instant::now();
+            }
             // A daemon that does not answer would hang each new run's first
             // call; runs wait for it (or go to a remote runner).
             let local_unhealthy = if self.config.local_runner {
@@ -238,6 +249,12 @@ impl<B: Backend> Executor<B> {
             self.dispatch
                 .keep_pending(&queued.iter().cloned().collect());
             for id in queued {
+                let local_free = self.config.local_runner
+                    && local_unhealthy.is_none()
+                    && permits.available_permits() > 0;
+                if !local_free && !self.dispatch.has_waiters() && !reasons_due {
+                    break;
+                }
                 let Ok(Some(run)) = self.store.get_run(&id) else {
                     continue;
                 };
@@ -415,6 +432,17 @@ impl<B: Backend> Executor<B> {
         }
     }
 
+    /// Records how long a phase of starting a run took (see `RunEvent::Phase`).
+    fn phase(&self, run_id: &str, phase: &str, took: std::time::Duration) {
+        let phase = crate::store::Phase {
+            phase: phase.into(),
+            micros: took.as_micros() as u64,
+        };
+        if let Err(e) = self.store.update_run(run_id, |r| r.phases.push(phase)) {
+            warn!(error = %e, "cannot record a phase");
+        }
+    }
+
     /// The pipeline file of a commit: fetched into the mirror and read
     /// once, then remembered, as the labels' read and the run's start
     /// (and every rerun of the commit) want the same text.
@@ -424,14 +452,44 @@ impl<B: Backend> Executor<B> {
         source: &SourceRecord,
     ) -> Result<Option<Arc<str>>, slipway_runner::git::GitError> {
         let key = (repo.name.clone(), source.sha.clone(), repo.pipeline.clone());
-        if let Some(text) = self
-            .texts
+        let cached = |this: &Self| {
+            this.texts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+        };
+        if let Some(text) = cached(self) {
+            return Ok(Some(text));
+        }
+        // One read per commit at a time: a burst of runs of one commit
+        // (reruns, a queue met by many runners) waits for the first read
+        // instead of each fetching and reading it again.
+        let flight = self
+            .reading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(Some(text.clone()));
-        }
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _reading = flight.lock().await;
+        let read = match cached(self) {
+            Some(text) => Ok(Some(text)),
+            None => self.read_pipeline(repo, source, &key).await,
+        };
+        self.reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        read
+    }
+
+    async fn read_pipeline(
+        &self,
+        repo: &crate::config::Repo,
+        source: &SourceRecord,
+        key: &(String, String, String),
+    ) -> Result<Option<Arc<str>>, slipway_runner::git::GitError> {
         self.mirrors
             .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
             .await?;
@@ -448,7 +506,7 @@ impl<B: Backend> Executor<B> {
         if texts.len() >= 256 {
             texts.clear();
         }
-        texts.insert(key, text.clone());
+        texts.insert(key.clone(), text.clone());
         Ok(Some(text))
     }
 
@@ -599,6 +657,12 @@ impl<B: Backend> Executor<B> {
         slot: Slot,
     ) -> Result<Ran, (RunStatus, String)> {
         let source = run.source.as_ref().expect("server runs have a source");
+        let preparing = std::time::Instant::now();
+        self.phase(
+            &run.id,
+            "queued",
+            std::time::Duration::from_millis(now_ms().saturating_sub(run.created_ms)),
+        );
         // Decided once, with the config the run starts under, and kept
         // with the run: what it gets follows from this.
         let trust = crate::runs::trust::trust(Some(source), &repo.trusted_pull_requests);
@@ -703,11 +767,14 @@ impl<B: Backend> Executor<B> {
         if !too_big.is_empty() {
             return Err((RunStatus::Error, too_big.join("\n")));
         }
+        self.phase(&run.id, "prepare", preparing.elapsed());
         if matches!(slot, Slot::Local(_)) {
+            let checking_out = std::time::Instant::now();
             self.mirrors
                 .checkout(&repo.name, &source.sha, checkout)
                 .await
                 .map_err(|e| (RunStatus::Failed, e.to_string()))?;
+            self.phase(&run.id, "checkout", checking_out.elapsed());
         }
         let steps = step_records(&pipeline);
         let name = pipeline.name.clone();

@@ -175,6 +175,14 @@ impl Recorder {
                 self.flush_step(step)?;
                 self.update_step(step, |s| s.status = status.into())?;
             }
+            RunEvent::Phase { phase, took } => {
+                let phase = crate::store::Phase {
+                    phase: phase.clone(),
+                    micros: took.as_micros() as u64,
+                };
+                self.store
+                    .update_run(&self.run_id, |r| r.phases.push(phase))?;
+            }
             RunEvent::RunError { message } => {
                 let message = message.clone();
                 self.store

@@ -114,6 +114,16 @@ pub struct RunRecord {
     /// The remote runner holding this run while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Where the time before the first step went, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
+}
+
+/// How long one phase of starting a run took (see `RunEvent::Phase`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    pub phase: String,
+    pub micros: u64,
 }
 
 /// Whether a run's code is the repository's own (`runs::trust` decides).
@@ -152,6 +162,7 @@ impl RunRecord {
             trust: None,
             runs_on: None,
             lease: None,
+            phases: Vec::new(),
         }
     }
 }

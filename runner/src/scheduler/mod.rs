@@ -206,7 +206,8 @@ fn masked(masker: &Masker, event: RunEvent) -> RunEvent {
         | RunEvent::StepStarted { .. }
         | RunEvent::StepFinished { .. }
         | RunEvent::StepSettled { .. }
-        | RunEvent::RunFinished { .. }) => e,
+        | RunEvent::RunFinished { .. }
+        | RunEvent::Phase { .. }) => e,
     }
 }
 
@@ -231,13 +232,23 @@ async fn run<B: Backend>(
     .await;
     let base_env = base_env(pipeline, &options);
     let state = initial_state(pipeline, plan, &options);
+    let phase = Instant::now();
     let (images, spec) = setup::prepare(
         &backend, pipeline, plan, &state, &base_env, &options, &events,
     )
     .await;
+    let images_took = phase.elapsed();
     announce_skipped(pipeline, &state, &options, &events).await;
     let services = setup::services(pipeline, &images, &base_env, &options.limits);
+    let phase = Instant::now();
     let error = setup::start(backend.as_ref(), &spec, services, &events, &cancel).await;
+    for (phase, took) in [
+        ("images", images_took),
+        ("network+workspace", phase.elapsed()),
+    ] {
+        let phase = phase.to_string();
+        emit(&events, RunEvent::Phase { phase, took }).await;
+    }
     let shared = Arc::new(Shared {
         backend: backend.clone(),
         run: spec,
