@@ -88,12 +88,13 @@ pub struct Executor<B> {
     /// Remote runs found running at start, followed once `run` starts.
     pub adopted: std::sync::Mutex<Vec<RunRecord>>,
     /// Pipeline files by (repository, commit, path), as read from mirrors.
-    pub texts: std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<str>>>,
+    pub texts: std::sync::Mutex<std::collections::HashMap<TextKey, Arc<str>>>,
     /// Reads of pipeline files in flight, by the same key.
-    pub reading: std::sync::Mutex<
-        std::collections::HashMap<(String, String, String), Arc<tokio::sync::Mutex<()>>>,
-    >,
+    pub reading: std::sync::Mutex<std::collections::HashMap<TextKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A pipeline file of a commit: (repository, commit, path).
+pub type TextKey = (String, String, String);
 
 /// Where a claimed run executes.
 enum Slot {
@@ -488,7 +489,7 @@ impl<B: Backend> Executor<B> {
         &self,
         repo: &crate::config::Repo,
         source: &SourceRecord,
-        key: &(String, String, String),
+        key: &TextKey,
     ) -> Result<Option<Arc<str>>, slipway_runner::git::GitError> {
         self.mirrors
             .fetch(&repo.name, &repo.remote(), &source.git_ref, &source.sha)
