@@ -222,11 +222,11 @@ fn cluster_with(
         .port();
     let config = dir.write(
         "slipway.toml",
-        &format!(
+        &(format!(
             "[server]\nlisten = \"0.0.0.0:{port}\"\nlocal_runner = false\nrunner_lease = \"3s\"\ncancel_superseded = false\nrequeue_interrupted = true\nsecrets_key = \"{}\"\n{TOKENS}[[tokens]]\nuser = \"ada\"\ntoken = \"{ADMIN}\"\nscope = \"admin\"\n{}",
             dir.path().join("secrets.key").display(),
             repo_config(&format!("file://{}", bare.display()))
-        ) + repo_extra,
+        ) + repo_extra),
     );
     let data = dir.path().join("data");
     let mut c = Cluster {
