@@ -596,6 +596,39 @@ fn a_killed_runner_removes_its_orphans_on_restart_and_a_cancel_reaches_it_within
         stopped < Duration::from_secs(1),
         "a cancel reaches a remote run within a second: {stopped:?}"
     );
+    // Removed: its token stops working and the runner stops, saying why.
+    let out = Command::new(slipway_bin())
+        .args(["runners", "rm", "a"])
+        .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
+        .env("SLIPWAY_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = c.runner_mut("a").child.take().unwrap();
+    let removed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(40),
+            "a removed runner stops\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    assert!(
+        c.runner("a")
+            .log()
+            .contains("was it removed with `slipway runners rm`?"),
+        "{}",
+        c.runner("a").log()
+    );
 }
 
 fn cached_pipeline(label: &str) -> String {

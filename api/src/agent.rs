@@ -125,6 +125,7 @@ pub async fn run<B: Backend>(
     let beats = tokio::spawn(agent.clone().heartbeats(stop.clone()));
     let tasks = tokio_util::task::TaskTracker::new();
     let mut backoff = Duration::from_millis(200);
+    let mut refused = None;
     while !stop.is_cancelled() {
         let free = agent.config.capacity > agent.held().len();
         let unhealthy = agent.backend.health().err();
@@ -150,6 +151,14 @@ pub async fn run<B: Backend>(
                 tasks.spawn(async move { this.run_job(job).await }.instrument(span));
             }
             Ok(None) => backoff = Duration::from_millis(200),
+            // Removed (`slipway runners rm`) or not this token's name:
+            // asking again will not help.
+            Err(e)
+                if e.starts_with("claim answered 401") || e.starts_with("claim answered 403") =>
+            {
+                refused = Some(e);
+                break;
+            }
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "cannot reach the server");
                 tokio::select! {
@@ -172,7 +181,12 @@ pub async fn run<B: Backend>(
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(30), tasks.wait()).await;
     beats.abort();
-    Ok(())
+    match refused {
+        Some(why) => Err(AgentError::Setup(format!(
+            "the server refused this runner ({why}); was it removed with `slipway runners rm`?"
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl<B: Backend> Agent<B> {
@@ -246,6 +260,17 @@ impl<B: Backend> Agent<B> {
                     Ok(reply) => self.obey(reply),
                     Err(e) => warn!(error = %e, "unreadable heartbeat answer"),
                 },
+                // Its token no longer works: it holds nothing any more.
+                Ok(r) if r.status().as_u16() == 401 => {
+                    warn!(
+                        "heartbeat refused: this runner's token no longer works; stopping its runs"
+                    );
+                    let held: Vec<String> = self.held().into_iter().map(|h| h.run_id).collect();
+                    self.obey(HeartbeatReply {
+                        cancel: Vec::new(),
+                        fenced: held,
+                    });
+                }
                 Ok(r) => warn!(status = %r.status(), "heartbeat refused"),
                 Err(e) => warn!(error = %e, "heartbeat not delivered"),
             }
