@@ -539,7 +539,21 @@ impl<B: Backend> Executor<B> {
             async move {
                 let followed = this.follow_remote(&run.id, ended, cancel).await;
                 if this.settle_remote(&run, &lease.runner, followed) {
-                    this.ended(&run.id, None).await;
+                    // The pipeline it ran is read again from its commit
+                    // (previews follow its `preview:`).
+                    let pipeline = match (
+                        &run.source,
+                        run.source.as_ref().and_then(|s| this.config.repo(&s.repo)),
+                    ) {
+                        (Some(source), Some(repo)) => this
+                            .pipeline_text(repo, source)
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|text| parse(&repo.pipeline, &text).pipeline),
+                        _ => None,
+                    };
+                    this.ended(&run.id, pipeline.as_ref()).await;
                 }
                 this.queued.notify_one();
             }
