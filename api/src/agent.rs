@@ -60,6 +60,9 @@ struct Running {
     epoch: u64,
     cancel: CancellationToken,
     fenced: bool,
+    /// Its final event is stored: the server has let go of its lease, so
+    /// heartbeats stop naming it (else they would be answered "fenced").
+    reported: bool,
 }
 
 struct Agent<B> {
@@ -209,6 +212,7 @@ impl<B: Backend> Agent<B> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
+            .filter(|(_, r)| !r.reported)
             .map(|(id, r)| Held {
                 run_id: id.clone(),
                 epoch: r.epoch,
@@ -334,6 +338,7 @@ impl<B: Backend> Agent<B> {
                     epoch: job.epoch,
                     cancel: cancel.clone(),
                     fenced: false,
+                    reported: false,
                 },
             );
         info!(repo = %job.repo, sha = %job.sha, "took a run");
@@ -576,6 +581,20 @@ impl<B: Backend> Agent<B> {
             match sent {
                 Ok(r) if r.status().is_success() => match r.json::<EventsReply>().await {
                     Ok(reply) => {
+                        let finished = pending
+                            .events
+                            .iter()
+                            .take(reply.acked.saturating_sub(pending.acked) as usize)
+                            .any(|e| matches!(e, RunEvent::RunFinished { .. }));
+                        if finished
+                            && let Some(run) = self
+                                .running
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_mut(&run_id)
+                        {
+                            run.reported = true;
+                        }
                         pending.ack(reply.acked);
                         backoff = Duration::from_millis(100);
                         continue;

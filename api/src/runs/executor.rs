@@ -226,6 +226,7 @@ impl<B: Backend> Executor<B> {
         };
         let planning: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
         let mut reasons_told = std::time::Instant::now();
+        let mut claimed_now = Vec::new();
         loop {
             // With no free slot, a pass only says why runs wait, once a
             // second: a long queue is not read again for every claim.
@@ -266,7 +267,16 @@ impl<B: Backend> Executor<B> {
                     .config
                     .repo(&source.repo)
                     .and_then(|r| r.max_concurrent_runs);
-                if limit.is_some_and(|l| self.control.running_in(&source.repo) >= l) {
+                // Runs claimed earlier in this pass are not registered yet.
+                let claimed_of_repo = claimed_now
+                    .iter()
+                    .filter(|(_, _, s): &&(RunRecord, Slot, SourceRecord)| {
+                        s.repo.eq_ignore_ascii_case(&source.repo)
+                    })
+                    .count();
+                if limit
+                    .is_some_and(|l| self.control.running_in(&source.repo) + claimed_of_repo >= l)
+                {
                     self.dispatch.set_pending(
                         &id,
                         format!(
@@ -362,12 +372,19 @@ impl<B: Backend> Executor<B> {
                     }
                 };
                 self.dispatch.clear_pending(&id);
-                // Durable before any container starts: after a crash the run
-                // must read `running` (and be reconciled as interrupted, or
-                // followed on its runner), not `queued` (and silently start over).
-                if let Err(e) = self.store.flush_async().await {
-                    warn!(run_id = %id, error = %e, "cannot flush the claim of a run");
-                }
+                claimed_now.push((run, slot, source));
+            }
+            // Durable before any container starts: after a crash a run
+            // must read `running` (and be reconciled as interrupted, or
+            // followed on its runner), not `queued` (and silently start
+            // over). One flush for every claim of the pass, not one each.
+            if !claimed_now.is_empty()
+                && let Err(e) = self.store.flush_async().await
+            {
+                warn!(error = %e, "cannot flush the claims of runs");
+            }
+            for (run, slot, source) in claimed_now.drain(..) {
+                let id = run.id.clone();
                 let cancel = self.cancel_runs.child_token();
                 self.control
                     .start(&id, &source.repo, &source.git_ref, cancel.clone());
