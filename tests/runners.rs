@@ -344,7 +344,12 @@ fn thirty_runs_over_three_runners_run_once_each_and_labels_route_them() {
     assert_eq!(per_runner.values().sum::<usize>(), 30);
     // A run that ended normally lets go of its lease: nobody was fenced.
     for r in &c.runners {
-        assert!(!r.log().contains("fenced"), "runner {}:\n{}", r.name, r.log());
+        assert!(
+            !r.log().contains("fenced"),
+            "runner {}:\n{}",
+            r.name,
+            r.log()
+        );
     }
 
     // Labels route: only `c` has `large`.
