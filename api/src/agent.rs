@@ -193,6 +193,13 @@ pub async fn run<B: Backend>(
 }
 
 impl<B: Backend> Agent<B> {
+    /// A request to the server with this runner's token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.config.token)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.server.trim_end_matches('/'))
     }
@@ -222,9 +229,7 @@ impl<B: Backend> Agent<B> {
 
     async fn claim(&self) -> Result<Option<Job>, String> {
         let response = self
-            .http
-            .post(self.url("/api/v1/runner/claim"))
-            .bearer_auth(&self.config.token)
+            .request(reqwest::Method::POST, "/api/v1/runner/claim")
             .json(&self.hello())
             .send()
             .await
@@ -252,9 +257,7 @@ impl<B: Backend> Agent<B> {
                 runs: self.held(),
             };
             let sent = self
-                .http
-                .post(self.url("/api/v1/runner/heartbeat"))
-                .bearer_auth(&self.config.token)
+                .request(reqwest::Method::POST, "/api/v1/runner/heartbeat")
                 .timeout(Duration::from_secs(5))
                 .json(&beat)
                 .send()
@@ -472,10 +475,11 @@ impl<B: Backend> Agent<B> {
             .await
             .map_err(|e| e.to_string())?;
         let sent = self
-            .http
-            .put(self.url(&format!("/api/v1/runner/artifacts/{step}")))
+            .request(
+                reqwest::Method::PUT,
+                &format!("/api/v1/runner/artifacts/{step}"),
+            )
             .query(&[("run_id", run_id), ("epoch", &epoch.to_string())])
-            .bearer_auth(&self.config.token)
             .header(crate::protocol::SHA256_HEADER, &packed)
             .timeout(Duration::from_secs(600))
             .body(reqwest::Body::wrap_stream(
@@ -571,9 +575,7 @@ impl<B: Backend> Agent<B> {
             };
             pending.in_flight = take;
             let sent = self
-                .http
-                .post(self.url("/api/v1/runner/events"))
-                .bearer_auth(&self.config.token)
+                .request(reqwest::Method::POST, "/api/v1/runner/events")
                 .timeout(Duration::from_secs(15))
                 .json(&batch)
                 .send()

@@ -9,22 +9,29 @@ use axum::http::{HeaderMap, StatusCode};
 use crate::config::{ApiToken, Scope};
 use crate::http::{ApiError, AppState};
 
-/// Checks the bearer token and its scope.
-fn authorize(state: &AppState, headers: &HeaderMap, needed: Scope) -> Result<ApiToken, ApiError> {
-    let presented = headers
+/// The token of `Authorization: Bearer <token>`, trimmed; `what` names
+/// the kind of token in the error.
+pub fn bearer<'a>(headers: &'a HeaderMap, what: &str) -> Result<&'a str, ApiError> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "send `Authorization: Bearer <token>`",
+                format!("send `Authorization: Bearer <{what}>`"),
             )
-        })?;
+        })
+}
+
+/// Checks the bearer token and its scope.
+fn authorize(state: &AppState, headers: &HeaderMap, needed: Scope) -> Result<ApiToken, ApiError> {
+    let presented = bearer(headers, "token")?;
     let token = state
         .config
-        .token(presented.trim())
+        .token(presented)
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token"))?;
     if token.scope < needed {
         return Err(ApiError::new(

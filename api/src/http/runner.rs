@@ -22,19 +22,8 @@ impl FromRequestParts<AppState> for RunnerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send `Authorization: Bearer <runner token>`",
-                )
-            })?;
-        match state.store.runner_by_token(presented.trim()) {
+        let presented = crate::http::auth::bearer(&parts.headers, "runner token")?;
+        match state.store.runner_by_token(presented) {
             Ok(Some(runner)) => Ok(RunnerAuth(runner)),
             Ok(None) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -942,17 +942,7 @@ impl<B: Backend> Executor<B> {
                 warn!(error = %e, "cannot record a run event");
             }
         });
-        let limit = self.config.run_timeout;
-        let (control, store, run_id) = (self.control.clone(), self.store.clone(), run.id.clone());
-        let watchdog = tokio::spawn(async move {
-            tokio::time::sleep(limit).await;
-            let reason = format!(
-                "cancelled: the run took longer than {} (the server's run_timeout)",
-                slipway_engine::duration::format_duration(limit)
-            );
-            let _ =
-                tokio::task::spawn_blocking(move || control.cancel(&store, &run_id, &reason)).await;
-        });
+        let watchdog = self.watchdog(&run.id);
         let result = execute(self.backend.clone(), &pipeline, options, tx, cancel).await;
         watchdog.abort();
         let _ = record.await;
@@ -963,6 +953,22 @@ impl<B: Backend> Executor<B> {
             }
             Err(e) => Err((RunStatus::Error, e.to_string())),
         }
+    }
+
+    /// Cancels the run once it has taken longer than the server's `run_timeout`.
+    fn watchdog(&self, run_id: &str) -> tokio::task::JoinHandle<()> {
+        let limit = self.config.run_timeout;
+        let (control, store, run_id) =
+            (self.control.clone(), self.store.clone(), run_id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let reason = format!(
+                "cancelled: the run took longer than {} (the server's run_timeout)",
+                slipway_engine::duration::format_duration(limit)
+            );
+            let _ =
+                tokio::task::spawn_blocking(move || control.cancel(&store, &run_id, &reason)).await;
+        })
     }
 
     /// Hands a prepared run to the remote runner waiting for it and
@@ -997,17 +1003,7 @@ impl<B: Backend> Executor<B> {
             return Ok(Ran::Unclaimed);
         }
         info!(%runner, epoch, "handed to a remote runner");
-        let limit = self.config.run_timeout;
-        let (control, store, run_id) = (self.control.clone(), self.store.clone(), run.id.clone());
-        let watchdog = tokio::spawn(async move {
-            tokio::time::sleep(limit).await;
-            let reason = format!(
-                "cancelled: the run took longer than {} (the server's run_timeout)",
-                slipway_engine::duration::format_duration(limit)
-            );
-            let _ =
-                tokio::task::spawn_blocking(move || control.cancel(&store, &run_id, &reason)).await;
-        });
+        let watchdog = self.watchdog(&run.id);
         let followed = self.follow_remote(&run.id, ended, cancel).await;
         watchdog.abort();
         if matches!(followed, Followed::Detached) {
