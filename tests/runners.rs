@@ -156,6 +156,16 @@ impl Cluster {
         json["run"].as_str().unwrap().to_string()
     }
 
+    /// The `slipway` CLI against this server with `token`.
+    fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
+        Command::new(slipway_bin())
+            .args(args)
+            .env("SLIPWAY_SERVER", format!("http://{}", self.api_addr()))
+            .env("SLIPWAY_TOKEN", token)
+            .output()
+            .unwrap()
+    }
+
     fn view(&self, id: &str) -> Value {
         run_view(&self.api_addr(), id)
     }
@@ -294,6 +304,18 @@ fn containers_of(id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The run that an interrupted run was queued again as.
+fn requeued_as(view: &Value) -> String {
+    view["notes"]
+        .as_array()
+        .and_then(|n| {
+            n.iter()
+                .find_map(|n| n.as_str()?.strip_prefix("queued again as run "))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("requeued: {view}"))
+}
+
 fn took(runner_log: &str, id: &str) -> usize {
     runner_log
         .lines()
@@ -383,12 +405,7 @@ fn thirty_runs_over_three_runners_run_once_each_and_labels_route_them() {
         c.view(&id)["waiting"] == "no online runner has label `gpu`"
     });
     assert_eq!(c.view(&id)["status"], "queued");
-    let out = Command::new(slipway_bin())
-        .args(["runs", "--limit", "3"])
-        .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
-        .env("SLIPWAY_TOKEN", READER)
-        .output()
-        .unwrap();
+    let out = c.cli(READER, &["runs", "--limit", "3"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
         listed.contains("waiting: no online runner has label `gpu`"),
@@ -416,12 +433,7 @@ fn thirty_runs_over_three_runners_run_once_each_and_labels_route_them() {
         }
     }
     // `slipway runners ls` shows them all, with the runs they ran gone.
-    let out = Command::new(slipway_bin())
-        .args(["runners", "ls"])
-        .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
-        .env("SLIPWAY_TOKEN", READER)
-        .output()
-        .unwrap();
+    let out = c.cli(READER, &["runners", "ls"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
     for name in ["a", "b", "c"] {
@@ -467,14 +479,7 @@ fn a_runner_cut_off_loses_its_run_to_another_and_is_fenced_when_it_comes_back() 
             .is_some_and(|e| e.contains(&format!("runner `{lost}` stopped answering"))),
         "{view}"
     );
-    let again = view["notes"]
-        .as_array()
-        .and_then(|n| {
-            n.iter()
-                .find_map(|n| n.as_str()?.strip_prefix("queued again as run "))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("requeued: {view}"));
+    let again = requeued_as(&view);
     // Back on the link while the new attempt runs elsewhere: fenced.
     c.runner(&lost).net.restore();
     let fenced_by = Instant::now();
@@ -555,14 +560,7 @@ fn a_killed_runner_removes_its_orphans_on_restart_and_a_cancel_reaches_it_within
     }
     let view = c.wait_ended(&first, 30);
     assert_eq!(view["status"], "interrupted", "{view}");
-    let again = view["notes"]
-        .as_array()
-        .and_then(|n| {
-            n.iter()
-                .find_map(|n| n.as_str()?.strip_prefix("queued again as run "))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("requeued: {view}"));
+    let again = requeued_as(&view);
     running_on(&c, &again);
     let asked = Instant::now();
     let (status, body) = http(
@@ -606,12 +604,7 @@ fn a_killed_runner_removes_its_orphans_on_restart_and_a_cancel_reaches_it_within
         "a cancel reaches a remote run within a second: {stopped:?}"
     );
     // Removed: its token stops working and the runner stops, saying why.
-    let out = Command::new(slipway_bin())
-        .args(["runners", "rm", "a"])
-        .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
-        .env("SLIPWAY_TOKEN", ADMIN)
-        .output()
-        .unwrap();
+    let out = c.cli(ADMIN, &["runners", "rm", "a"]);
     assert!(
         out.status.success(),
         "{}",
@@ -799,12 +792,7 @@ fn a_runner_takes_runs_from_an_https_server_with_a_private_ca() {
     let tls_dir = TempDir::new("runners-tls-ca");
     let (tls_port, ca) = tls_front(&tls_dir, &net.host_ip, c.api_addr());
     let token = {
-        let out = Command::new(slipway_bin())
-            .args(["runners", "add", "secure"])
-            .env("SLIPWAY_SERVER", format!("http://{}", c.api_addr()))
-            .env("SLIPWAY_TOKEN", ADMIN)
-            .output()
-            .unwrap();
+        let out = c.cli(ADMIN, &["runners", "add", "secure"]);
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let data = c.dir.path().join("runner-secure");

@@ -6,6 +6,7 @@
 //! - [`server`]: the server under test, in process or as the real binary,
 //!   and signed webhook deliveries (re-exported here);
 //! - [`forge`]: one fake forge API that records what the server sends it;
+//! - [`bench`]: Docker start times, process memory and percentiles for the benchmarks;
 //! - [`browser`]: headless Chromium over WebDriver, for the web UI;
 //! - [`wedge`]: a Docker daemon that stops answering when told to;
 //! - [`netns`]: network namespaces as machines of their own, with links to cut.
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod bench;
 pub mod browser;
 pub mod forge;
 pub mod netns;
